@@ -1,0 +1,34 @@
+"""ament_python package definition; also installable with plain pip (see README)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "loger_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["loger_core", "loger_core.*", "loger_ros", "loger_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="loger_ros developers",
+    maintainer_email="loger-ros@example.org",
+    description="ROS 2 mapping node (odometry, TF, point-cloud map) over the LoGeR long-context 3D reconstruction network.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "loger_node = loger_ros.node:main",
+            "loger-replay = loger_ros.replay:main",
+            "loger-reconstruct = loger_core.cli.reconstruct:main",
+            "loger-synth = loger_core.synthetic.cli:main",
+        ],
+    },
+)
