@@ -1,0 +1,161 @@
+"""Transformer building blocks shared by the encoder, the decoder, the SWA layers and the heads.
+
+Token tensors are `(B, L, C)`; attention heads are split as `(B, heads, L, head_dim)`.
+Parameter names (norm1, attn.qkv, ls1, mlp.fc1, ...) match the authors' checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_value: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class RoPE2D(nn.Module):
+    """2-D rotary position embedding: the first half of each head's channels rotates with the
+    token's row (y), the second half with its column (x); frequencies `base ** (-2i / D)`."""
+
+    def __init__(self, base: float = 100.0) -> None:
+        super().__init__()
+        self.base = float(base)
+        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def _cos_sin(self, dim: int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (dim, length, device, dtype)
+        if key not in self._cache:
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, dim, 2, device=device).float() / dim))
+            t = torch.arange(length, device=device, dtype=inv_freq.dtype)
+            freqs = torch.outer(t, inv_freq).to(dtype)
+            freqs = torch.cat((freqs, freqs), dim=-1)
+            self._cache[key] = (freqs.cos(), freqs.sin())
+        return self._cache[key]
+
+    @staticmethod
+    def _rotate_half(x: Tensor) -> Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((-x2, x1), dim=-1)
+
+    def _apply_1d(self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        cos = F.embedding(pos, cos)[:, None]
+        sin = F.embedding(pos, sin)[:, None]
+        return x * cos + self._rotate_half(x) * sin
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x: (B, heads, L, D); pos: (B, L, 2) integer (y, x) positions."""
+        half = x.shape[-1] // 2
+        cos, sin = self._cos_sin(half, int(pos.max()) + 1, x.device, x.dtype)
+        y, xx = x.chunk(2, dim=-1)
+        return torch.cat((self._apply_1d(y, pos[..., 0], cos, sin), self._apply_1d(xx, pos[..., 1], cos, sin)), dim=-1)
+
+
+def patch_positions(batch: int, h: int, w: int, device: torch.device) -> Tensor:
+    """(batch, h*w, 2) int64 (y, x) grid positions in row-major patch order."""
+    ys = torch.arange(h, device=device)
+    xs = torch.arange(w, device=device)
+    grid = torch.cartesian_prod(ys, xs)
+    return grid.view(1, h * w, 2).expand(batch, -1, -1).clone()
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional per-head LayerNorm on q/k and optional 2-D RoPE.
+
+    Also exposes the key/value path for the SWA cache: `compute_kv` returns (k, v) for tokens that
+    become history, and `forward_with_kv_cache` attends from the current tokens to
+    `[cached history, current]`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, rope: RoPE2D | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else nn.Identity()
+        self.rope = rope
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, L, C = x.shape
+        qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, C // self.num_heads).transpose(1, 3)
+        q, k, v = qkv.unbind(dim=2)
+        return self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype), v
+
+    def _merge(self, x: Tensor) -> Tensor:
+        B, _, L, _ = x.shape
+        return self.proj(x.transpose(1, 2).reshape(B, L, -1))
+
+    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
+        q, k, v = self._qkv(x)
+        if self.rope is not None and pos is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        return self._merge(_sdpa(q, k, v))
+
+    def compute_kv(self, x: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _, k, v = self._qkv(x)
+        if self.rope is not None and pos is not None:
+            k = self.rope(k, pos)
+        return k, v
+
+    def forward_with_kv_cache(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor | None = None) -> Tensor:
+        q, k, v = self._qkv(x)
+        if self.rope is not None and pos is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        k = torch.cat([k_cache.to(k.dtype), k], dim=2)
+        v = torch.cat([v_cache.to(v.dtype), v], dim=2)
+        return self._merge(_sdpa(q, k, v))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + ls1(attn(norm1 x)); x + ls2(mlp(norm2 x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+        layerscale: float | None = None,
+        qk_norm: bool = False,
+        rope: RoPE2D | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, rope=rope)
+        self.ls1 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
+
+    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), pos))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+    def compute_kv_cache(self, x: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.attn.compute_kv(self.norm1(x), pos)
+
+    def forward_with_kv_cache(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor | None = None) -> Tensor:
+        x = x + self.ls1(self.attn.forward_with_kv_cache(self.norm1(x), k_cache, v_cache, pos))
+        return x + self.ls2(self.mlp(self.norm2(x)))

@@ -1,0 +1,259 @@
+"""The LoGeR network: DINOv2 encoder, alternating frame/global decoder with TTT and SWA memory,
+point / confidence / camera heads.
+
+One call of `forward_window` processes one window of frames and returns the predictions together
+with the memory state for the next window; `reconstruct` runs a whole sequence on top of it exactly
+as the authors' windowed inference does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .encoder import DinoEncoder
+from .heads import CameraHead, LinearPatchHead, TransformerDecoder
+from .layers import Block, RoPE2D, patch_positions
+from .state import MemoryOptions, MemoryState
+from .ttt import FastWeightSwiGLU
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class WindowPrediction:
+    """Predictions for the frames of one window (or a merged sequence), all float32.
+
+    local_points: (B, N, H, W, 3) camera-frame points (OpenCV axes).
+    conf: (B, N, H, W, 1) confidence logits (higher = more confident).
+    camera_poses: (B, N, 4, 4) `T_world_cam`, world = the frame of the memory / alignment.
+    points: (B, N, H, W, 3) world-frame points, `camera_poses @ local_points`.
+    """
+
+    local_points: Tensor
+    conf: Tensor
+    camera_poses: Tensor
+    points: Tensor
+
+    @property
+    def depth(self) -> Tensor:
+        """(B, N, H, W) z-depth in the model's (or aligned) scale."""
+        return self.local_points[..., 2]
+
+    @property
+    def num_frames(self) -> int:
+        return self.camera_poses.shape[1]
+
+    def frames(self, start: int, end: int | None = None) -> "WindowPrediction":
+        sl = slice(start, end)
+        return WindowPrediction(self.local_points[:, sl], self.conf[:, sl], self.camera_poses[:, sl], self.points[:, sl])
+
+    def to(self, device: torch.device | str) -> "WindowPrediction":
+        return WindowPrediction(*(t.to(device) for t in (self.local_points, self.conf, self.camera_poses, self.points)))
+
+    @staticmethod
+    def cat(parts: list["WindowPrediction"]) -> "WindowPrediction":
+        return WindowPrediction(
+            torch.cat([p.local_points for p in parts], 1), torch.cat([p.conf for p in parts], 1),
+            torch.cat([p.camera_poses for p in parts], 1), torch.cat([p.points for p in parts], 1),
+        )
+
+
+def transform_points(T: Tensor, points: Tensor) -> Tensor:
+    """T: (B, N, 4, 4); points: (B, N, H, W, 3) -> T applied to each frame's points."""
+    homog = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
+    return torch.einsum("bnij,bnhwj->bnhwi", T, homog)[..., :3]
+
+
+def pe_token_counts(n: int, window_size: int, overlap_size: int) -> tuple[int, int, int]:
+    """How many of a window's `n` frames get each of the three frame-role tokens:
+    (overlap with the previous window, interior, overlap with the next window)."""
+    first = min(overlap_size, n)
+    middle = min(max(window_size - 2 * overlap_size, 0), n - first)
+    last = max(min(overlap_size, n, n - first - middle), 0)
+    return first, middle, last
+
+
+class LoGeR(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.dec_embed_dim
+        self.encoder = DinoEncoder(cfg.encoder)
+        self.rope = RoPE2D(cfg.rope_freq)
+        self.decoder = nn.ModuleList(
+            Block(C, cfg.dec_num_heads, cfg.dec_mlp_ratio, layerscale=0.01, qk_norm=True, rope=self.rope)
+            for _ in range(cfg.dec_depth)
+        )
+        self.register_token = nn.Parameter(torch.randn(1, 1, cfg.num_register_tokens, C) * 1e-6)
+        for i in range(cfg.num_pe_tokens):
+            self.register_parameter(f"pe_token_{i}", nn.Parameter(torch.randn(1, 1, 1, C) * 1e-6))
+
+        hd = cfg.head_embed_dim
+        self.point_decoder = TransformerDecoder(2 * C, hd, hd, cfg.head_depth, cfg.head_num_heads, self.rope)
+        self.point_head = LinearPatchHead(hd, cfg.patch_size, 3)
+        self.conf_decoder = TransformerDecoder(2 * C, hd, hd, cfg.head_depth, cfg.head_num_heads, self.rope)
+        self.conf_head = LinearPatchHead(hd, cfg.patch_size, 1)
+        self.camera_decoder = TransformerDecoder(2 * C, hd, cfg.camera_dim, cfg.head_depth, cfg.head_num_heads, self.rope)
+        self.camera_head = CameraHead(cfg.camera_dim)
+
+        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+        self.ttt_layers = nn.ModuleList(
+            FastWeightSwiGLU(
+                C, cfg.ttt_head_dim, cfg.ttt_inter_multi, base_lr=cfg.ttt_base_lr,
+                muon_steps=cfg.num_muon_update_steps, update_steps=cfg.ttt_update_steps, pre_norm=cfg.ttt_pre_norm,
+            )
+            for _ in cfg.ttt_insert_after
+        )
+        self.ttt_gate_projs = nn.ModuleList(nn.Linear(C, 1) for _ in cfg.ttt_insert_after)
+        self.swa_layers = nn.ModuleList(
+            Block(C, cfg.dec_num_heads, cfg.ttt_inter_multi, layerscale=0.01, qk_norm=True, rope=self.rope)
+            for _ in cfg.attn_insert_after
+        )
+        self.swa_gate_projs = nn.ModuleList(nn.Linear(C, 1) for _ in cfg.attn_insert_after)
+        # Zero gates: a fresh model behaves like its memory-free base until trained.
+        for gate in [*self.ttt_gate_projs, *self.swa_gate_projs]:
+            nn.init.zeros_(gate.weight)
+            nn.init.zeros_(gate.bias)
+        self._ttt_at = {pos: j for j, pos in enumerate(cfg.ttt_insert_after)}
+        self._swa_at = {pos: j for j, pos in enumerate(cfg.attn_insert_after)}
+
+    # ------------------------------------------------------------------ state
+    def init_state(self) -> MemoryState:
+        return MemoryState.empty(len(self.ttt_layers), len(self.swa_layers))
+
+    # ---------------------------------------------------------------- forward
+    def forward_window(
+        self,
+        images: Tensor,
+        state: MemoryState | None = None,
+        options: MemoryOptions = MemoryOptions(),
+        commit: bool = True,
+    ) -> tuple[WindowPrediction, MemoryState]:
+        """Runs one window.
+
+        images: (B, N, 3, H, W) RGB in [0, 1], H and W multiples of the patch size, N <= window_size.
+        state: memory from the previous window (None = start of a sequence).
+        commit: False runs a provisional pass that reads the memory but neither updates the TTT
+            fast weights nor replaces the SWA history; the returned state is then `state` itself.
+        Returns the window's predictions (float32, on the images' device) and the next state.
+        """
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        B, N, _, H, W = images.shape
+        if N > options.window_size:
+            raise ValueError(f"window has {N} frames, more than window_size {options.window_size}")
+        state = state if state is not None else self.init_state()
+        if commit and options.reset_every > 0 and state.window_index > 0 and state.window_index % options.reset_every == 0:
+            state = state.reset_ttt()
+
+        x = (images.to(self.image_mean.device) - self.image_mean) / self.image_std
+        tokens = self.encoder(x.reshape(B * N, 3, H, W).to(self.image_mean.dtype))
+        hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit)
+        pred = self._heads(hidden, pos, B, N, H, W)
+        if not commit:
+            return pred, state
+        new_state = MemoryState(ttt=new_ttt, swa=new_swa, window_index=state.window_index + 1, frames_seen=state.frames_seen + N)
+        return pred, new_state
+
+    def _frame_tokens(self, patches: Tensor, B: int, N: int, options: MemoryOptions) -> Tensor:
+        """(B*N, hw, C) patch tokens -> (B*N, 6 + hw, C): registers, frame-role token, patches."""
+        C = patches.shape[-1]
+        counts = pe_token_counts(N, options.window_size, options.overlap_size)
+        pe = torch.cat(
+            [getattr(self, f"pe_token_{i}").expand(B, n, 1, C) for i, n in enumerate(counts)], dim=1
+        ).reshape(B * N, 1, C)
+        reg = self.register_token.expand(B, N, -1, -1).reshape(B * N, -1, C)
+        return torch.cat([reg, pe.to(patches.dtype), patches], dim=1)
+
+    def _decode(self, patches: Tensor, B: int, N: int, H: int, W: int, state: MemoryState, options: MemoryOptions, commit: bool):
+        p = self.cfg.patch_size
+        hidden = self._frame_tokens(patches, B, N, options)
+        BN, L, C = hidden.shape
+        # Special tokens sit at position (0, 0); patches at their grid position + 1.
+        pos = patch_positions(BN, H // p, W // p, hidden.device) + 1
+        pos = torch.cat([torch.zeros(BN, self.cfg.patch_start_idx, 2, dtype=pos.dtype, device=pos.device), pos], dim=1)
+        pos_seq = pos.reshape(B, N * L, 2)
+
+        new_ttt = list(state.ttt)
+        new_swa = list(state.swa)
+        finals: list[Tensor] = []
+        depth = len(self.decoder)
+        for i, blk in enumerate(self.decoder):
+            if i % 2 == 0:  # frame-wise attention
+                hidden = blk(hidden.reshape(BN, L, C), pos)
+            else:  # global attention over all frames of the window
+                hidden = blk(hidden.reshape(B, N * L, C), pos_seq)
+
+            j = self._ttt_at.get(i)
+            if j is not None and options.use_ttt:
+                x = hidden.reshape(B, N, L, C)
+                gate = F.silu(self.ttt_gate_projs[j](x))
+                out, weights = self.ttt_layers[j](x, state.ttt[j], update=commit)
+                hidden = out * gate + x
+                new_ttt[j] = weights
+
+            l = self._swa_at.get(i)
+            if l is not None and options.use_swa:
+                x = hidden.reshape(B, N * L, C)
+                swa = self.swa_layers[l]
+                history = state.swa[l]
+                if history is None:
+                    out = swa(x, pos_seq)
+                else:
+                    out = swa.forward_with_kv_cache(x, history[0], history[1], pos_seq)
+                gate = F.silu(self.swa_gate_projs[l](out))
+                hidden = (out * gate + x).reshape(BN, L, C)
+                new_swa[l] = swa.compute_kv_cache(x, pos_seq)
+
+            if i >= depth - 2:
+                finals.append(hidden.reshape(BN, L, C))
+        return torch.cat(finals, dim=-1), pos, new_ttt, new_swa
+
+    def _heads(self, hidden: Tensor, pos: Tensor, B: int, N: int, H: int, W: int) -> WindowPrediction:
+        s = self.cfg.patch_start_idx
+        point_hidden = self.point_decoder(hidden, pos)
+        conf_hidden = self.conf_decoder(hidden, pos)
+        camera_hidden = self.camera_decoder(hidden, pos)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            raw = self.point_head(point_hidden[:, s:].float(), H, W).reshape(B, N, H, W, 3)
+            xy, z = raw.split([2, 1], dim=-1)
+            z = torch.exp(z)
+            local_points = torch.cat([xy * z, z], dim=-1)
+            conf = self.conf_head(conf_hidden[:, s:].float(), H, W).reshape(B, N, H, W, 1)
+            camera_poses = self.camera_head(camera_hidden[:, s:].float()).reshape(B, N, 4, 4)
+            points = transform_points(camera_poses, local_points)
+        return WindowPrediction(local_points, conf, camera_poses, points)
+
+    # ------------------------------------------------------- whole sequence
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        images: Tensor,
+        options: MemoryOptions = MemoryOptions(),
+        alignment: str | None = None,
+        sim3_scale_mode: str = "median",
+    ) -> WindowPrediction:
+        """Whole-sequence windowed inference, identical to the authors' `forward`.
+
+        images: (B, N, 3, H, W) in [0, 1]. alignment: 'none', 'se3' or 'sim3' (default: the
+        config's `se3` flag). Built on `forward_window`; see `windowing.SequenceMerger`.
+        """
+        from .windowing import SequenceMerger, window_schedule
+
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if alignment is None:
+            alignment = "se3" if self.cfg.se3 else "none"
+        merger = SequenceMerger(alignment, options.overlap_size, options.reset_every, sim3_scale_mode)
+        state = self.init_state()
+        for start, end in window_schedule(images.shape[1], options.window_size, options.overlap_size):
+            pred, state = self.forward_window(images[:, start:end], state, options)
+            merger.add(pred)
+        return merger.result()
