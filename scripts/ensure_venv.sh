@@ -5,6 +5,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
+# open3d's wheel links against the system libusb; install it where we can (root + apt), else say how.
+if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1; }) \
+      || echo "warning: could not install libusb-1.0-0; open3d (PLY export) will not import" >&2
+  else
+    echo "warning: libusb-1.0 is missing; open3d needs it: sudo apt-get install libusb-1.0-0" >&2
+  fi
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi

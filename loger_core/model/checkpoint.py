@@ -103,7 +103,7 @@ def check_state_dict(model: torch.nn.Module, sd: Mapping[str, Tensor], source: s
             + ", ".join(f"{k} {got[k]} != expected {expected[k]}" for k in wrong[:LIST_LIMIT])
             + (" ..." if len(wrong) > LIST_LIMIT else "")
         )
-    if any("pre_norm" in k for k in missing + unexpected):
+    if (missing or unexpected) and all(".pre_norm." in k for k in missing + unexpected):
         lines.append("  hint: 'pre_norm' tensors differ: LoGeR has TTT pre-norms, LoGeR_star does not (config loger vs loger_star)")
     raise CheckpointMismatchError("\n".join(lines))
 

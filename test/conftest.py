@@ -1,0 +1,28 @@
+"""Shared pytest fixtures and settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "test" / "fixtures"
+SHARED = REPO.parent / "shared"
+
+# Two cores on CI: keep torch from oversubscribing when several processes run.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"../shared/data is absent ({path}): real-data tests need the shared folder beside the checkout")
+    return path
