@@ -1,0 +1,474 @@
+"""Global voxel point map fused from per-frame world-frame point clouds.
+
+Each occupied voxel (edge ``MapConfig.voxel_size`` metres, world frame) keeps the
+running mean position and colour of the points that fell into it, a confidence
+(max or mean), the number of merged points and the index of the last insert that
+touched it. The map is memory-bounded: past ``max_points`` voxels a documented
+eviction policy removes voxels in batches.
+
+Why a vectorised open-addressing hash table
+-------------------------------------------
+Per-frame insert cost must not grow with the map. Voxel coordinates are packed into one
+non-negative ``int64`` key; a power-of-two table (load factor <= 1/2) maps keys to
+*slots* of dense struct-of-arrays storage, found by linear probing from a
+multiplicative (Fibonacci) hash. Probing runs for the whole batch at once: each round
+checks every still-unresolved key with one gather, so the work is ``O(U * probes)``
+for ``U`` distinct voxels in the frame, with expected probes O(1) at that load — no
+Python loop over voxels (as a ``dict`` would need) and no sort of the map (as
+``np.unique`` over map + frame would). Only batch-sized arrays are sorted.
+Two map-sized operations exist, both amortised: doubling the table/storage when full
+(geometric growth) and rebuilding after an eviction, which frees ``evict_headroom`` of
+the budget so that at least that many new voxels arrive before the next one.
+
+Dense slots ``0 .. len(map) - 1`` are always compact, so :meth:`VoxelMap.snapshot` is a
+slice copy. Not thread-safe: one writer, snapshots taken from the same thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+
+__all__ = ["MapError", "MapConfig", "InsertStats", "VoxelMap", "load_ply", "voxel_downsample_open3d"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+POLICIES = ("drop_far", "drop_oldest")
+CONFIDENCE_REDUCE = ("max", "mean")
+
+# 21 bits per axis: voxel indices in [-2^20, 2^20) fit in 63 bits, so keys are >= 0 and
+# -1 can mark empty table cells. At 5 cm voxels that is +-52 km around the origin.
+_AXIS_BITS = 21
+_AXIS_OFFSET = 1 << (_AXIS_BITS - 1)
+_AXIS_MASK = (1 << _AXIS_BITS) - 1
+_EMPTY = np.int64(-1)
+_FIB = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: spreads structured keys
+_MIN_TABLE_BITS = 10
+_MIN_CAPACITY = 1024
+
+
+class MapError(ValueError):
+    """Invalid map configuration or insert input (shape, dtype, value)."""
+
+
+@dataclass
+class MapConfig:
+    """Voxel map settings.
+
+    Attributes:
+        voxel_size: voxel edge in metres (world frame), > 0.
+        min_confidence: points with ``confidence < min_confidence`` are dropped. Compared
+            in the caller's units: LoGeR emits confidence *logits*, where 0.0 means
+            probability 0.5; pass sigmoid probabilities and raise this if preferred.
+        max_points: voxel budget; exceeding it triggers eviction.
+        policy: 'drop_far' evicts voxels farthest from the latest sensor origin;
+            'drop_oldest' evicts voxels whose last update is oldest (ties: farthest).
+        evict_headroom: fraction of ``max_points`` freed per eviction (0 < x < 1), so
+            an eviction shrinks the map to ``floor(max_points * (1 - evict_headroom))``.
+        confidence_reduce: per-voxel confidence as the 'max' or running 'mean' of its
+            points' confidences.
+    """
+
+    voxel_size: float = 0.05
+    min_confidence: float = 0.0
+    max_points: int = 2_000_000
+    policy: str = "drop_far"
+    evict_headroom: float = 0.1
+    confidence_reduce: str = "max"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.voxel_size, (int, float)) and math.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise MapError(f"voxel_size must be a finite number > 0, got {self.voxel_size!r}")
+        if not (isinstance(self.min_confidence, (int, float)) and not math.isnan(self.min_confidence)):
+            raise MapError(f"min_confidence must be a number, got {self.min_confidence!r}")
+        if isinstance(self.max_points, bool) or not isinstance(self.max_points, (int, np.integer)) or self.max_points < 1:
+            raise MapError(f"max_points must be an integer >= 1, got {self.max_points!r}")
+        if self.policy not in POLICIES:
+            raise MapError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if not (isinstance(self.evict_headroom, (int, float)) and 0.0 < self.evict_headroom < 1.0):
+            raise MapError(f"evict_headroom must be in (0, 1), got {self.evict_headroom!r}")
+        if self.confidence_reduce not in CONFIDENCE_REDUCE:
+            raise MapError(f"confidence_reduce must be one of {CONFIDENCE_REDUCE}, got {self.confidence_reduce!r}")
+
+
+@dataclass
+class InsertStats:
+    """What one :meth:`VoxelMap.insert` did (for logging and for checking its cost).
+
+    ``probes`` counts hash-table cells examined; ``rebuilt`` is True when the call
+    ran one of the amortised map-sized operations (table growth or eviction rebuild).
+    """
+
+    frame: int
+    n_input: int
+    n_kept: int
+    n_voxels: int
+    n_new_voxels: int
+    probes: int
+    n_evicted: int
+    rebuilt: bool
+
+
+def _hash(keys: np.ndarray, bits: int) -> np.ndarray:
+    # Multiplicative hashing keeps the top bits, which mix all key bits.
+    return ((keys.astype(np.uint64) * _FIB) >> np.uint64(64 - bits)).astype(np.int64)
+
+
+class VoxelMap:
+    """Memory-bounded voxel map; see the module docstring for the data structure."""
+
+    def __init__(self, cfg: Optional[MapConfig] = None) -> None:
+        self.cfg = cfg if cfg is not None else MapConfig()
+        self.last_insert: Optional[InsertStats] = None
+        self.clear()
+
+    # ------------------------------------------------------------------ state
+
+    def clear(self) -> None:
+        """Remove all voxels and reset counters (the config is kept)."""
+        self._n = 0
+        self._frame = -1
+        self._evicted_total = 0
+        self._dropped = {"low_confidence": 0, "non_finite": 0, "out_of_range": 0}
+        self._origin: Optional[np.ndarray] = None
+        self._origin_given = False
+        self._alloc_storage(_MIN_CAPACITY)
+        self._alloc_table(_MIN_TABLE_BITS)
+
+    def _alloc_storage(self, capacity: int) -> None:
+        self._keys = np.empty(capacity, dtype=np.int64)
+        self._pos = np.empty((capacity, 3), dtype=np.float32)
+        self._col = np.empty((capacity, 3), dtype=np.float32)
+        self._conf = np.empty(capacity, dtype=np.float32)
+        self._count = np.empty(capacity, dtype=np.int64)
+        self._seen = np.empty(capacity, dtype=np.int64)
+
+    def _grow_storage(self, needed: int) -> None:
+        capacity = len(self._keys)
+        while capacity < needed:
+            capacity *= 2
+        n = self._n
+        old = (self._keys, self._pos, self._col, self._conf, self._count, self._seen)
+        self._alloc_storage(capacity)
+        for dst, src in zip((self._keys, self._pos, self._col, self._conf, self._count, self._seen), old):
+            dst[:n] = src[:n]
+
+    def _alloc_table(self, bits: int) -> None:
+        self._bits = bits
+        self._table_keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
+        self._table_slot = np.empty(1 << bits, dtype=np.int32)
+
+    def _rebuild_table(self, bits: int) -> None:
+        self._alloc_table(bits)
+        slots = np.arange(self._n)
+        self._probe_insert(self._keys[:self._n], slots)
+
+    def __len__(self) -> int:
+        return self._n
+
+    # ------------------------------------------------------------------ hashing
+
+    def _probe_insert(self, keys: np.ndarray, new_slots: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Find or create table entries for distinct ``keys``.
+
+        With ``new_slots`` given, keys are known absent and get those slots (rebuild).
+        Otherwise absent keys get slots ``self._n, self._n + 1, ...`` in claim order.
+
+        Returns ``(slots (U,) int64, is_new (U,) bool, probes)``.
+        """
+        mask = (1 << self._bits) - 1
+        slots = np.full(len(keys), -1, dtype=np.int64)
+        is_new = np.zeros(len(keys), dtype=bool)
+        cell = _hash(keys, self._bits)
+        pending = np.arange(len(keys))
+        next_slot = self._n
+        probes = 0
+        while pending.size:
+            probes += pending.size
+            c = cell[pending]
+            tk = self._table_keys[c]
+            hit = tk == keys[pending]
+            slots[pending[hit]] = self._table_slot[c[hit]]
+            empty = np.flatnonzero(tk == _EMPTY)
+            # Several pending keys may reach the same empty cell in one round: the first
+            # claims it, the others see a foreign key there and move on.
+            _, first = np.unique(c[empty], return_index=True)
+            winners = pending[empty[first]]
+            if winners.size:
+                if new_slots is not None:
+                    assigned = new_slots[winners]
+                else:
+                    assigned = next_slot + np.arange(winners.size)
+                    next_slot += winners.size
+                self._table_keys[cell[winners]] = keys[winners]
+                self._table_slot[cell[winners]] = assigned
+                slots[winners] = assigned
+                is_new[winners] = True
+            unresolved = ~hit
+            unresolved[empty[first]] = False
+            pending = pending[unresolved]
+            cell[pending] = (cell[pending] + 1) & mask
+        return slots, is_new, probes
+
+    # ------------------------------------------------------------------ insert
+
+    def insert(
+        self,
+        points: np.ndarray,
+        colors: np.ndarray,
+        confidence: np.ndarray,
+        sensor_origin: Optional[np.ndarray] = None,
+    ) -> InsertStats:
+        """Fuse one frame's points.
+
+        Args:
+            points: ``(N, 3)`` float world-frame positions (metres).
+            colors: ``(N, 3) uint8`` RGB.
+            confidence: ``(N,)`` float; points below ``cfg.min_confidence`` are dropped.
+            sensor_origin: ``(3,)`` camera centre in the world frame; used by the
+                'drop_far' policy. If never given, the mean of the latest kept points
+                stands in for it.
+
+        Points with any non-finite coordinate or confidence, and points beyond the key
+        range (+-2^20 voxels per axis), are dropped and counted in :meth:`stats`.
+        """
+        pts, col, conf = self._check_inputs(points, colors, confidence)
+        if sensor_origin is not None:
+            origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)
+            if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+                raise MapError(f"sensor_origin must be 3 finite numbers, got {sensor_origin!r}")
+            self._origin = origin
+            self._origin_given = True
+        self._frame += 1
+        n_input = len(pts)
+
+        finite = np.all(np.isfinite(pts), axis=1) & np.isfinite(conf)
+        confident = conf >= self.cfg.min_confidence
+        self._dropped["non_finite"] += int(np.count_nonzero(~finite))
+        self._dropped["low_confidence"] += int(np.count_nonzero(finite & ~confident))
+        keep = finite & confident
+        pts, col, conf = pts[keep], col[keep], conf[keep]
+        vox = np.floor(pts.astype(np.float64) / self.cfg.voxel_size)
+        in_range = np.all((vox >= -_AXIS_OFFSET) & (vox < _AXIS_OFFSET), axis=1)
+        self._dropped["out_of_range"] += int(np.count_nonzero(~in_range))
+        pts, col, conf, vox = pts[in_range], col[in_range], conf[in_range], vox[in_range]
+        if not self._origin_given and len(pts):
+            self._origin = pts.mean(axis=0).astype(np.float64)
+
+        stats = InsertStats(frame=self._frame, n_input=n_input, n_kept=len(pts), n_voxels=0,
+                            n_new_voxels=0, probes=0, n_evicted=0, rebuilt=False)
+        if len(pts):
+            self._merge(pts, col, conf, vox.astype(np.int64), stats)
+        if self._n > self.cfg.max_points:
+            stats.n_evicted = self._evict()
+            stats.rebuilt = True
+        self.last_insert = stats
+        return stats
+
+    def _check_inputs(self, points, colors, confidence):
+        pts = np.asarray(points)
+        if pts.ndim != 2 or pts.shape[1] != 3 or not np.issubdtype(pts.dtype, np.floating):
+            raise MapError(f"points must be a float (N, 3) array, got shape {pts.shape} dtype {pts.dtype}")
+        col = np.asarray(colors)
+        if col.shape != pts.shape or col.dtype != np.uint8:
+            raise MapError(f"colors must be a uint8 {pts.shape} array, got shape {col.shape} dtype {col.dtype}")
+        conf = np.asarray(confidence)
+        if conf.shape != (len(pts),) or not np.issubdtype(conf.dtype, np.floating):
+            raise MapError(
+                f"confidence must be a float ({len(pts)},) array, got shape {conf.shape} dtype {conf.dtype}"
+            )
+        return pts, col, conf
+
+    def _merge(self, pts, col, conf, vox, stats: InsertStats) -> None:
+        packed = (
+            ((vox[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS))
+            | ((vox[:, 1] + _AXIS_OFFSET) << _AXIS_BITS)
+            | (vox[:, 2] + _AXIS_OFFSET)
+        )
+        # Batch-local reduction: one entry per distinct voxel of this frame.
+        ukeys, inv, counts = np.unique(packed, return_inverse=True, return_counts=True)
+        u = len(ukeys)
+        sum_pos = np.stack([np.bincount(inv, weights=pts[:, k], minlength=u) for k in range(3)], axis=1)
+        sum_col = np.stack([np.bincount(inv, weights=col[:, k], minlength=u) for k in range(3)], axis=1)
+        if self.cfg.confidence_reduce == "max":
+            order = np.argsort(inv, kind="stable")
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            batch_conf = np.maximum.reduceat(conf[order].astype(np.float64), starts)
+        else:
+            batch_conf = np.bincount(inv, weights=conf, minlength=u)  # a sum, averaged below
+
+        if 2 * (self._n + u) > (1 << self._bits):
+            bits = self._bits
+            while 2 * (self._n + u) > (1 << bits):
+                bits += 1
+            self._rebuild_table(bits)
+            stats.rebuilt = True
+        if self._n + u > len(self._keys):
+            self._grow_storage(self._n + u)
+            stats.rebuilt = True
+
+        slots, is_new, probes = self._probe_insert(ukeys, None)
+        n_new = int(np.count_nonzero(is_new))
+        new_slots = slots[is_new]
+        self._keys[new_slots] = ukeys[is_new]
+        self._count[new_slots] = 0
+        self._pos[new_slots] = 0.0
+        self._col[new_slots] = 0.0
+        self._conf[new_slots] = 0.0
+        self._n += n_new
+
+        old_n = self._count[slots]
+        tot = old_n + counts
+        w_old = (old_n / tot)[:, None]
+        self._pos[slots] = self._pos[slots] * w_old + sum_pos / tot[:, None]
+        self._col[slots] = self._col[slots] * w_old + sum_col / tot[:, None]
+        if self.cfg.confidence_reduce == "max":
+            self._conf[slots] = np.where(old_n > 0, np.maximum(self._conf[slots], batch_conf), batch_conf)
+        else:
+            self._conf[slots] = self._conf[slots] * w_old[:, 0] + batch_conf / tot
+        self._count[slots] = tot
+        self._seen[slots] = self._frame
+
+        stats.n_voxels = u
+        stats.n_new_voxels = n_new
+        stats.probes = probes
+
+    # ------------------------------------------------------------------ eviction
+
+    def _evict(self) -> int:
+        """Shrink to ``floor(max_points * (1 - evict_headroom))`` voxels by policy."""
+        n = self._n
+        target = int(self.cfg.max_points * (1.0 - self.cfg.evict_headroom))
+        n_drop = n - target
+        origin = self._origin if self._origin is not None else np.zeros(3)
+        dist2 = np.sum((self._pos[:n].astype(np.float64) - origin) ** 2, axis=1)
+        if self.cfg.policy == "drop_far":
+            drop = np.argpartition(-dist2, n_drop - 1)[:n_drop]
+        else:
+            # Oldest first; among equally old voxels the farthest go first.
+            order = np.lexsort((-dist2, self._seen[:n]))
+            drop = order[:n_drop]
+        keep = np.ones(n, dtype=bool)
+        keep[drop] = False
+        for arr in (self._keys, self._pos, self._col, self._conf, self._count, self._seen):
+            arr[:target] = arr[:n][keep]
+        self._n = target
+        self._rebuild_table(self._bits)
+        self._evicted_total += n_drop
+        return n_drop
+
+    # ------------------------------------------------------------------ output
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copy of the map: ``points (M, 3) float32`` voxel mean positions (world frame),
+        ``colors (M, 3) uint8`` mean colours, ``confidence (M,) float32``."""
+        n = self._n
+        colors = np.clip(np.rint(self._col[:n]), 0, 255).astype(np.uint8)
+        return self._pos[:n].copy(), colors, self._conf[:n].copy()
+
+    def hit_counts(self) -> np.ndarray:
+        """``(M,) int64`` number of points merged into each voxel, in snapshot order."""
+        return self._count[: self._n].copy()
+
+    def last_seen(self) -> np.ndarray:
+        """``(M,) int64`` insert index (0-based) that last touched each voxel, in snapshot order."""
+        return self._seen[: self._n].copy()
+
+    def stats(self) -> dict:
+        """Counters: ``points`` (voxels), ``evicted`` (total), ``bytes`` (array memory),
+        ``frames`` (inserts), ``capacity``, ``table_size`` and ``dropped_*`` point counts."""
+        arrays = (self._keys, self._pos, self._col, self._conf, self._count, self._seen,
+                  self._table_keys, self._table_slot)
+        out = {
+            "points": self._n,
+            "evicted": self._evicted_total,
+            "bytes": int(sum(a.nbytes for a in arrays)),
+            "frames": self._frame + 1,
+            "capacity": len(self._keys),
+            "table_size": len(self._table_keys),
+        }
+        out.update({f"dropped_{k}": v for k, v in self._dropped.items()})
+        return out
+
+    def save_ply(self, path: PathLike) -> None:
+        """Write the snapshot as a binary PLY through open3d: float xyz, uchar RGB and a
+        float ``confidence`` vertex property (ignored by viewers that do not know it)."""
+        o3d = _open3d()
+        points, colors, conf = self.snapshot()
+        cloud = o3d.t.geometry.PointCloud()
+        cloud.point.positions = o3d.core.Tensor(points)
+        cloud.point.colors = o3d.core.Tensor(colors)
+        cloud.point.confidence = o3d.core.Tensor(conf.reshape(-1, 1))
+        if not o3d.t.io.write_point_cloud(os.fspath(path), cloud):
+            raise MapError(f"open3d could not write PLY to {os.fspath(path)!r}")
+
+
+def _open3d():
+    # Imported lazily: open3d is slow to import and only needed for file I/O.
+    import open3d as o3d
+
+    return o3d
+
+
+def load_ply(path: PathLike) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Read a point cloud PLY through open3d.
+
+    Returns:
+        ``points (M, 3) float32``, ``colors (M, 3) uint8`` (zeros if the file has none;
+        float colours are taken as [0, 1] if their max is <= 1, else as 0..255) and
+        ``confidence (M,) float32`` or None if the file has no ``confidence`` property.
+    """
+    o3d = _open3d()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MapError(f"PLY file not found: {path!r}")
+    cloud = o3d.t.io.read_point_cloud(path)
+    if "positions" not in cloud.point:
+        raise MapError(f"PLY file {path!r} has no vertex positions")
+    points = cloud.point.positions.numpy().astype(np.float32)
+    if "colors" in cloud.point:
+        raw = cloud.point.colors.numpy()
+        if np.issubdtype(raw.dtype, np.floating):
+            raw = raw * 255.0 if raw.size and raw.max() <= 1.0 else raw
+            colors = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+        else:
+            colors = np.clip(raw, 0, 255).astype(np.uint8)
+    else:
+        colors = np.zeros((len(points), 3), dtype=np.uint8)
+    conf = cloud.point.confidence.numpy().reshape(-1).astype(np.float32) if "confidence" in cloud.point else None
+    return points, colors, conf
+
+
+def voxel_downsample_open3d(
+    points: np.ndarray, colors: Optional[np.ndarray], voxel_size: float
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """One-shot voxel-grid downsampling with open3d (per-voxel mean position/colour).
+
+    Args:
+        points: ``(N, 3)`` float positions; colors: ``(N, 3) uint8`` or None.
+
+    Returns:
+        ``points (M, 3) float32`` and ``colors (M, 3) uint8`` (or None).
+    """
+    if not (math.isfinite(voxel_size) and voxel_size > 0):
+        raise MapError(f"voxel_size must be a finite number > 0, got {voxel_size!r}")
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise MapError(f"points must be (N, 3), got shape {pts.shape}")
+    o3d = _open3d()
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    if colors is not None:
+        col = np.asarray(colors)
+        if col.shape != pts.shape or col.dtype != np.uint8:
+            raise MapError(f"colors must be a uint8 {pts.shape} array, got shape {col.shape} dtype {col.dtype}")
+        cloud.colors = o3d.utility.Vector3dVector(col.astype(np.float64) / 255.0)
+    down = cloud.voxel_down_sample(voxel_size)
+    out_pts = np.asarray(down.points, dtype=np.float32)
+    out_col = None
+    if colors is not None:
+        out_col = np.clip(np.rint(np.asarray(down.colors) * 255.0), 0, 255).astype(np.uint8)
+    return out_pts, out_col
