@@ -72,10 +72,13 @@ class CameraHead(nn.Module):
         self.fc_t = nn.Linear(dim, 3)
         self.fc_rot = nn.Linear(dim, 9)
 
-    def forward(self, feat: Tensor) -> Tensor:
+    def forward(self, feat: Tensor, patch_h: int, patch_w: int) -> Tensor:
+        """feat: (B*N, patch_h*patch_w, dim) patch tokens."""
         for blk in self.res_conv:
             feat = blk(feat)
-        feat = self.more_mlps(feat.mean(dim=1))
+        # Average over the patch grid (adaptive pooling, the same reduction the checkpoint used).
+        grid = feat.transpose(1, 2).reshape(feat.shape[0], -1, patch_h, patch_w)
+        feat = self.more_mlps(F.adaptive_avg_pool2d(grid, 1).flatten(1))
         with torch.autocast(device_type=feat.device.type, enabled=False):
             feat = feat.float()
             t = self.fc_t(feat)

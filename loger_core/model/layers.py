@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 class LayerScale(nn.Module):
@@ -75,8 +76,16 @@ def patch_positions(batch: int, h: int, w: int, device: torch.device) -> Tensor:
     return grid.view(1, h * w, 2).expand(batch, -1, -1).clone()
 
 
+_FP32_BACKENDS = [SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
+_BF16_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return F.scaled_dot_product_attention(q, k, v)
+    # The authors pin the attention kernels (flash in bf16; math / memory-efficient otherwise).
+    # The TTT update rounds to bf16, which turns even last-bit differences from another fp32
+    # kernel into visible drift over windows, so we pin the same ones.
+    with sdpa_kernel(_BF16_BACKENDS if q.dtype == torch.bfloat16 else _FP32_BACKENDS):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class Attention(nn.Module):

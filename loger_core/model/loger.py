@@ -227,7 +227,8 @@ class LoGeR(nn.Module):
             z = torch.exp(z)
             local_points = torch.cat([xy * z, z], dim=-1)
             conf = self.conf_head(conf_hidden[:, s:].float(), H, W).reshape(B, N, H, W, 1)
-            camera_poses = self.camera_head(camera_hidden[:, s:].float()).reshape(B, N, 4, 4)
+            p = self.cfg.patch_size
+            camera_poses = self.camera_head(camera_hidden[:, s:].float(), H // p, W // p).reshape(B, N, 4, 4)
             points = transform_points(camera_poses, local_points)
         return WindowPrediction(local_points, conf, camera_poses, points)
 
