@@ -74,7 +74,7 @@ def test_block_transform_reused_within_reset_block():
     poses, local = true_sequence(n)
     from loger_core.model import window_schedule
 
-    al = WindowAligner("none", ov, reset_every=2)
+    al = WindowAligner("none", ov, reset_every=2, history=10)
     S = torch.eye(4, dtype=torch.float64)
     S[:3, 3] = torch.tensor([5.0, 0, 0])
     for k, (s, e) in enumerate(window_schedule(n, win, ov)):
@@ -84,6 +84,25 @@ def test_block_transform_reused_within_reset_block():
     assert torch.equal(t[1], t[0])  # window 1 reuses window 0's (identity) transform
     torch.testing.assert_close(t[2], torch.tensor([-5.0, 0, 0], dtype=torch.float64))  # estimated at the reset
     assert torch.equal(t[3], t[2])
+
+
+def test_peek_does_not_change_the_aligner_and_history_is_bounded():
+    n, win, ov = 10, 4, 1
+    poses, local = true_sequence(n)
+    from loger_core.model import window_schedule
+
+    al = WindowAligner("se3", ov)
+    S = torch.eye(4, dtype=torch.float64)
+    S[:3, 3] = torch.tensor([1.0, 2.0, 3.0])
+    wins = window_schedule(n, win, ov)
+    al.align(window_in_frame(poses, local, *wins[0], torch.eye(4, dtype=torch.float64)))
+    nxt = window_in_frame(poses, local, *wins[1], S)
+    peeked = al.peek(nxt)
+    assert al.window_index == 1 and len(al.transforms) == 1
+    committed = al.align(nxt)
+    torch.testing.assert_close(peeked.camera_poses, committed.camera_poses, rtol=0, atol=0)
+    al.align(window_in_frame(poses, local, *wins[2], S))
+    assert len(al.transforms) == 1  # history=1 by default: constant memory over long runs
 
 
 def test_bad_alignment_names_are_refused():

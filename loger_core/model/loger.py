@@ -150,7 +150,9 @@ class LoGeR(nn.Module):
         if N > options.window_size:
             raise ValueError(f"window has {N} frames, more than window_size {options.window_size}")
         state = state if state is not None else self.init_state()
-        if commit and options.reset_every > 0 and state.window_index > 0 and state.window_index % options.reset_every == 0:
+        incoming = state
+        # A provisional pass sees the memory its committed pass will see, including a TTT reset.
+        if options.reset_every > 0 and state.window_index > 0 and state.window_index % options.reset_every == 0:
             state = state.reset_ttt()
 
         x = (images.to(self.image_mean.device) - self.image_mean) / self.image_std
@@ -158,7 +160,7 @@ class LoGeR(nn.Module):
         hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit)
         pred = self._heads(hidden, pos, B, N, H, W)
         if not commit:
-            return pred, state
+            return pred, incoming
         new_state = MemoryState(ttt=new_ttt, swa=new_swa, window_index=state.window_index + 1, frames_seen=state.frames_seen + N)
         return pred, new_state
 

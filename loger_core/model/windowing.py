@@ -12,6 +12,8 @@ reused for the following windows of that reset block (the memory keeps those win
 """
 from __future__ import annotations
 
+import copy
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -81,10 +83,14 @@ class WindowTransform:
 class WindowAligner:
     """Maps each window's predictions into the first window's frame, one window at a time.
 
-    Holds only the last `overlap` aligned frames of the previous window (constant memory).
+    Holds only the last `overlap` aligned frames of the previous window and the last `history`
+    window transforms (constant memory).
     """
 
-    def __init__(self, alignment: str = "none", overlap_size: int = 0, reset_every: int = 0, scale_mode: str = "median") -> None:
+    def __init__(
+        self, alignment: str = "none", overlap_size: int = 0, reset_every: int = 0, scale_mode: str = "median",
+        history: int = 1,
+    ) -> None:
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         if scale_mode not in SCALE_MODES:
@@ -100,7 +106,7 @@ class WindowAligner:
         self._prev: WindowPrediction | None = None  # tail of the previous aligned window
         self._prev_frames = 0
         self._block: WindowTransform | None = None
-        self.transforms: list[WindowTransform] = []
+        self.transforms: deque[WindowTransform] = deque(maxlen=history)
 
     def align(self, pred: WindowPrediction) -> WindowPrediction:
         """Aligns the next window (in sequence order) and returns the aligned predictions."""
@@ -126,6 +132,13 @@ class WindowAligner:
         self._prev_frames = aligned.num_frames
         self.window_index += 1
         return aligned
+
+    def peek(self, pred: WindowPrediction) -> WindowPrediction:
+        """Aligns `pred` as the next window would be, without changing this aligner (for
+        provisional, uncommitted predictions)."""
+        scratch = copy.copy(self)
+        scratch.transforms = deque(self.transforms, maxlen=self.transforms.maxlen)
+        return scratch.align(pred)
 
     def _apply(self, pred: WindowPrediction, tf: WindowTransform) -> WindowPrediction:
         B, N = pred.camera_poses.shape[:2]

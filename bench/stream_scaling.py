@@ -1,0 +1,195 @@
+"""Streaming throughput and memory against sequence length.
+
+For each frame count the same reconstructor configuration streams that many frames (a fixed
+set of 16 deterministic noise images at --input-size, cycled, so preprocessing is included) and
+flushes; the model is built once. Reported per run: wall time, frames/s, ms/frame, the resident
+set size before and at its peak during the run (sampled every 10 ms), the CUDA peak allocation,
+and the memory-state bytes. Linear time shows as a constant ms/frame; bounded memory as a flat
+peak. Prints a table and writes JSON (--out).
+
+    python bench/stream_scaling.py                                   # tiny on CPU
+    python bench/stream_scaling.py --config loger --device cuda --checkpoint ckpts/LoGeR/latest.pt
+
+Without --checkpoint the weights are deterministic synthetic ones: timing and memory are those
+of the real network, geometry is meaningless.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loger_core.stream import StreamConfig, StreamingReconstructor, load_stream_model  # noqa: E402
+
+MIB = 2**20
+TINY_RESOLUTION = (112, 84)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the resident set size in a thread; `peak` is the largest value seen."""
+
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.period_s = period_s
+        self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def noise_frames(width: int, height: int, count: int = 16) -> list[np.ndarray]:
+    """Smooth deterministic colour noise (closer to images than white noise; same cost)."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+        frames.append(np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR)))
+    return frames
+
+
+def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict:
+    rec = StreamingReconstructor(cfg, model=model)
+    cuda = rec.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_start = rss_bytes()
+    out = 0
+    state_peak = 0
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        for i in range(n):
+            got = len(rec.push(frames[i % len(frames)], 1_000_000_000 + i * 33_333_333))
+            if got:
+                out += got
+                state_peak = max(state_peak, rec.state_nbytes())
+        out += len(rec.flush())
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    assert out == n, f"{out} results for {n} frames"
+    return {
+        "frames": n,
+        "seconds": seconds,
+        "frames_per_s": n / seconds,
+        "ms_per_frame": 1000.0 * seconds / n,
+        "rss_start_mib": rss_start / MIB,
+        "rss_peak_mib": peak.peak / MIB,
+        "cuda_peak_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
+        # The largest memory state seen (after full windows; the final partial window's is smaller).
+        "state_bytes": max(state_peak, rec.state_nbytes()),
+        "windows": rec.stats.windows_run,
+    }
+
+
+def table(runs: list[dict]) -> str:
+    head = f"{'frames':>7} {'seconds':>9} {'frames/s':>9} {'ms/frame':>9} {'RSS start':>10} {'RSS peak':>10} {'CUDA peak':>10} {'state KiB':>10}"
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        cuda = f"{r['cuda_peak_mib']:9.0f}M" if r["cuda_peak_mib"] is not None else f"{'-':>10}"
+        lines.append(
+            f"{r['frames']:>7} {r['seconds']:>9.2f} {r['frames_per_s']:>9.2f} {r['ms_per_frame']:>9.2f} "
+            f"{r['rss_start_mib']:>9.0f}M {r['rss_peak_mib']:>9.0f}M {cuda} {r['state_bytes'] / 1024:>10.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="tiny", choices=("tiny", "loger", "loger_star"))
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16, float16")
+    p.add_argument("--frames", type=int, nargs="+", default=[250, 1000, 4000])
+    p.add_argument("--resolution", default=None, help="WxH network input (default 112x84 tiny, 504x280 full)")
+    p.add_argument("--input-size", default="640x480", help="WxH of the pushed frames")
+    p.add_argument("--window", type=int, default=32)
+    p.add_argument("--overlap", type=int, default=3)
+    p.add_argument("--reset-every", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default="bench_stream_scaling.json")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resolution:
+        resolution = tuple(int(v) for v in args.resolution.lower().split("x"))
+    else:
+        resolution = TINY_RESOLUTION if args.config == "tiny" else (504, 280)
+    in_w, in_h = (int(v) for v in args.input_size.lower().split("x"))
+    cfg = StreamConfig(
+        model=args.config, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, resolution=resolution,
+        window_size=args.window, overlap_size=args.overlap, reset_every=args.reset_every,
+    )
+    t0 = time.perf_counter()
+    model = load_stream_model(cfg)
+    load_s = time.perf_counter() - t0
+    frames = noise_frames(in_w, in_h)
+    # Warm-up (kernel selection, allocator): one window, not timed.
+    run_once(cfg, model, frames, args.window)
+
+    runs = []
+    for n in args.frames:
+        runs.append(run_once(cfg, model, frames, n))
+        print(f"  {n} frames: {runs[-1]['frames_per_s']:.2f} frames/s", flush=True)
+    device = cfg.torch_device()
+    info = {
+        "config": args.config,
+        "weights": args.checkpoint or "synthetic (deterministic)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "dtype": str(cfg.torch_dtype()).replace("torch.", ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "resolution": list(resolution),
+        "input_size": [in_w, in_h],
+        "window": args.window,
+        "overlap": args.overlap,
+        "reset_every": args.reset_every,
+        "model_load_s": load_s,
+        "runs": runs,
+    }
+    if len(runs) > 1:
+        first, last = runs[0], runs[-1]
+        info["ms_per_frame_ratio_last_first"] = last["ms_per_frame"] / first["ms_per_frame"]
+        info["rss_peak_growth_mib"] = last["rss_peak_mib"] - first["rss_peak_mib"]
+        if first["cuda_peak_mib"] is not None:
+            info["cuda_peak_growth_mib"] = last["cuda_peak_mib"] - first["cuda_peak_mib"]
+    print(f"\n{args.config} on {info['device']} ({info['dtype']}), input {in_w}x{in_h} -> {resolution[0]}x{resolution[1]}, "
+          f"window {args.window}/{args.overlap}, weights: {info['weights']}")
+    print(table(runs))
+    if len(runs) > 1:
+        print(f"ms/frame ratio {runs[-1]['frames']} vs {runs[0]['frames']} frames: {info['ms_per_frame_ratio_last_first']:.3f}; "
+              f"peak RSS growth {info['rss_peak_growth_mib']:.1f} MiB")
+    Path(args.out).write_text(json.dumps(info, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""``loger-reconstruct``: stream a sequence through LoGeR and write trajectory, map, plot, metrics.
+
+Example::
+
+    loger-reconstruct data/office --out /tmp/office                       # tiny model, synthetic weights
+    loger-reconstruct seq/ --out out/ --config loger_star --checkpoint ckpts/LoGeR_star/latest.pt --device cuda
+
+INPUT is a folder of images (the dataset layout of :mod:`loger_core.io.image_folder`, which is also
+what ``loger-synth`` writes and what TUM RGB-D sequences look like, or a plain image folder) or a
+video file. Writes into ``--out``:
+
+- ``trajectory.tum``: committed camera poses ``T_world_cam`` (TUM format, stamps from the input);
+- ``map.ply``: the fused voxel map (binary PLY with colours and confidence);
+- ``top_view.png``: trajectory (and ground truth, aligned) over the map, seen from above;
+- ``metrics.json``: ATE / RPE / scale drift against the ground truth, when the input has one;
+- ``run.json``: configuration, weights, timing and stream statistics.
+
+Without ``--checkpoint`` the network runs with deterministic SYNTHETIC weights: the run exercises
+the whole pipeline but its geometry is meaningless, and every output says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from loger_core.eval import EvalError, evaluate
+from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
+from loger_core.io.trajectory import Trajectory, write_tum
+from loger_core.map import MapConfig, MapError, VoxelMap
+from loger_core.model import CONFIGS
+from loger_core.model.checkpoint import CheckpointError
+from loger_core.plotting import plot_top_view
+from loger_core.stream import DEMO_RESOLUTION, ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
+from loger_core.stream.config import DTYPES
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("loger-reconstruct")
+
+# The tiny model is for fast CPU runs: a pixel budget of ~100x100 keeps a 32-frame window at
+# about 1.5k tokens (the full models use the authors' 504x280).
+TINY_PIXEL_LIMIT = 10_000
+# Automatic voxel size: this fraction of the first committed frame's median depth.
+AUTO_VOXEL_FRACTION = 0.01
+
+
+def _resolution(text: str):
+    if text == "auto":
+        return "auto"
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"resolution must be WIDTHxHEIGHT (e.g. 504x280) or 'auto', got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loger-reconstruct",
+        description="Reconstruct an image folder or video with the LoGeR network, frame by frame; "
+        "write trajectory.tum, map.ply, top_view.png, run.json and (with ground truth) metrics.json.",
+    )
+    p.add_argument("input", help="image folder (dataset / TUM layout or plain images) or video file")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--config", choices=sorted(CONFIGS), default="tiny",
+                   help="model size (default tiny: fast on CPU; use loger / loger_star with their checkpoints)")
+    p.add_argument("--checkpoint", default=None,
+                   help="authors' latest.pt or a .safetensors file; without it SYNTHETIC weights are used")
+    p.add_argument("--allow-pickle", action="store_true", help="trust a checkpoint holding Python objects")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="compute precision (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--resolution", type=_resolution, default=None,
+                   help="network input WxH (multiples of 14) or 'auto' (authors' pixel-budget rule); "
+                   f"default {DEMO_RESOLUTION[0]}x{DEMO_RESOLUTION[1]} for loger/loger_star, auto with a "
+                   f"{TINY_PIXEL_LIMIT}-pixel budget for tiny")
+    p.add_argument("--pixel-limit", type=int, default=None, help="pixel budget of the 'auto' resolution rule")
+    p.add_argument("--resize-mode", choices=("resize", "crop"), default="resize",
+                   help="resize: stretch to the resolution (authors); crop: centre-crop to its aspect first")
+    p.add_argument("--window", type=int, default=32, help="frames per window (default 32)")
+    p.add_argument("--overlap", type=int, default=3, help="frames shared by consecutive windows (default 3)")
+    p.add_argument("--reset-every", type=int, default=0, help="reset TTT memory every N windows (0: never)")
+    p.add_argument("--alignment", choices=("none", "se3", "sim3"), default=None,
+                   help="window alignment (default: the model's, se3 for loger_star)")
+    p.add_argument("--sim3-scale-mode", default="median")
+    p.add_argument("--conf-threshold", type=float, default=0.0, help="min point confidence (probability)")
+    p.add_argument("--conf-percentile", type=float, default=20.0,
+                   help="drop each frame's least confident percent of points (default 20, as the authors' demo)")
+    p.add_argument("--no-known-intrinsics", action="store_true",
+                   help="ignore the input's intrinsics (report those implied by the predicted points)")
+    p.add_argument("--scale-source", choices=("none", "depth", "fixed"), default="none",
+                   help="metric scale: none (model scale), depth (input depth images), fixed (--scale-factor)")
+    p.add_argument("--scale-factor", type=float, default=1.0, help="factor of --scale-source fixed")
+    p.add_argument("--voxel-size", default="auto",
+                   help=f"map voxel edge in output units, or 'auto' ({AUTO_VOXEL_FRACTION:g} x the first frame's median depth)")
+    p.add_argument("--max-map-points", type=int, default=2_000_000)
+    p.add_argument("--eval-align", choices=("sim3", "se3", "none"), default="sim3",
+                   help="alignment of the estimate to the ground truth for metrics (default sim3)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate for stamps when the input has none")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _open_input(path: Path, fps: Optional[float]):
+    if path.is_dir():
+        return ImageFolderSequence(path, fps=fps if fps is not None else 30.0)
+    if path.is_file():
+        return VideoSequence(path, fps=fps)
+    raise ImageFolderError(f"INPUT {str(path)!r} is neither a folder nor a file")
+
+
+def _stream_config(args) -> StreamConfig:
+    tiny = args.config == "tiny"
+    resolution = args.resolution
+    if resolution is None:
+        resolution = "auto" if tiny else DEMO_RESOLUTION
+    pixel_limit = args.pixel_limit if args.pixel_limit is not None else (TINY_PIXEL_LIMIT if tiny else 255_000)
+    scale = ScaleConfig(source=args.scale_source, factor=args.scale_factor)
+    return StreamConfig(
+        model=args.config, checkpoint=args.checkpoint, allow_pickle=args.allow_pickle, device=args.device,
+        dtype=args.dtype, resolution=None if resolution == "auto" else tuple(resolution), pixel_limit=pixel_limit,
+        resize_mode=args.resize_mode, window_size=args.window, overlap_size=args.overlap,
+        reset_every=args.reset_every, alignment=args.alignment, sim3_scale_mode=args.sim3_scale_mode,
+        conf_threshold=args.conf_threshold, conf_percentile=args.conf_percentile,
+        use_known_intrinsics=not args.no_known_intrinsics, scale=scale,
+    )
+
+
+def _voxel_size(text: str) -> Optional[float]:
+    if text == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise StreamInputError(f"--voxel-size must be a number > 0 or 'auto', got {text!r}")
+    return v
+
+
+class _Outputs:
+    """Accumulates what the run writes: the trajectory (grows with the frames, by nature) and the
+    bounded voxel map."""
+
+    def __init__(self, voxel: Optional[float], max_points: int) -> None:
+        self.voxel = voxel
+        self.max_points = max_points
+        self.map: Optional[VoxelMap] = None
+        self.stamps: list[int] = []
+        self.poses: list[np.ndarray] = []
+        self.last_K: Optional[np.ndarray] = None
+
+    def add(self, results) -> None:
+        for r in results:
+            if r.provisional:
+                continue
+            if self.map is None:
+                if self.voxel is None:
+                    depth = r.depth[np.isfinite(r.depth) & (r.depth > 0)]
+                    median = float(np.median(depth)) if depth.size else 1.0
+                    self.voxel = max(median * AUTO_VOXEL_FRACTION, 1e-6)
+                self.map = VoxelMap(MapConfig(voxel_size=self.voxel, max_points=self.max_points))
+            self.map.insert(r.points, r.colors, r.point_confidence, sensor_origin=r.position)
+            self.stamps.append(r.stamp_ns)
+            self.poses.append(r.T_world_cam)
+            self.last_K = r.K
+
+    def trajectory(self) -> Trajectory:
+        return Trajectory(np.asarray(self.stamps, dtype=np.int64), np.stack(self.poses))
+
+
+def _run(args) -> int:
+    cfg = _stream_config(args)
+    voxel = _voxel_size(args.voxel_size)
+    if args.stride < 1:
+        raise StreamInputError(f"--stride must be >= 1, got {args.stride}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise StreamInputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    seq = _open_input(Path(args.input), args.fps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    synthetic = cfg.checkpoint is None  # the model loader logs a loud warning then
+
+    rec = StreamingReconstructor(cfg)
+    use_depth = cfg.scale.source == "depth"
+    outputs = _Outputs(voxel, args.max_map_points)
+    total = None
+    if isinstance(seq, ImageFolderSequence):
+        total = len(range(0, len(seq), args.stride))
+        if args.max_frames is not None:
+            total = min(total, args.max_frames)
+    bar = tqdm(total=total, unit="frame", desc="reconstruct", disable=args.quiet, file=sys.stderr)
+    t0 = time.perf_counter()
+    used = 0
+    for i, frame in enumerate(seq):
+        if i % args.stride:
+            continue
+        if args.max_frames is not None and used >= args.max_frames:
+            break
+        used += 1
+        outputs.add(rec.push(frame.rgb, frame.stamp_ns, K=frame.K, depth=frame.depth if use_depth else None))
+        bar.update(1)
+    outputs.add(rec.flush())
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    if not outputs.poses:
+        raise StreamInputError(f"INPUT {args.input!r}: no frame was reconstructed (frames read: {used})")
+
+    est = outputs.trajectory()
+    write_tum(out / "trajectory.tum", est)
+    outputs.map.save_ply(out / "map.ply")
+    map_pts, map_cols, _ = outputs.map.snapshot()
+
+    metrics = None
+    gt = seq.groundtruth() if getattr(seq, "has_groundtruth", False) else None
+    if gt is not None:
+        try:
+            metrics = evaluate(est, gt, align=args.eval_align)
+        except EvalError as e:
+            log.warning("no metrics: %s", e)
+            metrics = {"error": str(e)}
+        if synthetic:
+            metrics["warning"] = "synthetic weights: not meaningful geometry"
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    title = f"{cfg.model}: {len(est)} frames" + (" (SYNTHETIC WEIGHTS - not meaningful)" if synthetic else "")
+    plot_est, plot_map, plot_gt = est.poses, map_pts, None
+    if metrics is not None and "ate" in metrics:
+        # Draw in the ground-truth frame: the estimate and its map through the ATE alignment.
+        T = np.asarray(metrics["ate"]["T_align"], dtype=np.float64)
+        plot_est = np.einsum("ij,njk->nik", T, est.poses)
+        plot_map = map_pts.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+        plot_gt = gt.poses
+        title += f", ATE {metrics['ate']['rmse']:.3f}"
+    plot_top_view(out / "top_view.png", plot_est, gt=plot_gt, map_points=plot_map, map_colors=map_cols, title=title)
+
+    run = {
+        "input": str(args.input),
+        "weights": "SYNTHETIC (deterministic; not meaningful geometry)" if synthetic else str(cfg.checkpoint),
+        "config": {**asdict(cfg), "scale": asdict(cfg.scale)},
+        "alignment": rec.alignment,
+        "resolution": list(rec.resolution) if rec.resolution else None,
+        "device": str(rec.device),
+        "dtype": str(rec.dtype).replace("torch.", ""),
+        "frames_read": used,
+        "frames_out": len(est),
+        "seconds": elapsed,
+        "frames_per_second": used / elapsed if elapsed > 0 else None,
+        "voxel_size": outputs.voxel,
+        "map": outputs.map.stats(),
+        "stream": rec.stats.to_dict(),
+        "scale": asdict(rec.scale_estimate()),
+        "last_K": outputs.last_K.tolist() if outputs.last_K is not None else None,
+    }
+    (out / "run.json").write_text(json.dumps(_no_nan(run), indent=2, default=str))
+    summary = f"{len(est)} frames in {elapsed:.1f} s ({run['frames_per_second']:.2f} frames/s), map {len(map_pts)} voxels -> {out}"
+    if metrics is not None and "ate" in metrics:
+        summary += f"; ATE rmse {metrics['ate']['rmse']:.4f} ({args.eval_align})"
+    print(summary)
+    if synthetic:
+        print("NOTE: synthetic weights were used; the results are not meaningful geometry.")
+    return 0
+
+
+def _no_nan(obj):
+    """JSON has no NaN / inf: they become null."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input or checkpoint)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (StreamInputError, ImageFolderError, CheckpointError, MapError) as e:
+        print(f"loger-reconstruct: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

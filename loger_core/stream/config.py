@@ -1,0 +1,199 @@
+"""Configuration of the streaming reconstructor (typed, validated dataclasses).
+
+Every invalid value raises :class:`StreamInputError` naming the field and the value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from loger_core.model.config import CONFIGS
+from loger_core.model.windowing import ALIGNMENTS, SCALE_MODES
+
+from .errors import StreamInputError
+
+SCALE_SOURCES = ("none", "depth", "odometry", "fixed")
+RESIZE_MODES = ("resize", "crop")
+OUT_OF_ORDER_POLICIES = ("drop", "raise")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The authors' demo keeps the total pixel count of the network input under this limit when no
+# target resolution is given.
+DEMO_PIXEL_LIMIT = 255_000
+DEMO_RESOLUTION = (504, 280)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class ScaleConfig:
+    """Where metric scale comes from.
+
+    Attributes:
+        source: 'none' (model scale, factor 1), 'depth' (robust median ratio of a metric depth
+            image to the predicted depth over valid pixels), 'odometry' (ratio of an external
+            odometry's displacement to the predicted camera displacement) or 'fixed' (`factor`).
+        factor: the scale for source 'fixed' (> 0).
+        depth_range_m: (min, max) sensor depths in metres that count as valid.
+        depth_unit_m: metres per unit of integer (e.g. uint16 millimetre) depth images.
+        min_valid_pixels: a depth frame with fewer valid pixels gives no sample.
+        min_displacement_m: odometry displacement between two samples (so that noise on short
+            baselines does not dominate the ratio).
+        history: number of most recent per-frame samples the estimate is the median of (bounded
+            memory; older samples are forgotten, so the estimate follows slow scale drift).
+        freeze_after: 0 keeps updating; N > 0 freezes the estimate once N samples were taken, so
+            that every later frame gets exactly the same factor.
+    """
+
+    source: str = "none"
+    factor: float = 1.0
+    depth_range_m: tuple[float, float] = (0.1, 50.0)
+    depth_unit_m: float = 0.001
+    min_valid_pixels: int = 50
+    min_displacement_m: float = 0.05
+    history: int = 200
+    freeze_after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SCALE_SOURCES:
+            raise StreamInputError(f"ScaleConfig.source must be one of {SCALE_SOURCES}, got {self.source!r}")
+        if not _is_number(self.factor) or self.factor <= 0:
+            raise StreamInputError(f"ScaleConfig.factor must be a finite number > 0, got {self.factor!r}")
+        r = self.depth_range_m
+        if not (isinstance(r, (tuple, list)) and len(r) == 2 and all(_is_number(v) for v in r) and 0 <= r[0] < r[1]):
+            raise StreamInputError(f"ScaleConfig.depth_range_m must be (min, max) with 0 <= min < max, got {r!r}")
+        self.depth_range_m = (float(r[0]), float(r[1]))
+        if not _is_number(self.depth_unit_m) or self.depth_unit_m <= 0:
+            raise StreamInputError(f"ScaleConfig.depth_unit_m must be a finite number > 0, got {self.depth_unit_m!r}")
+        if not _is_int(self.min_valid_pixels) or self.min_valid_pixels < 1:
+            raise StreamInputError(f"ScaleConfig.min_valid_pixels must be an integer >= 1, got {self.min_valid_pixels!r}")
+        if not _is_number(self.min_displacement_m) or self.min_displacement_m <= 0:
+            raise StreamInputError(f"ScaleConfig.min_displacement_m must be a finite number > 0, got {self.min_displacement_m!r}")
+        if not _is_int(self.history) or self.history < 1:
+            raise StreamInputError(f"ScaleConfig.history must be an integer >= 1, got {self.history!r}")
+        if not _is_int(self.freeze_after) or self.freeze_after < 0:
+            raise StreamInputError(f"ScaleConfig.freeze_after must be an integer >= 0, got {self.freeze_after!r}")
+
+
+@dataclass
+class StreamConfig:
+    """Everything that governs a :class:`~loger_core.stream.StreamingReconstructor`.
+
+    Model
+        model: 'loger', 'loger_star' or 'tiny' (see `loger_core.model.CONFIGS`).
+        checkpoint: path of the authors' `latest.pt` or a `.safetensors` file; None builds the
+            model with deterministic synthetic weights (NOT meaningful geometry; a warning is logged).
+        allow_pickle: let `torch.load` unpickle non-tensor objects in a trusted checkpoint.
+        device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', ...
+        dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16' or 'float16'.
+            Like the authors, weights stay float32 and lower precisions run under `torch.autocast`.
+    Input
+        resolution: network input size (W, H), both multiples of the patch size (14); None picks
+            it from the first frame with the authors' demo rule (pixel count <= `pixel_limit`).
+        pixel_limit: pixel budget of that rule.
+        resize_mode: 'resize' stretches the whole image to `resolution` (the authors' demo);
+            'crop' first centre-crops to the target aspect ratio (no distortion).
+    Windows and memory (as the authors' windowed inference)
+        window_size, overlap_size, reset_every, use_ttt, use_swa: see `MemoryOptions`.
+        alignment: 'none', 'se3' or 'sim3'; None takes the model config's (se3 for loger_star).
+        sim3_scale_mode: robust scale estimator of the sim3 alignment.
+    Output
+        conf_threshold: points whose confidence (sigmoid probability) is below are left out.
+        conf_percentile: additionally leave out each frame's lowest `conf_percentile` percent
+            (the authors' demo shows points above the 20th percentile).
+        use_known_intrinsics: a K given to `push` is reported as the frame's intrinsics instead
+            of the one estimated from the predicted points (the network never takes intrinsics).
+        provisional_every: 0 = off; N > 0 runs an uncommitted pass every N new frames of an
+            incomplete window and returns a provisional result for its newest frame.
+        out_of_order: a frame whose stamp is not after the previous one is 'drop'ped (counted in
+            the stats) or 'raise's StreamInputError.
+        scale: metric scale source, see :class:`ScaleConfig`.
+    """
+
+    model: str = "loger_star"
+    checkpoint: Optional[str] = None
+    allow_pickle: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    resolution: Optional[tuple[int, int]] = DEMO_RESOLUTION
+    pixel_limit: int = DEMO_PIXEL_LIMIT
+    resize_mode: str = "resize"
+    window_size: int = 32
+    overlap_size: int = 3
+    reset_every: int = 0
+    use_ttt: bool = True
+    use_swa: bool = True
+    alignment: Optional[str] = None
+    sim3_scale_mode: str = "median"
+    conf_threshold: float = 0.0
+    conf_percentile: float = 20.0
+    use_known_intrinsics: bool = True
+    provisional_every: int = 0
+    out_of_order: str = "drop"
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def __post_init__(self) -> None:
+        if self.model not in CONFIGS:
+            raise StreamInputError(f"StreamConfig.model must be one of {sorted(CONFIGS)}, got {self.model!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            self.checkpoint = str(self.checkpoint)
+        self.torch_device()  # validates
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise StreamInputError(f"StreamConfig.dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.resolution is not None:
+            res = self.resolution
+            if not (isinstance(res, (tuple, list)) and len(res) == 2 and all(_is_int(v) and v > 0 for v in res)):
+                raise StreamInputError(f"StreamConfig.resolution must be (width, height) positive integers or None, got {res!r}")
+            self.resolution = (int(res[0]), int(res[1]))
+        if not _is_int(self.pixel_limit) or self.pixel_limit < 14 * 14:
+            raise StreamInputError(f"StreamConfig.pixel_limit must be an integer >= 196, got {self.pixel_limit!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise StreamInputError(f"StreamConfig.resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if not _is_int(self.window_size) or self.window_size < 1:
+            raise StreamInputError(f"StreamConfig.window_size must be an integer >= 1, got {self.window_size!r}")
+        if not _is_int(self.overlap_size) or not 0 <= self.overlap_size < self.window_size:
+            raise StreamInputError(
+                f"StreamConfig.overlap_size must be an integer in [0, window_size={self.window_size}), got {self.overlap_size!r}"
+            )
+        if not _is_int(self.reset_every) or self.reset_every < 0:
+            raise StreamInputError(f"StreamConfig.reset_every must be an integer >= 0, got {self.reset_every!r}")
+        if self.alignment is not None and self.alignment not in ALIGNMENTS:
+            raise StreamInputError(f"StreamConfig.alignment must be None or one of {ALIGNMENTS}, got {self.alignment!r}")
+        if self.sim3_scale_mode not in SCALE_MODES:
+            raise StreamInputError(f"StreamConfig.sim3_scale_mode must be one of {SCALE_MODES}, got {self.sim3_scale_mode!r}")
+        if not _is_number(self.conf_threshold) or not 0.0 <= self.conf_threshold <= 1.0:
+            raise StreamInputError(f"StreamConfig.conf_threshold must be a probability in [0, 1], got {self.conf_threshold!r}")
+        if not _is_number(self.conf_percentile) or not 0.0 <= self.conf_percentile < 100.0:
+            raise StreamInputError(f"StreamConfig.conf_percentile must be in [0, 100), got {self.conf_percentile!r}")
+        if not _is_int(self.provisional_every) or self.provisional_every < 0:
+            raise StreamInputError(f"StreamConfig.provisional_every must be an integer >= 0, got {self.provisional_every!r}")
+        if self.out_of_order not in OUT_OF_ORDER_POLICIES:
+            raise StreamInputError(f"StreamConfig.out_of_order must be one of {OUT_OF_ORDER_POLICIES}, got {self.out_of_order!r}")
+        if not isinstance(self.scale, ScaleConfig):
+            raise StreamInputError(f"StreamConfig.scale must be a ScaleConfig, got {self.scale!r}")
+
+    def torch_device(self) -> torch.device:
+        """The resolved device ('auto' -> CUDA when available)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise StreamInputError(f"StreamConfig.device must be 'auto' or a torch device string, got {self.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise StreamInputError(f"StreamConfig.device is {self.device!r} but CUDA is not available")
+        return dev
+
+    def torch_dtype(self) -> torch.dtype:
+        """The resolved compute dtype ('auto' -> bfloat16 on CUDA, float32 elsewhere)."""
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.torch_device().type == "cuda" else torch.float32
+        return DTYPES[self.dtype]

@@ -1,0 +1,80 @@
+"""Pinhole intrinsics implied by the predicted camera-frame points, and their mapping between the
+network input and the original image.
+
+The network predicts camera-frame points, never takes intrinsics. With the principal point at the
+image centre, each pixel gives `u - cx = fx * x / z` and `v - cy = fy * y / z`; fx and fy are the
+least-squares solutions over the valid pixels (separately, because the demo's resize may change
+the aspect ratio). Pixel centres sit at integer coordinates (OpenCV).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import StreamInputError
+from .preprocess import ImageGeometry
+
+# Fewer usable pixels than this and the masked estimate falls back to all finite pixels.
+MIN_PIXELS = 16
+
+
+def _focal(ratio: np.ndarray, offset: np.ndarray) -> float:
+    den = float(np.dot(ratio, ratio))
+    if not np.isfinite(den) or den <= 0.0:
+        return float("nan")
+    f = float(np.dot(ratio, offset)) / den
+    return f if f > 0 else float("nan")
+
+
+def estimate_intrinsics(local_points: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """K at model resolution from one frame's camera-frame points.
+
+    local_points: (h, w, 3) float, OpenCV camera axes. mask: (h, w) bool of trusted pixels
+    (e.g. confident ones); ignored if it leaves fewer than MIN_PIXELS usable pixels.
+    Returns (3, 3) float64; focal lengths are NaN when no pixel is usable.
+    """
+    h, w = local_points.shape[:2]
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    pts = local_points.astype(np.float64, copy=False)
+    z = pts[..., 2]
+    usable = np.isfinite(pts).all(axis=-1) & (z > 1e-9)
+    if mask is not None and np.count_nonzero(usable & mask) >= MIN_PIXELS:
+        usable = usable & mask
+    K = np.array([[np.nan, 0.0, cx], [0.0, np.nan, cy], [0.0, 0.0, 1.0]])
+    if not usable.any():
+        return K
+    vv, uu = np.nonzero(usable)
+    zs = z[vv, uu]
+    K[0, 0] = _focal(pts[vv, uu, 0] / zs, uu - cx)
+    K[1, 1] = _focal(pts[vv, uu, 1] / zs, vv - cy)
+    return K
+
+
+def check_intrinsics(K, name: str = "K") -> np.ndarray:
+    arr = np.asarray(K, dtype=np.float64) if K is not None else None
+    if arr is None or arr.shape != (3, 3) or not np.all(np.isfinite(arr)) or arr[0, 0] <= 0 or arr[1, 1] <= 0:
+        raise StreamInputError(f"{name} must be a finite (3, 3) matrix with positive focal lengths, got {K!r}")
+    return arr
+
+
+def model_to_original(K_model: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """Intrinsics of the network input -> intrinsics of the original image (undoes resize and crop)."""
+    sx, sy = geometry.scale_xy
+    x0, y0 = geometry.crop[:2]
+    K = np.array(K_model, dtype=np.float64)
+    K[0, :3] *= sx
+    K[1, :3] *= sy
+    K[0, 2] = x0 + (K_model[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = y0 + (K_model[1, 2] + 0.5) * sy - 0.5
+    return K
+
+
+def original_to_model(K_orig: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """Intrinsics of the original image -> intrinsics of the network input."""
+    sx, sy = geometry.scale_xy
+    x0, y0 = geometry.crop[:2]
+    K = np.array(K_orig, dtype=np.float64)
+    K[0, :3] /= sx
+    K[1, :3] /= sy
+    K[0, 2] = (K_orig[0, 2] - x0 + 0.5) / sx - 0.5
+    K[1, 2] = (K_orig[1, 2] - y0 + 0.5) / sy - 0.5
+    return K

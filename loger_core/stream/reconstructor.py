@@ -1,0 +1,389 @@
+"""Frame-by-frame reconstruction with the authors' windowing, alignment and merge.
+
+Frames are buffered until a window of `window_size` frames is complete; the window runs through
+`forward_window` with the memory state (TTT fast weights, SWA cache) of the previous window, is
+aligned to the previous window over their shared frames (`WindowAligner`, se3/sim3/none) and its
+frames except the last `overlap_size` are returned; those are re-predicted as the next window's
+first frames, exactly as the authors' whole-sequence merge drops them. `flush()` runs the final,
+partial window (or returns the pending tail). Streaming therefore reproduces
+`LoGeR.reconstruct` frame for frame.
+
+Resources are bounded: the buffer holds at most one window of preprocessed frames, the aligner
+and the pending tail `overlap_size` frames of predictions, the memory state has a fixed size and
+the scale source a fixed history. Results are handed to the caller, never accumulated.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+
+from loger_core.model.loger import WindowPrediction
+from loger_core.model.state import MemoryOptions
+from loger_core.model.windowing import WindowAligner
+
+from .config import StreamConfig
+from .errors import StreamInputError
+from .intrinsics import check_intrinsics, estimate_intrinsics, model_to_original
+from .model_loading import load_stream_model
+from .preprocess import ImageGeometry, check_image, check_resolution, demo_resolution, prepare_image, resample_depth
+from .results import FrameResult, StreamStats
+from .scale import ScaleEstimate, ScaleObservation, make_scale_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Frame:
+    """A buffered, preprocessed frame. image: (3, h, w) float32 CPU; rgb: (h, w, 3) uint8;
+    depth: (h, w) float32 metres or None; odom: (3,) float64 or None; K: original-size K or None."""
+
+    index: int
+    stamp_ns: int
+    image: torch.Tensor
+    rgb: np.ndarray
+    geometry: ImageGeometry
+    K: Optional[np.ndarray]
+    depth: Optional[np.ndarray]
+    odom: Optional[np.ndarray]
+
+
+def _check_stamp(stamp_ns: Any) -> int:
+    if isinstance(stamp_ns, (bool, np.bool_)) or not isinstance(stamp_ns, (int, np.integer)):
+        raise StreamInputError(f"stamp_ns must be an integer number of nanoseconds, got {stamp_ns!r}")
+    return int(stamp_ns)
+
+
+def _check_odom(odom: Any) -> Optional[np.ndarray]:
+    if odom is None:
+        return None
+    arr = np.asarray(odom, dtype=np.float64)
+    if arr.shape == (4, 4):
+        arr = arr[:3, 3]
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+        raise StreamInputError(f"odom must be a finite (4, 4) pose or (3,) position, got {odom!r}")
+    return arr
+
+
+def _usable(pred: WindowPrediction) -> bool:
+    """A window is usable when every pose is finite and every frame has some finite point;
+    partially non-finite point maps are masked per pixel instead."""
+    if not bool(torch.isfinite(pred.camera_poses).all()):
+        return False
+    finite = torch.isfinite(pred.local_points).all(dim=-1).flatten(2)  # (B, N, h*w)
+    return bool(finite.any(dim=-1).all())
+
+
+class StreamingReconstructor:
+    """Accepts frames one at a time and returns `FrameResult`s as windows complete.
+
+        rec = StreamingReconstructor(StreamConfig(model="loger_star", checkpoint="latest.pt"))
+        for image, stamp in frames:
+            for r in rec.push(image, stamp):
+                use(r.T_world_cam, r.points, r.colors)
+        for r in rec.flush():
+            use(...)
+
+    model: inject a ready model (or a test double implementing `forward_window(images, state,
+    options, commit)`, `init_state()` and `cfg.patch_size`); default: built from the config.
+    """
+
+    def __init__(self, config: Optional[StreamConfig] = None, model: Optional[Any] = None) -> None:
+        self.config = config if config is not None else StreamConfig()
+        cfg = self.config
+        self.device = cfg.torch_device()
+        self.dtype = cfg.torch_dtype()
+        self.model = model if model is not None else load_stream_model(cfg)
+        self.patch_size = int(self.model.cfg.patch_size)
+        if cfg.resolution is not None:
+            check_resolution(cfg.resolution, self.patch_size)
+        model_se3 = bool(getattr(self.model.cfg, "se3", False))
+        self.alignment = cfg.alignment if cfg.alignment is not None else ("se3" if model_se3 else "none")
+        self.options = MemoryOptions(cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.use_ttt, cfg.use_swa)
+        self.stats = StreamStats()
+        self._scale = make_scale_source(cfg.scale)
+        self._start_map()
+
+    # ------------------------------------------------------------------ public
+    def push(
+        self,
+        image: np.ndarray,
+        stamp_ns: int,
+        K: Optional[np.ndarray] = None,
+        depth: Optional[np.ndarray] = None,
+        odom: Optional[np.ndarray] = None,
+    ) -> list[FrameResult]:
+        """Adds one frame; returns the results that became available (often none).
+
+        image: (H, W, 3) uint8 RGB, any size. stamp_ns: int nanoseconds, increasing.
+        K: optional (3, 3) intrinsics of `image` (reported as the frame's K; not used by the network).
+        depth: optional (H, W) metric depth aligned with `image` (float metres, or integer units of
+            `ScaleConfig.depth_unit_m`) for the 'depth' scale source.
+        odom: optional external odometry pose (4, 4) or position (3,) for the 'odometry' scale source.
+        Raises StreamInputError for bad input; nothing is changed then. An exception of the model
+        (e.g. out of memory) propagates after the failed window's new frames were dropped
+        (counted in `stats.frames_dropped_error`); the stream stays usable.
+        """
+        cfg = self.config
+        self.stats.frames_pushed += 1
+        if self._finished:
+            raise StreamInputError("push() after flush(): the sequence is finished; call reset() to start a new map")
+        stamp = _check_stamp(stamp_ns)
+        image = check_image(image)
+        K_arr = check_intrinsics(K, "K") if K is not None else None
+        odom_pos = _check_odom(odom)
+        if self._last_stamp is not None and stamp <= self._last_stamp:
+            if cfg.out_of_order == "raise":
+                raise StreamInputError(f"stamp_ns {stamp} is not after the previous frame's {self._last_stamp}")
+            self.stats.frames_dropped_out_of_order += 1
+            log.debug("dropped out-of-order frame %d (previous %d)", stamp, self._last_stamp)
+            return []
+        resolution = self._resolution
+        if resolution is None:
+            resolution = demo_resolution(image.shape[1], image.shape[0], cfg.pixel_limit, self.patch_size)
+        prepared = prepare_image(image, resolution, cfg.resize_mode)
+        depth_m = None
+        if depth is not None and cfg.scale.source == "depth":
+            depth_m = resample_depth(depth, prepared.geometry, cfg.scale.depth_unit_m)
+
+        self._resolution = resolution
+        self._last_stamp = stamp
+        frame = _Frame(
+            self._next_index, stamp, prepared.tensor, prepared.rgb, prepared.geometry, K_arr, depth_m,
+            odom_pos if cfg.scale.source == "odometry" else None,
+        )
+        self._next_index += 1
+        self.stats.frames_accepted += 1
+        self._buffer.append(frame)
+        if len(self._buffer) >= cfg.window_size:
+            return self._commit(final=False)
+        new = len(self._buffer) - self._head
+        if cfg.provisional_every and new % cfg.provisional_every == 0:
+            return self._provisional()
+        return []
+
+    def flush(self) -> list[FrameResult]:
+        """Finishes the sequence: runs the partial final window, or returns the pending tail of
+        the last window. Afterwards `push` refuses frames until `reset()`. If the model raises, the
+        final window's new frames are dropped and a second `flush()` returns the pending tail."""
+        if self._finished:
+            return []
+        if len(self._buffer) > self._head:
+            results = self._commit(final=True)
+        else:
+            results = self._emit_pending()
+        self._finished = True
+        self._buffer = []
+        self._head = 0
+        self._pending = None
+        return results
+
+    def reset(self) -> None:
+        """Drops everything of the current map (memory, alignment, buffered frames, scale) and
+        starts a new one; the next frame becomes the new world origin."""
+        self._start_map()
+        self._scale.reset()
+        self.stats.resets += 1
+
+    @property
+    def memory_state(self):
+        """The memory state carried to the next window (None before the first window)."""
+        return self._state
+
+    def state_nbytes(self) -> int:
+        """Bytes of the memory state's tensors (constant once the first window ran)."""
+        return int(self._state.nbytes()) if self._state is not None and hasattr(self._state, "nbytes") else 0
+
+    @property
+    def buffered_frames(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def resolution(self) -> Optional[tuple[int, int]]:
+        """Network input size (W, H) in use (None until the first frame when chosen automatically)."""
+        return self._resolution
+
+    def scale_estimate(self) -> ScaleEstimate:
+        return self._scale.estimate()
+
+    # ------------------------------------------------------------------ windows
+    def _start_map(self) -> None:
+        cfg = self.config
+        self._state = None
+        self._aligner = WindowAligner(self.alignment, cfg.overlap_size, cfg.reset_every, cfg.sim3_scale_mode)
+        self._buffer: list[_Frame] = []
+        self._head = 0  # leading buffer frames shared with the previous committed window
+        self._pending: Optional[tuple[list[_Frame], WindowPrediction, int]] = None
+        self._last_stamp: Optional[int] = None
+        self._next_index = 0
+        self._finished = False
+        self._resolution = cfg.resolution
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _forward(self, frames: list[_Frame], state, commit: bool):
+        images = torch.stack([f.image for f in frames]).unsqueeze(0).to(self.device)
+        with torch.no_grad(), self._autocast():
+            pred, new_state = self.model.forward_window(images, state, self.options, commit=commit)
+        pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
+        return pred, new_state
+
+    def _commit(self, final: bool) -> list[FrameResult]:
+        frames = self._buffer
+        n = len(frames)
+        t0 = time.perf_counter()
+        try:
+            pred, new_state = self._forward(frames, self._state, commit=True)
+        except Exception:
+            # E.g. out of device memory: drop the window's new frames as for a non-finite
+            # window, so the stream stays consistent and usable, and let the caller know.
+            self.stats.windows_failed_error += 1
+            self.stats.frames_dropped_error += len(frames) - self._head
+            self._buffer = frames[: self._head]
+            raise
+        self.stats.windows_run += 1
+        if not _usable(pred):
+            # Keep the memory and the alignment of the last good window; its shared frames stay at
+            # the head of the buffer so the next window still overlaps it.
+            lost = frames[self._head :]
+            self.stats.windows_dropped_nonfinite += 1
+            self.stats.frames_dropped_nonfinite += len(lost)
+            log.warning(
+                "window of frames %d..%d gave non-finite poses/points: dropped (%d frames), memory kept",
+                frames[0].index, frames[-1].index, len(lost),
+            )
+            self._buffer = frames[: self._head]
+            return self._emit_pending() if final else []
+
+        self._state = new_state
+        aligned = self._aligner.align(pred)
+        window_index = self._aligner.window_index - 1
+        overlap = self.config.overlap_size
+        keep = n if (final or overlap == 0) else n - overlap
+        results = self._emit(frames[:keep], aligned, 0, window_index, provisional=False)
+        if final or overlap == 0:
+            self._buffer, self._head, self._pending = [], 0, None
+        else:
+            tail = frames[n - overlap :]
+            self._pending = (tail, aligned.frames(n - overlap), window_index)
+            self._buffer, self._head = list(tail), overlap
+        self.stats.state_bytes = self.state_nbytes()
+        self.stats.last_window_s = time.perf_counter() - t0
+        return results
+
+    def _emit_pending(self) -> list[FrameResult]:
+        if self._pending is None:
+            return []
+        frames, pred, window_index = self._pending
+        self._pending = None
+        return self._emit(frames, pred, 0, window_index, provisional=False)
+
+    def _provisional(self) -> list[FrameResult]:
+        frames = self._buffer
+        # forward_window applies a due TTT reset to provisional passes too.
+        pred, _ = self._forward(frames, self._state, commit=False)
+        self.stats.provisional_runs += 1
+        if not _usable(pred):
+            self.stats.provisional_dropped_nonfinite += 1
+            return []
+        # The real aligner must see only committed windows.
+        aligned = self._aligner.peek(pred)
+        n = len(frames)
+        return self._emit(frames[n - 1 :], aligned, n - 1, self._aligner.window_index, provisional=True)
+
+    # ------------------------------------------------------------------ output
+    def _emit(
+        self, frames: list[_Frame], pred: WindowPrediction, start: int, window_index: int, provisional: bool,
+    ) -> list[FrameResult]:
+        """Results for `frames`, which are the window frames start, start + 1, ... of `pred`."""
+        cfg = self.config
+        end = start + len(frames)
+        local = pred.local_points[0, start:end].cpu().numpy()
+        world = pred.points[0, start:end].cpu().numpy()
+        conf = torch.sigmoid(pred.conf[0, start:end, ..., 0]).cpu().numpy()
+        poses = pred.camera_poses[0, start:end].double().cpu().numpy()
+        out: list[FrameResult] = []
+        for i, fr in enumerate(frames):
+            depth = local[i, ..., 2]
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(world[i]).all(axis=-1) & np.isfinite(local[i]).all(axis=-1) & (depth > 0)
+            confidence = np.nan_to_num(conf[i], nan=0.0).astype(np.float32)
+            valid = finite & (confidence >= cfg.conf_threshold)
+            if cfg.conf_percentile > 0 and finite.any():
+                valid &= confidence >= np.percentile(confidence[finite], cfg.conf_percentile)
+            if not provisional:
+                self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
+            est = self._scale.estimate()
+            s = est.scale
+            T = poses[i].copy()
+            T[:3, 3] *= s
+            K_model = estimate_intrinsics(local[i], valid)
+            known = fr.K is not None and cfg.use_known_intrinsics
+            out.append(FrameResult(
+                index=fr.index,
+                stamp_ns=fr.stamp_ns,
+                T_world_cam=T,
+                depth=np.where(np.isfinite(depth), depth * np.float32(s), np.nan).astype(np.float32),
+                confidence=confidence,
+                valid=valid,
+                points=(world[i][valid] * np.float32(s)).astype(np.float32),
+                colors=fr.rgb[valid],
+                point_confidence=confidence[valid],
+                K=fr.K.copy() if known else model_to_original(K_model, fr.geometry),
+                K_model=K_model,
+                image_size=fr.geometry.original_size,
+                model_size=fr.geometry.model_size,
+                scale=s,
+                scale_std=est.std,
+                scale_valid=est.valid,
+                window_index=window_index,
+                provisional=provisional,
+                intrinsics_known=known,
+            ))
+        if not provisional:
+            self.stats.frames_committed += len(out)
+        return out
+
+
+def _frame_fields(item: Any, position: int) -> tuple[np.ndarray, int, dict]:
+    """(image, stamp_ns, extra push kwargs) from an array, an (image, stamp_ns) pair or a frame
+    object with `image`/`rgb` and `stamp_ns` (and optional `K`, `depth`)."""
+    if isinstance(item, np.ndarray):
+        return item, position, {}
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1], {}
+    image = getattr(item, "image", None)
+    if image is None:
+        image = getattr(item, "rgb", None)
+    stamp = getattr(item, "stamp_ns", None)
+    if image is None or stamp is None:
+        raise StreamInputError(
+            f"frame {position} must be an image array, an (image, stamp_ns) pair or an object with "
+            f"image/rgb and stamp_ns, got {type(item).__name__}"
+        )
+    extra = {k: getattr(item, k) for k in ("K", "depth") if getattr(item, k, None) is not None}
+    return image, stamp, extra
+
+
+def reconstruct_sequence(
+    frames: Iterable[Any], config: Optional[StreamConfig] = None, model: Optional[Any] = None,
+) -> list[FrameResult]:
+    """Convenience for notebooks: streams every frame and returns all committed results in order.
+
+    frames: images (stamp = position), (image, stamp_ns) pairs, or frame objects (see `_frame_fields`).
+    """
+    rec = StreamingReconstructor(config, model)
+    results: list[FrameResult] = []
+    for position, item in enumerate(frames):
+        image, stamp, extra = _frame_fields(item, position)
+        results.extend(r for r in rec.push(image, stamp, **extra) if not r.provisional)
+    results.extend(rec.flush())
+    return results
