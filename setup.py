@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
+    package_data={"loger_core": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
+    include_package_data=True,
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="loger_ros developers",
@@ -29,6 +31,7 @@ setup(
             "loger-replay = loger_ros.replay:main",
             "loger-reconstruct = loger_core.cli.reconstruct:main",
             "loger-synth = loger_core.synthetic.cli:main",
+            "loger-train = loger_core.training.train:main",
         ],
     },
 )
