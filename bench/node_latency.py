@@ -1,0 +1,236 @@
+"""Frame-to-odometry latency and odometry rate of the mapping node's core (no ROS needed).
+
+A camera thread feeds ``sensor_msgs/Image`` messages (rosbags messages) into
+:class:`loger_ros.core.MappingCore` at ``--fps`` through the same non-blocking callback the node
+uses; the core's inference thread runs the streaming reconstructor and publishes. For each
+``--provisional-every`` value the script reports, from the core's own telemetry:
+
+- latency: image callback -> that frame's first odometry message (ms: mean, p50, p95, max);
+- odometry rate: odometry messages per second of wall time (first frame fed to last odometry),
+  the share of frames that got one and the longest gap between two odometry messages;
+- processed / dropped frames (the bounded queue drops the oldest frame when inference lags);
+- network passes (committed windows, provisional passes) and peak GPU memory.
+
+    python bench/node_latency.py --config tiny --device cpu                     # quick CPU check
+    python bench/node_latency.py --config loger --device cuda --fps 30 \\
+        --provisional-every 0 2 4 8 --frames 300                                 # full model on a GPU
+
+``--fps 0`` feeds the next frame as soon as the queue is empty (throughput without drops).
+Weights are deterministic synthetic ones unless ``--checkpoint`` is given: timing does not depend
+on the weights' values. Writes a JSON file (``--out``) next to the printed table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loger_core.model import build_model, load_checkpoint  # noqa: E402
+from loger_core.model.synthetic_weights import fill_deterministic_  # noqa: E402
+from loger_core.stream import StreamingReconstructor  # noqa: E402
+from loger_ros.conversions import rosbags_factory  # noqa: E402
+from loger_ros.core import MappingCore  # noqa: E402
+from loger_ros.params import NodeParams  # noqa: E402
+
+F = rosbags_factory("ros2_humble")
+T0 = 1_700_000_000_000_000_000
+
+
+class _QuietLog:
+    def __init__(self):
+        self.errors = []
+
+    def debug(self, text):
+        pass
+
+    info = debug
+
+    def warning(self, text):
+        if "no TF transform" not in text and "dropped the oldest" not in text:
+            print(f"  [warn] {text}", file=sys.stderr)
+
+    def error(self, text):
+        self.errors.append(text)
+        print(f"  [error] {text}", file=sys.stderr)
+
+
+def make_images(n: int, width: int, height: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random textures (the network's cost does not depend on content)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return [cv2.resize(rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8), (width, height),
+                       interpolation=cv2.INTER_CUBIC) for _ in range(n)]
+
+
+def image_message(rgb: np.ndarray, stamp_ns: int):
+    h, w = rgb.shape[:2]
+    time_msg = F.make("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    header = F.make("std_msgs/msg/Header", stamp=time_msg, frame_id="camera_optical_frame")
+    return F.make("sensor_msgs/msg/Image", header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
+                  step=w * 3, data=rgb.reshape(-1))
+
+
+def build(args) -> torch.nn.Module:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.checkpoint:
+        return load_checkpoint(args.checkpoint, config=args.config, device=device)
+    return fill_deterministic_(build_model(args.config, device="meta")).to(device).eval()
+
+
+def params_for(args, provisional_every: int) -> NodeParams:
+    return NodeParams(
+        model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
+        device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
+        window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
+        queue_size=args.queue_size, map_publish_period_s=args.map_period)
+
+
+def warm_up(model, args) -> None:
+    """One window through a throwaway reconstructor: kernel selection and allocator growth happen here."""
+    stream = StreamingReconstructor(params_for(args, 1).stream_config(), model=model)
+    for i, rgb in enumerate(make_images(args.window, args.width, args.height, seed=99)):
+        stream.push(rgb, T0 + i)
+    stream.flush()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -> dict:
+    params = params_for(args, provisional_every)
+    stream = StreamingReconstructor(params.stream_config(), model=model)
+    log = _QuietLog()
+    core = MappingCore(params, F, reconstructor=stream, logger=log)
+    odom_times: list[int] = []
+    lock = threading.Lock()
+
+    def sink(pub):
+        if pub.channel == "odom":
+            with lock:
+                odom_times.append(time.monotonic_ns())
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    core.start(sink, time.monotonic_ns)
+    period = 1.0 / args.fps if args.fps > 0 else 0.0
+    t_start = time.perf_counter()
+    t_start_ns = time.monotonic_ns()
+    for k in range(args.frames):
+        if period:
+            delay = t_start + k * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        else:
+            while len(core.queue) > 0:
+                time.sleep(0.0005)
+        core.on_image(image_message(images[k % len(images)], T0 + k * 33_333_333))
+    feed_s = time.perf_counter() - t_start
+    deadline = time.time() + 600
+    while (core.counters.processed + core.counters.dropped_total < args.frames) and time.time() < deadline:
+        time.sleep(0.01)
+    core.stop(60)
+    wall_s = time.perf_counter() - t_start
+    lat = core.latency.summary()
+    c = core.counters
+    # Average rate over the run (first frame fed -> last odometry): bursts must not inflate it.
+    span_s = (odom_times[-1] - t_start_ns) / 1e9 if odom_times else float("nan")
+    gaps = np.diff(np.array(odom_times)) / 1e6 if len(odom_times) > 1 else np.array([np.nan])
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return {
+        "provisional_every": provisional_every,
+        "frames_fed": args.frames,
+        "input_fps": args.frames / feed_s if feed_s > 0 else float("nan"),
+        "frames_processed": c.processed,
+        "frames_dropped_queue": c.dropped["queue_full"],
+        "frames_committed": c.committed,
+        "odometry_messages": c.odom_published,
+        "odometry_share": c.odom_published / max(c.received, 1),
+        "odometry_rate_hz": len(odom_times) / span_s if span_s == span_s and span_s > 0 else float("nan"),
+        "odometry_max_gap_ms": float(np.nanmax(gaps)),
+        "latency_mean_ms": lat.mean_ms,
+        "latency_p50_ms": lat.p50_ms,
+        "latency_p95_ms": lat.p95_ms,
+        "latency_max_ms": lat.max_ms,
+        "windows_run": stream.stats.windows_run,
+        "provisional_runs": stream.stats.provisional_runs,
+        "last_window_s": stream.stats.last_window_s,
+        "processed_fps": c.processed / wall_s,
+        "peak_gpu_mib": peak_mib,
+        "errors": len(log.errors),
+    }
+
+
+COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("processed_fps", "proc/s", "{:>7.2f}"),
+           ("frames_dropped_queue", "dropped", "{:>7d}"), ("odometry_rate_hz", "odom Hz", "{:>7.2f}"),
+           ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
+           ("latency_p50_ms", "lat p50", "{:>8.1f}"), ("latency_p95_ms", "lat p95", "{:>8.1f}"),
+           ("latency_max_ms", "lat max", "{:>8.1f}"), ("last_window_s", "window s", "{:>8.3f}"),
+           ("peak_gpu_mib", "GPU MiB", "{:>8.0f}")]
+
+
+def print_table(rows: list[dict]) -> None:
+    print(" ".join(f"{title:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}" for _, title, fmt in COLUMNS))
+    for row in rows:
+        print(" ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="tiny", choices=("tiny", "loger", "loger_star"))
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--provisional-every", type=int, nargs="+", default=[0, 1, 4])
+    ap.add_argument("--frames", type=int, default=None, help="frames per setting (default 3 windows)")
+    ap.add_argument("--fps", type=float, default=30.0, help="camera rate; 0 = next frame when the queue is empty")
+    ap.add_argument("--width", type=int, default=None, help="image/network width (default 504, tiny 56)")
+    ap.add_argument("--height", type=int, default=None, help="image/network height (default 280, tiny 42)")
+    ap.add_argument("--window", type=int, default=None, help="window size (default 32, tiny 8)")
+    ap.add_argument("--overlap", type=int, default=None, help="overlap (default 3, tiny 2)")
+    ap.add_argument("--queue-size", type=int, default=NodeParams.__dataclass_fields__["queue_size"].default,
+                    help="input queue (default: the node's)")
+    ap.add_argument("--map-period", type=float, default=2.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
+    args = ap.parse_args(argv)
+    tiny = args.config == "tiny"
+    args.width = args.width or (56 if tiny else 504)
+    args.height = args.height or (42 if tiny else 280)
+    args.window = args.window or (8 if tiny else 32)
+    args.overlap = args.overlap if args.overlap is not None else (2 if tiny else 3)
+    args.frames = args.frames or 3 * args.window
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build(args)
+    device = next(model.parameters()).device
+    args.device = str(device)
+    print(f"model {args.config} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
+          f"{args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
+    warm_up(model, args)
+    images = make_images(16, args.width, args.height)
+    rows = [run_setting(model, args, p, images) for p in args.provisional_every]
+    print_table(rows)
+    out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": args.config, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "torch": torch.__version__, "width": args.width, "height": args.height, "window": args.window,
+            "overlap": args.overlap, "fps": args.fps, "frames": args.frames, "queue_size": args.queue_size,
+            "dtype": args.dtype, "checkpoint": args.checkpoint, "threads": torch.get_num_threads()}
+    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,603 @@
+"""The mapping node's logic without ROS: queueing, dropping, frame bookkeeping, scale wiring,
+map updates and what to publish when.
+
+Data flow
+    ROS callbacks call :meth:`MappingCore.on_image` (and ``on_camera_info`` / ``on_depth`` /
+    ``on_odometry``). They never block and never raise: an image is put on a bounded
+    drop-oldest queue with its receive time; side inputs are validated into small buffers.
+    The inference thread (:meth:`start`, or a caller looping :meth:`process_next`, as replay
+    does) takes one queued image at a time: decode -> pair depth/odometry -> push into the
+    :class:`~loger_core.stream.StreamingReconstructor` -> turn the returned provisional and
+    committed results into odometry and TF :class:`Publication` records at once and extend the
+    committed trajectory. Fusing committed points into the :class:`~loger_core.map.VoxelMap`
+    costs about as much CPU as the network's window on a GPU, so it runs on a second thread
+    (the mapping thread) fed by a short queue of committed windows; that thread also builds the
+    path and latest-window cloud messages and publishes the map when :meth:`periodic` finds it
+    due. Without threads (replay, tests) the same work runs inline, in the same order.
+
+Failures
+    A bad message, a refused frame or an inference error is a logged, counted drop
+    (:data:`DROP_REASONS`); map and trajectory are only changed by committed results, so a
+    bad frame never loses map data. Nothing escapes the callbacks or the worker loop.
+
+Latency
+    Frame-to-odometry latency is measured from the image callback (receive time on the
+    monotonic clock) to the moment that frame's first odometry message is handed to the sink.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from loger_core.io.trajectory import Trajectory
+from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError
+from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
+from loger_ros.core.errors import DROP_REASONS, CoreError
+from loger_ros.core.extrinsics import CameraMount, LookupFn
+from loger_ros.core.frame_queue import DropOldestQueue
+from loger_ros.core.inputs import DecodedImage, InputDecoder
+from loger_ros.core.map_fusion import MapFusion, MapJob
+from loger_ros.core.outputs import SavedOutputs, save_map_and_trajectory
+from loger_ros.core.pose_tracker import PoseTracker, TrackedPose
+from loger_ros.core.publications import MessageBuilder, Publication
+from loger_ros.core.telemetry import LatencyStats, RateMeter, gpu_memory_mb
+from loger_ros.params import NodeParams
+
+__all__ = ["CoreCounters", "MappingCore"]
+
+# Pose confidence handed to the covariance model: committed poses are nominal, provisional ones
+# (one uncommitted pass, later superseded) get twice the standard deviation.
+_CONFIDENCE = {False: 1.0, True: 0.5}
+_WARN_PERIOD_S = 5.0
+
+
+@dataclass
+class _QueuedImage:
+    msg: Any
+    compressed: bool
+    receive_ns: int
+
+
+@dataclass
+class CoreCounters:
+    """Cumulative counters (reported in diagnostics; ``dropped`` keys are :data:`DROP_REASONS`)."""
+
+    received: int = 0
+    processed: int = 0
+    committed: int = 0
+    odom_published: int = 0
+    provisional_published: int = 0
+    odometry_skipped: int = 0
+    dropped: dict = field(default_factory=lambda: {reason: 0 for reason in DROP_REASONS})
+    invalid_camera_info: int = 0
+    invalid_depth: int = 0
+    invalid_odometry: int = 0
+    camera_info_mismatch: int = 0
+    result_errors: int = 0
+    resets: int = 0
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class _Throttled:
+    """Logs each key at most once per period (repeated drops would flood the log)."""
+
+    def __init__(self, logger: Any, period_s: float, clock: Callable[[], int]) -> None:
+        self._log, self._period_ns, self._clock = logger, int(period_s * 1e9), clock
+        self._last: dict[str, int] = {}
+
+    def __call__(self, level: str, key: str, text: str) -> None:
+        now = self._clock()
+        if key in self._last and now - self._last[key] < self._period_ns:
+            return
+        self._last[key] = now
+        getattr(self._log, level)(text)
+
+
+class MappingCore:
+    """ROS-free core of ``loger_node`` (see the module docstring).
+
+    Args:
+        params: node parameters.
+        factory: builds the published messages (RclpyFactory in the node, RosbagsFactory offline).
+        reconstructor: a ready streaming reconstructor (tests, replay); default: built from
+            ``params.stream_config()`` (loads the checkpoint).
+        lookup: TF lookup ``(target, source, stamp_ns or None) -> T_target_source or None``.
+        logger: ``debug/info/warning/error`` methods taking one string (rclpy logger or logging).
+        monotonic_ns: clock for latency and rates (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        params: NodeParams,
+        factory: MessageFactory,
+        *,
+        reconstructor: Optional[StreamingReconstructor] = None,
+        lookup: Optional[LookupFn] = None,
+        logger: Any = None,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.params = params
+        self.log = logger if logger is not None else logging.getLogger("loger_ros.core")
+        self._now = monotonic_ns
+        self._warn = _Throttled(self.log, _WARN_PERIOD_S, monotonic_ns)
+        self.builder = MessageBuilder(factory)
+        self.reconstructor = (
+            reconstructor if reconstructor is not None else StreamingReconstructor(params.stream_config())
+        )
+        self._lookup = lookup
+        self.queue: DropOldestQueue[_QueuedImage] = DropOldestQueue(params.queue_size)
+        self.decoder = InputDecoder(params.undistort, int(round(params.sync_tolerance_s * 1e9)))
+        self.mount = CameraMount(params.base_frame, lookup, self.log)
+        self.tracker = PoseTracker(params.tf_mode)
+        self.fusion = MapFusion(params.map_config(), self.builder, params.map_frame, params.cloud_max_points, self.log)
+        self.counters = CoreCounters()
+        self.latency = LatencyStats()
+        self.rate_in = RateMeter()
+        self.rate_odom = RateMeter()
+        self.rate_processed = RateMeter()
+        self.scale_source = params.resolved_scale_source
+        self._lock = threading.RLock()  # map, trajectory, counters, stamps
+        self._traj_stamps: list[int] = []
+        self._traj_base: list[np.ndarray] = []
+        self._traj_cam: list[np.ndarray] = []
+        self._receive_ns: dict[int, int] = {}
+        self._last_stamp: Optional[int] = None
+        self._scale_estimate: Any = None
+        self._last_odom: Optional[tuple[int, np.ndarray]] = None
+        self._camera_frame: Optional[str] = None
+        self._finished = False
+        self._reset_requested = threading.Event()
+        self._last_diag_dropped = 0
+        self._last_diag_errors = 0
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    # ================================================================ callbacks
+    def on_image(self, msg: Any, compressed: bool = False) -> None:
+        """Queue an image message (never blocks; a full queue drops its oldest frame)."""
+        now = self._now()
+        self.rate_in.tick(now)
+        with self._lock:
+            self.counters.received += 1
+        if self.queue.put(_QueuedImage(msg, bool(compressed), now)) is not None:
+            self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
+                             "dropped the oldest waiting frame (inference is slower than the camera)")
+
+    def on_camera_info(self, msg: Any) -> None:
+        """Keep the camera model (an invalid CameraInfo is logged; the previous one stays in use)."""
+        try:
+            self.decoder.set_camera_info(msg)
+        except ConversionError as err:
+            with self._lock:
+                self.counters.invalid_camera_info += 1
+            self._warn("warning", "camera_info", f"ignoring invalid CameraInfo: {err}")
+
+    def on_depth(self, msg: Any) -> None:
+        """Buffer a depth image for metric scale."""
+        try:
+            self.decoder.add_depth(msg)
+        except ConversionError as err:
+            with self._lock:
+                self.counters.invalid_depth += 1
+            self._warn("warning", "depth", f"ignoring invalid depth image: {err}")
+
+    def on_odometry(self, msg: Any) -> None:
+        """Buffer an external odometry pose for metric scale."""
+        try:
+            self.decoder.add_odometry(msg)
+        except ConversionError as err:
+            with self._lock:
+                self.counters.invalid_odometry += 1
+            self._warn("warning", "odometry", f"ignoring invalid odometry message: {err}")
+
+    def request_reset(self) -> str:
+        """Ask the inference thread to restart the reconstruction before its next frame."""
+        self._reset_requested.set()
+        what = "network memory, map and path" if self.params.reset_clears_map else "network memory (map kept)"
+        return f"reset of the {what} scheduled before the next frame"
+
+    # =============================================================== processing
+    def process_next(self, timeout_s: Optional[float] = 0.0) -> list[Publication]:
+        """Process one queued image (waiting up to ``timeout_s``); returns what to publish."""
+        pubs: list[Publication] = []
+        if self._reset_requested.is_set():
+            self._reset_requested.clear()
+            pubs += self._apply_reset()
+        item = self.queue.get(timeout_s)
+        if item is not None:
+            pubs += self._process(item)
+        if not self.fusion.threaded:  # no mapping thread: fuse inline, after this frame's odometry
+            pubs += self.fusion.run_pending()
+        return pubs
+
+    def process_all(self) -> list[Publication]:
+        """Process every queued image (synchronous use: replay, tests)."""
+        pubs: list[Publication] = []
+        while len(self.queue) or self._reset_requested.is_set():
+            pubs += self.process_next(0.0)
+        return pubs + (self.fusion.run_pending() if not self.fusion.threaded else [])
+
+    def flush(self) -> list[Publication]:
+        """End of stream: commit the frames still in the network's window and publish the final map.
+
+        Afterwards images are dropped ('after_flush') until :meth:`request_reset`.
+        """
+        pubs = self.process_all()
+        if self._finished:
+            return pubs
+        self._finished = True
+        try:
+            results = self.reconstructor.flush()
+        except Exception as err:  # a failing final window must not lose the map built so far
+            self.log.error(f"flushing the last window failed, its frames are lost: {err!r}")
+            results = []
+        pubs += self._safe_handle(results)
+        if self.fusion.threaded:
+            self.fusion.wait_idle()
+        else:
+            pubs += self.fusion.run_pending()
+        final_map = self.fusion.publication(self._last_stamp or 0, force=True)
+        return pubs + ([final_map] if final_map is not None else [])
+
+    def _process(self, item: _QueuedImage) -> list[Publication]:
+        try:
+            image = self.decoder.decode_image(item.msg, item.compressed)
+        except (ConversionError, CoreError) as err:
+            # Throttled per offending field, so a new kind of problem is always reported once.
+            self._count_drop("decode", f"dropped an undecodable image: {err}", getattr(err, "field", None) or "")
+            return []
+        if image.camera_info_mismatch:
+            with self._lock:
+                self.counters.camera_info_mismatch += 1
+            camera = self.decoder.camera
+            self._warn("warning", "camera_info_mismatch",
+                       f"CameraInfo is {camera.width}x{camera.height} but the image is "
+                       f"{image.rgb.shape[1]}x{image.rgb.shape[0]}: its intrinsics are not used")
+        if self._finished:
+            self._count_drop("after_flush", "dropped an image that arrived after the stream was finished")
+            return []
+        if self._last_stamp is not None and image.stamp_ns <= self._last_stamp:
+            self._count_drop("out_of_order", f"dropped an out-of-order image: stamp {image.stamp_ns} ns is not "
+                             f"after the previous frame's {self._last_stamp} ns")
+            return []
+        self._camera_frame = self.params.camera_frame or image.frame_id
+        T_base_cam = self.mount.current(self._camera_frame)
+        depth, odom = self._side_inputs(image, T_base_cam)
+        with self._lock:
+            self._receive_ns[image.stamp_ns] = item.receive_ns
+        try:
+            results = self.reconstructor.push(image.rgb, image.stamp_ns, K=image.K, depth=depth, odom=odom)
+        except StreamInputError as err:
+            self._forget_receive(image.stamp_ns)
+            self._count_drop("rejected", f"the streaming core refused the image at {image.stamp_ns} ns: {err}")
+            return []
+        except Exception as err:  # e.g. CUDA out of memory: drop the frame, keep the node alive
+            self._forget_receive(image.stamp_ns)
+            self._count_drop("inference_error", f"inference failed on the image at {image.stamp_ns} ns: {err!r}",
+                             type(err).__name__, level="error")
+            self.log.debug(traceback.format_exc())
+            return self._recover_after_error()
+        self._last_stamp = image.stamp_ns
+        self.rate_processed.tick(self._now())
+        # Read here, on the inference thread: the scale source is not safe to read while it updates.
+        scale = self.reconstructor.scale_estimate() if hasattr(self.reconstructor, "scale_estimate") else None
+        with self._lock:
+            self.counters.processed += 1
+            self._scale_estimate = scale
+        return self._safe_handle(results)
+
+    def _side_inputs(self, image: DecodedImage, T_base_cam: np.ndarray) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        depth = odom = None
+        if self.scale_source == "depth":
+            try:
+                depth = self.decoder.depth_for(image)
+            except (ConversionError, CoreError) as err:
+                with self._lock:
+                    self.counters.invalid_depth += 1
+                self._warn("warning", "depth_pair", f"depth image ignored for scale: {err}")
+        elif self.scale_source == "odometry":
+            T_odom_base = self.decoder.odometry_for(image.stamp_ns)
+            if T_odom_base is not None:
+                odom = T_odom_base @ T_base_cam  # the camera's pose in the external odometry frame
+        return depth, odom
+
+    def _recover_after_error(self) -> list[Publication]:
+        # An exception inside a window pass can leave the reconstructor holding a full window it
+        # will never run; restarting the network memory is the only way forward then.
+        buffered = getattr(self.reconstructor, "buffered_frames", 0)
+        if buffered >= self.params.window_size:
+            self.log.warning("the streaming core is stuck with a full window after the error: restarting its memory")
+            return self._apply_reset(clear_map=False)
+        return []
+
+    def _forget_receive(self, stamp_ns: int) -> None:
+        with self._lock:
+            self._receive_ns.pop(stamp_ns, None)
+
+    def _count_drop(self, reason: str, text: str, detail: str = "", level: str = "warning") -> None:
+        with self._lock:
+            self.counters.dropped[reason] += 1
+            total = self.counters.dropped[reason]
+        self._warn(level, f"drop_{reason}_{detail}", f"{text} [dropped_{reason} = {total}]")
+
+    # ================================================================= results
+    def _safe_handle(self, results: list[FrameResult]) -> list[Publication]:
+        try:
+            return self._handle_results(results)
+        except Exception as err:  # e.g. a pose that is not a rotation: lose these messages, not the node
+            with self._lock:
+                self.counters.result_errors += 1
+            self._warn("error", f"results_{type(err).__name__}", f"could not publish a result: {err!r}")
+            self.log.debug(traceback.format_exc())
+            return []
+
+    def _valid_pose(self, result: FrameResult) -> bool:
+        try:
+            validate_rigid_transform(result.T_world_cam, f"T_world_cam of the frame at {result.stamp_ns} ns")
+            return True
+        except ConversionError as err:
+            with self._lock:
+                self.counters.result_errors += 1
+            self._warn("error", "invalid_pose", f"ignoring a network result: {err}")
+            return False
+
+    def _handle_results(self, results: list[FrameResult]) -> list[Publication]:
+        # A pose that is not rigid would poison the trajectory, the path and every later odometry.
+        results = [r for r in results if self._valid_pose(r)]
+        if not results:
+            return []
+        p = self.params
+        camera_frame = self._camera_frame or p.camera_frame
+        if not self.tracker.anchored:
+            first = min(results, key=lambda r: r.stamp_ns)
+            self.tracker.anchor(first.T_world_cam, self.mount.freeze(camera_frame))
+        T_base_cam = self.mount.current(camera_frame)
+        update = self.tracker.update(
+            [(r.stamp_ns, r.T_world_cam, r.provisional) for r in results], T_base_cam, self._external_odom
+        )
+        pubs = self._odometry_publications(update.new)
+        if update.skipped:
+            with self._lock:
+                self.counters.odometry_skipped += len(update.skipped)
+        if p.publish_tf:
+            tf = self._tf_publication(update.new, update.T_map_odom)
+            if tf is not None:
+                pubs.append(tf)
+        committed = [r for r in results if not r.provisional]
+        if committed:
+            pubs += self._commit(committed, T_base_cam)
+        return pubs
+
+    def _external_odom(self, stamp_ns: int) -> Optional[np.ndarray]:
+        if self._lookup is None:
+            return None
+        p = self.params
+        try:
+            T = self._lookup(p.odom_frame, p.base_frame, stamp_ns)
+            return None if T is None else validate_rigid_transform(T, f"TF {p.odom_frame} <- {p.base_frame}")
+        except Exception as err:
+            self._warn("warning", "external_odom", f"no {p.odom_frame} -> {p.base_frame} transform at {stamp_ns} ns "
+                       f"(tf_mode map_to_odom needs another node to publish it): {err}")
+            return None
+
+    def _odometry_publications(self, poses: list[TrackedPose]) -> list[Publication]:
+        p = self.params
+        pubs = []
+        for pose in poses:
+            if p.tf_mode == "odom_to_base":
+                frame, T = p.odom_frame, pose.T_odom_base
+            else:
+                frame, T = p.map_frame, pose.T_map_base
+            T_prev = dt = None
+            if self._last_odom is not None and pose.stamp_ns > self._last_odom[0]:
+                T_prev, dt = self._last_odom[1], (pose.stamp_ns - self._last_odom[0]) * 1e-9
+            pubs.append(self.builder.odometry(pose.stamp_ns, frame, p.base_frame, T, T_prev, dt,
+                                              _CONFIDENCE[pose.provisional]))
+            self._last_odom = (pose.stamp_ns, T)
+            now = self._now()
+            self.rate_odom.tick(now)
+            with self._lock:
+                self.counters.odom_published += 1
+                self.counters.provisional_published += int(pose.provisional)
+                received = self._receive_ns.pop(pose.stamp_ns, None)
+            if received is not None:
+                self.latency.add(now - received)
+        return pubs
+
+    def _tf_publication(self, poses: list[TrackedPose], T_map_odom: Optional[np.ndarray]) -> Optional[Publication]:
+        if not poses:
+            return None
+        p = self.params
+        items = []
+        if p.tf_mode == "odom_to_base":
+            items += [(pose.stamp_ns, p.odom_frame, p.base_frame, pose.T_odom_base) for pose in poses]
+        if T_map_odom is not None:
+            items.append((poses[-1].stamp_ns, p.map_frame, p.odom_frame, T_map_odom))
+        return self.builder.transforms(items)
+
+    def _commit(self, committed: list[FrameResult], T_base_cam: np.ndarray) -> list[Publication]:
+        """Extend the trajectory now; queue the points (and the path/cloud messages) for the mapper."""
+        p = self.params
+        T_map_world = self.tracker.T_map_world
+        T_cam_base = np.linalg.inv(T_base_cam)
+        frames = []
+        with self._lock:
+            for r in committed:
+                T_map_cam = T_map_world @ r.T_world_cam
+                frames.append((r.points, r.colors, r.point_confidence, T_map_cam[:3, 3].copy()))
+                self._traj_stamps.append(int(r.stamp_ns))
+                self._traj_cam.append(T_map_cam)
+                self._traj_base.append(T_map_cam @ T_cam_base)
+                self._receive_ns.pop(r.stamp_ns, None)
+            self.counters.committed += len(committed)
+            newest = max(int(r.stamp_ns) for r in committed)
+            # Frames older than the newest commit can no longer get odometry: forget their receive times.
+            for stamp in [s for s in self._receive_ns if s <= newest]:
+                del self._receive_ns[stamp]
+            first = max(0, len(self._traj_stamps) - p.path_max_poses) if p.path_max_poses else 0
+            path = (self._traj_stamps[first:], np.asarray(self._traj_base[first:]))
+            generation = self.fusion.generation
+        self.fusion.submit(MapJob(T_map_world, frames, newest, path, generation))
+        return []
+
+    # ================================================================== resets
+    def _apply_reset(self, clear_map: Optional[bool] = None) -> list[Publication]:
+        clear_map = self.params.reset_clears_map if clear_map is None else clear_map
+        self.reconstructor.reset()
+        self.tracker.restart_world()
+        self._finished = False
+        pubs: list[Publication] = []
+        with self._lock:
+            self.counters.resets += 1
+            if clear_map:
+                self.fusion.clear()
+                self._traj_stamps.clear()
+                self._traj_base.clear()
+                self._traj_cam.clear()
+        self.log.info(f"reconstruction reset ({'map and path cleared' if clear_map else 'map kept'})")
+        if clear_map and self._last_stamp is not None:
+            pubs.append(self.builder.path(self._last_stamp, self.params.map_frame, [], np.zeros((0, 4, 4))))
+            cleared = self.fusion.publication(self._last_stamp, force=True)
+            if cleared is not None:
+                pubs.append(cleared)
+        return pubs
+
+    # ============================================================ map / output
+    def periodic(self, now_ns: int) -> list[Publication]:
+        """The map when ``map_publish_period_s`` of the node clock (``now_ns``) has passed (synchronous use)."""
+        return self.fusion.periodic(now_ns, self.params.map_publish_period_s)
+
+    def trajectory(self, body: str = "base") -> Trajectory:
+        """Committed poses in the map frame: ``body`` 'base' (T_map_base) or 'camera' (T_map_cam)."""
+        if body not in ("base", "camera"):
+            raise CoreError(f"trajectory body {body!r} must be 'base' or 'camera'")
+        with self._lock:
+            poses = self._traj_base if body == "base" else self._traj_cam
+            stamps = np.asarray(self._traj_stamps, dtype=np.int64)
+            return Trajectory(stamps, np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4))
+
+    def map_snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``points (M, 3) float32`` (map frame), ``colors (M, 3) uint8``, ``confidence (M,) float32``."""
+        return self.fusion.snapshot()
+
+    def save_map(self, directory: Optional[str] = None) -> SavedOutputs:
+        """Write ``map.ply`` and ``trajectory.tum`` (base_link in the map frame) to ``directory``
+        (default ``output_dir``). The map is copied under the lock and written outside it."""
+        if self.fusion.threaded:
+            self.fusion.wait_idle()  # committed windows still queued for fusion belong in the saved map
+        points, colors, conf = self.map_snapshot()
+        trajectory = self.trajectory("base")
+        target = directory if directory is not None else self.params.resolved_output_dir
+        return save_map_and_trajectory(target, points, colors, conf, trajectory)
+
+    # ============================================================= diagnostics
+    def diagnostics_values(self) -> dict[str, Any]:
+        """Every diagnostics key and value (rates in Hz, latencies in ms, memory in MiB)."""
+        now = self._now()
+        lat = self.latency.summary()
+        with self._lock:
+            c = self.counters
+            values: dict[str, Any] = {
+                "frames_received": c.received,
+                "frames_processed": c.processed,
+                "frames_committed": c.committed,
+                "odometry_published": c.odom_published,
+                "odometry_provisional": c.provisional_published,
+                "odometry_skipped": c.odometry_skipped,
+                "rate_in_hz": self.rate_in.rate(now),
+                "rate_processed_hz": self.rate_processed.rate(now),
+                "rate_odometry_hz": self.rate_odom.rate(now),
+                "latency_last_ms": lat.last_ms,
+                "latency_mean_ms": lat.mean_ms,
+                "latency_p95_ms": lat.p95_ms,
+                "latency_max_ms": lat.max_ms,
+                "queue_depth": len(self.queue),
+                "queue_size": self.params.queue_size,
+                "dropped_total": c.dropped_total,
+                **{f"dropped_{k}": v for k, v in c.dropped.items()},
+                "invalid_camera_info": c.invalid_camera_info,
+                "invalid_depth": c.invalid_depth,
+                "invalid_odometry": c.invalid_odometry,
+                "camera_info_mismatch": c.camera_info_mismatch,
+                "result_errors": c.result_errors,
+                "resets": c.resets,
+                "map_points": len(self.fusion),
+                "map_backlog_windows": self.fusion.backlog(),
+                "trajectory_poses": len(self._traj_stamps),
+            }
+        stats = getattr(self.reconstructor, "stats", None)
+        if stats is not None:
+            values["stream_windows_run"] = stats.windows_run
+            values["stream_frames_dropped_nonfinite"] = stats.frames_dropped_nonfinite
+            values["stream_memory_state_mib"] = stats.state_bytes / 2**20
+        with self._lock:
+            est = self._scale_estimate
+        if est is not None:
+            values.update(scale=est.scale, scale_std=est.std, scale_source=est.source, scale_valid=est.valid)
+        allocated, reserved = gpu_memory_mb(str(getattr(self.reconstructor, "device", "cpu")))
+        values.update(gpu_memory_allocated_mib=allocated, gpu_memory_reserved_mib=reserved,
+                      camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
+        return values
+
+    def diagnostics(self, stamp_ns: int) -> Publication:
+        """``/diagnostics`` message: WARN when frames were dropped since the last call or the camera
+        mount fell back to identity, ERROR when inference failed since the last call."""
+        values = self.diagnostics_values()
+        errors = values["dropped_inference_error"]
+        dropped = values["dropped_total"]
+        if errors > self._last_diag_errors:
+            level, message = "ERROR", f"inference failed on {errors - self._last_diag_errors} frame(s)"
+        elif dropped > self._last_diag_dropped:
+            level, message = "WARN", f"{dropped - self._last_diag_dropped} frame(s) dropped"
+        elif self.mount.source == "identity_fallback":
+            level, message = "WARN", "camera mount unknown in TF: publishing the camera pose as base_link"
+        else:
+            level, message = "OK", "mapping"
+        self._last_diag_errors, self._last_diag_dropped = errors, dropped
+        return self.builder.diagnostics(stamp_ns, "loger_node: mapping", "loger", level, message, values)
+
+    # ================================================================ threading
+    def start(self, sink: Callable[[Publication], None], clock_ns: Callable[[], int]) -> None:
+        """Run the inference loop and the mapping loop on daemon threads; publications go to ``sink``.
+
+        ``clock_ns``: the node clock (ROS time, sim time aware) used for the map period.
+        """
+        if self._thread is not None:
+            raise CoreError("MappingCore.start called twice")
+        self._stop.clear()
+        self.fusion.start(sink, clock_ns, self.params.map_publish_period_s)
+        self._thread = threading.Thread(target=self._run, args=(sink,), name="loger-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: Optional[float] = None) -> bool:
+        """Stop inference after the current frame, then let the mapper fuse what is queued and stop.
+        True when both threads ended in time (afterwards the core runs synchronously again)."""
+        self._stop.set()
+        self.queue.close()
+        ok = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            ok = not self._thread.is_alive()
+        return self.fusion.stop(timeout_s) and ok
+
+    def _run(self, sink: Callable[[Publication], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                pubs = self.process_next(timeout_s=0.05)
+            except Exception as err:  # a bug must not kill the inference thread
+                self.log.error(f"unexpected error in the inference loop: {err!r}\n{traceback.format_exc()}")
+                continue
+            for pub in pubs:
+                try:
+                    sink(pub)
+                except Exception as err:
+                    self._warn("error", f"sink_{pub.channel}", f"publishing on {pub.channel} failed: {err!r}")

@@ -1,0 +1,428 @@
+"""Parameters of the mapping node: one dataclass, the single source of truth.
+
+:class:`NodeParams` lists every parameter with its type, default, description and allowed
+values. The same table
+
+- generates the ROS 2 parameter declarations (``node.py`` iterates :func:`param_specs`),
+- maps 1:1 onto ``config/loger.yaml`` (``loger_node: ros__parameters: {name: value}``),
+- builds the streaming core's :class:`~loger_core.stream.StreamConfig` and the voxel
+  map's :class:`~loger_core.map.MapConfig`, so the node and offline replay agree.
+
+Every invalid value raises :class:`ParamsError` naming the parameter and the value.
+ROS parameters are typed: a float parameter must be written ``2.0`` in YAML (``2`` would
+be an integer and rclpy refuses it), which the YAML test checks.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+__all__ = [
+    "NODE_NAME",
+    "OUTPUT_TOPICS",
+    "SCALE_SOURCES",
+    "TF_MODES",
+    "IMAGE_TRANSPORTS",
+    "NodeParams",
+    "ParamSpec",
+    "ParamsError",
+    "load_params_yaml",
+    "param_specs",
+    "params_to_yaml",
+]
+
+# The node's name: the key of config/loger.yaml and the prefix of its private (~/) topics.
+NODE_NAME = "loger_node"
+# Private output topics (``~/name`` resolves to ``/<node name>/name``) and services.
+OUTPUT_TOPICS: dict[str, str] = {
+    "odom": "~/odom",
+    "path": "~/path",
+    "cloud": "~/cloud",
+    "map": "~/map",
+}
+SERVICES: dict[str, str] = {"reset": "~/reset", "save_map": "~/save_map"}
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+IMAGE_TRANSPORTS = ("auto", "raw", "compressed")
+SCALE_SOURCES = ("auto", "none", "depth", "odometry", "fixed")
+TF_MODES = ("odom_to_base", "map_to_odom")
+MODEL_CONFIGS = ("loger", "loger_star", "tiny")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ALIGNMENTS = ("auto", "none", "se3", "sim3")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ParamsError(ValueError):
+    """An invalid node parameter (name and value in the message) or parameter file."""
+
+
+def _p(default: Any, description: str, *, choices: Optional[tuple] = None,
+       minimum: Optional[float] = None, maximum: Optional[float] = None, group: str = "") -> Any:
+    """A dataclass field carrying the ROS parameter metadata."""
+    meta = {"description": description, "choices": choices, "minimum": minimum, "maximum": maximum, "group": group}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class NodeParams:
+    """Every parameter of ``loger_node`` (see each field's description)."""
+
+    # ---------------------------------------------------------------- inputs
+    image_topic: str = _p(
+        "/camera/image_raw",
+        "Camera image topic (sensor_msgs/Image or sensor_msgs/CompressedImage, see image_transport).",
+        group="inputs")
+    image_transport: str = _p(
+        "auto",
+        "How image_topic is read: 'raw' (sensor_msgs/Image), 'compressed' (sensor_msgs/CompressedImage) or "
+        "'auto' (the advertised type of image_topic; if not yet advertised, 'compressed' when the name ends "
+        "in '/compressed', else 'raw').",
+        choices=IMAGE_TRANSPORTS, group="inputs")
+    camera_info_topic: str = _p(
+        "/camera/camera_info",
+        "sensor_msgs/CameraInfo of the camera; '' = none (intrinsics are then estimated from the prediction). "
+        "Distorted images are undistorted with it before inference (see undistort).",
+        group="inputs")
+    undistort: bool = _p(
+        True, "Undistort images with the CameraInfo distortion model before inference.", group="inputs")
+    depth_topic: str = _p(
+        "",
+        "Optional metric depth image (sensor_msgs/Image 16UC1 mm or 32FC1 m, registered to the colour image) "
+        "used for metric scale; '' = none.",
+        group="inputs")
+    odometry_topic: str = _p(
+        "",
+        "Optional external nav_msgs/Odometry (e.g. wheel odometry) used for metric scale; '' = none.",
+        group="inputs")
+    queue_size: int = _p(
+        32,
+        "Frames waiting for inference; when full the OLDEST is dropped (counted in diagnostics) so "
+        "callbacks never block and the newest frame is always processed. A window pass blocks inference "
+        "for about 1.5 s (full model, H100), so this should hold the frames of that time (fps x 1.5 s).",
+        minimum=1, maximum=1024, group="inputs")
+    sync_tolerance_s: float = _p(
+        0.02, "Largest stamp difference (s) for pairing a depth image or an odometry sample with an image.",
+        minimum=0.0, maximum=10.0, group="inputs")
+
+    # ----------------------------------------------------------------- model
+    model_config: str = _p(
+        "loger_star", "Network configuration: 'loger', 'loger_star' (SE(3) window alignment) or 'tiny' (tests).",
+        choices=MODEL_CONFIGS, group="model")
+    checkpoint_path: str = _p(
+        "",
+        "Checkpoint: the authors' latest.pt or a .safetensors file ('~' is expanded). Required unless "
+        "allow_synthetic_weights is true.",
+        group="model")
+    allow_synthetic_weights: bool = _p(
+        False,
+        "Run with deterministic synthetic weights when checkpoint_path is empty (tests and benchmarks only: "
+        "the poses are NOT meaningful).",
+        group="model")
+    device: str = _p("auto", "Torch device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...",
+                     group="model")
+    dtype: str = _p("auto", "Compute precision: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', "
+                    "'bfloat16' or 'float16'.", choices=DTYPES, group="model")
+    input_width: int = _p(
+        504, "Network input width in pixels (multiple of 14); 0 together with input_height 0 = chosen from "
+        "the first image by the authors' pixel-budget rule.", minimum=0, maximum=4096, group="model")
+    input_height: int = _p(
+        280, "Network input height in pixels (multiple of 14); see input_width.", minimum=0, maximum=4096,
+        group="model")
+
+    # ------------------------------------------------------------- streaming
+    window_size: int = _p(32, "Frames per window of the network.", minimum=1, maximum=1024, group="streaming")
+    overlap_size: int = _p(3, "Frames shared by consecutive windows (< window_size).", minimum=0, maximum=1023,
+                           group="streaming")
+    reset_every: int = _p(0, "Reset the TTT fast-weight memory every N windows (0 = never; the authors "
+                          "suggest 5 beyond ~1k frames).", minimum=0, maximum=1_000_000, group="streaming")
+    provisional_every: int = _p(
+        4,
+        "Low-latency poses: every N new frames of an incomplete window, run the network on the window so far "
+        "without committing its memory and publish the newest frame's pose at once (0 = only committed "
+        "windows, i.e. poses in bursts of a window).",
+        minimum=0, maximum=1024, group="streaming")
+    alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
+                        "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
+
+    # ----------------------------------------------------------------- scale
+    scale_source: str = _p(
+        "auto",
+        "Metric scale: 'none' (model scale), 'depth' (depth_topic), 'odometry' (odometry_topic), 'fixed' "
+        "(scale_factor) or 'auto' (depth if depth_topic is set, else odometry if odometry_topic is set, else none).",
+        choices=SCALE_SOURCES, group="scale")
+    scale_factor: float = _p(1.0, "Metres per model unit for scale_source 'fixed'.", minimum=1e-9,
+                             maximum=1e9, group="scale")
+    scale_history: int = _p(200, "Scale = median of the last N per-frame scale samples.", minimum=1,
+                            maximum=100_000, group="scale")
+    scale_freeze_after: int = _p(0, "Freeze the scale after N samples (0 = keep updating).", minimum=0,
+                                 maximum=100_000, group="scale")
+
+    # ------------------------------------------------------------------- map
+    confidence_threshold: float = _p(
+        0.0, "Points whose confidence (probability in [0, 1]) is below this are not mapped.",
+        minimum=0.0, maximum=1.0, group="map")
+    confidence_percentile: float = _p(
+        20.0, "Also drop each frame's least confident N percent of points (the authors' demo uses 20).",
+        minimum=0.0, maximum=99.999, group="map")
+    voxel_size: float = _p(0.05, "Voxel edge of the global map in metres.", minimum=1e-4, maximum=100.0,
+                           group="map")
+    max_map_points: int = _p(2_000_000, "Voxel budget of the global map; beyond it the farthest voxels from "
+                             "the camera are evicted.", minimum=1, maximum=2_000_000_000, group="map")
+    map_publish_period_s: float = _p(2.0, "Period of ~/map (transient-local PointCloud2) in seconds of the "
+                                     "node clock (sim time when use_sim_time).", minimum=0.01, maximum=3600.0,
+                                     group="map")
+    cloud_max_points: int = _p(200_000, "~/cloud (latest window) is subsampled to at most this many points.",
+                               minimum=1, maximum=100_000_000, group="map")
+    path_max_poses: int = _p(2000, "~/path carries the newest N committed poses (0 = all; the saved "
+                             "trajectory always has all).", minimum=0, maximum=10_000_000, group="map")
+
+    # ---------------------------------------------------------------- frames
+    map_frame: str = _p("map", "Global frame (REP-105).", group="frames")
+    odom_frame: str = _p("odom", "Continuous odometry frame (REP-105).", group="frames")
+    base_frame: str = _p("base_link", "Robot body frame whose pose is published (REP-105).", group="frames")
+    camera_frame: str = _p(
+        "",
+        "Camera optical frame; '' = the image header's frame_id. The camera-to-base transform is looked up "
+        "in TF (base_frame <- camera_frame); identity with a warning when TF has none.",
+        group="frames")
+    publish_tf: bool = _p(True, "Broadcast the transforms chosen by tf_mode.", group="frames")
+    tf_mode: str = _p(
+        "odom_to_base",
+        "'odom_to_base': this node is the odometry source and broadcasts odom->base_link (continuous) and "
+        "map->odom (corrections); ~/odom is in odom_frame. 'map_to_odom': another node broadcasts "
+        "odom->base_link; this node broadcasts only map->odom (from TF's odom->base_link at the image stamp); "
+        "~/odom then carries the pose in map_frame.",
+        choices=TF_MODES, group="frames")
+    tf_timeout_s: float = _p(0.1, "Longest wait (s) for a TF lookup on the inference thread.", minimum=0.0,
+                             maximum=10.0, group="frames")
+
+    # ---------------------------------------------------------------- output
+    output_dir: str = _p("~/.ros/loger", "Folder of ~/save_map and the shutdown save (map.ply, "
+                         "trajectory.tum); '~' is expanded.", group="output")
+    save_map_on_shutdown: bool = _p(True, "Save map.ply and trajectory.tum to output_dir on shutdown.",
+                                    group="output")
+    reset_clears_map: bool = _p(False, "~/reset also clears the global map and path (else only the network "
+                                "memory restarts and the new reconstruction continues in the same map frame).",
+                                group="output")
+    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds.", minimum=0.01,
+                                     maximum=3600.0, group="output")
+
+    def __post_init__(self) -> None:
+        for spec in param_specs():
+            value = getattr(self, spec.name)
+            setattr(self, spec.name, spec.validate(value))
+        if self.overlap_size >= self.window_size:
+            raise ParamsError(
+                f"overlap_size {self.overlap_size} must be < window_size {self.window_size}")
+        if (self.input_width == 0) != (self.input_height == 0):
+            raise ParamsError(
+                f"input_width {self.input_width} and input_height {self.input_height} must both be 0 (automatic) "
+                "or both be set")
+        for name in ("input_width", "input_height"):
+            value = getattr(self, name)
+            if value % 14:
+                raise ParamsError(f"{name} {value} must be a multiple of the patch size 14 (or 0)")
+        for name in ("map_frame", "odom_frame", "base_frame"):
+            value = getattr(self, name)
+            if not value or value.startswith("/") or " " in value:
+                raise ParamsError(f"{name} {value!r} must be a non-empty frame id without a leading '/' or spaces")
+        if self.camera_frame.startswith("/"):
+            raise ParamsError(f"camera_frame {self.camera_frame!r} must not start with '/'")
+        if len({self.map_frame, self.odom_frame, self.base_frame}) != 3:
+            raise ParamsError(
+                f"map_frame {self.map_frame!r}, odom_frame {self.odom_frame!r} and base_frame {self.base_frame!r} "
+                "must be three different frames")
+        if not self.image_topic:
+            raise ParamsError("image_topic '' must name a topic")
+        if self.scale_source == "depth" and not self.depth_topic:
+            raise ParamsError("scale_source 'depth' needs depth_topic (it is '')")
+        if self.scale_source == "odometry" and not self.odometry_topic:
+            raise ParamsError("scale_source 'odometry' needs odometry_topic (it is '')")
+
+    # ------------------------------------------------------------- derived
+    @property
+    def resolved_scale_source(self) -> str:
+        """The scale source after resolving 'auto'."""
+        if self.scale_source != "auto":
+            return self.scale_source
+        if self.depth_topic:
+            return "depth"
+        if self.odometry_topic:
+            return "odometry"
+        return "none"
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(os.path.expanduser(self.output_dir))
+
+    def stream_config(self):
+        """The :class:`~loger_core.stream.StreamConfig` these parameters ask for.
+
+        Raises ParamsError when no checkpoint is given and synthetic weights are not allowed.
+        """
+        from loger_core.stream import ScaleConfig, StreamConfig
+
+        if not self.checkpoint_path and not self.allow_synthetic_weights:
+            raise ParamsError(
+                "checkpoint_path '' is empty: set it to the model weights (or allow_synthetic_weights true "
+                "for tests and benchmarks)")
+
+        resolution = None if self.input_width == 0 else (self.input_width, self.input_height)
+        return StreamConfig(
+            model=self.model_config,
+            checkpoint=os.path.expanduser(self.checkpoint_path) if self.checkpoint_path else None,
+            device=self.device,
+            dtype=self.dtype,
+            resolution=resolution,
+            window_size=self.window_size,
+            overlap_size=self.overlap_size,
+            reset_every=self.reset_every,
+            alignment=None if self.alignment == "auto" else self.alignment,
+            conf_threshold=self.confidence_threshold,
+            conf_percentile=self.confidence_percentile,
+            provisional_every=self.provisional_every,
+            out_of_order="drop",
+            scale=ScaleConfig(
+                source=self.resolved_scale_source,
+                factor=self.scale_factor,
+                history=self.scale_history,
+                freeze_after=self.scale_freeze_after,
+            ),
+        )
+
+    def map_config(self):
+        """The :class:`~loger_core.map.MapConfig` of the global map (confidence filtered upstream)."""
+        from loger_core.map import MapConfig
+
+        return MapConfig(voxel_size=self.voxel_size, max_points=self.max_map_points, policy="drop_far")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "parameters") -> "NodeParams":
+        """Build from ``{name: value}`` (e.g. a YAML file or rclpy parameters); unknown names are errors."""
+        known = {spec.name for spec in param_specs()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamsError(f"{source}: unknown parameter(s) {unknown} (known: {sorted(known)})")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {spec.name: getattr(self, spec.name) for spec in param_specs()}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: ``type_`` is str, int, float or bool; ``choices``/``minimum``/``maximum`` constrain it."""
+
+    name: str
+    type_: type
+    default: Any
+    description: str
+    choices: Optional[tuple] = None
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    group: str = ""
+
+    @property
+    def constraints(self) -> str:
+        """Human-readable constraints (ROS ParameterDescriptor.additional_constraints)."""
+        if self.choices:
+            return "one of: " + ", ".join(repr(c) for c in self.choices)
+        if self.minimum is not None or self.maximum is not None:
+            return f"in [{self.minimum}, {self.maximum}]"
+        return ""
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` as this parameter's type or raise ParamsError naming it."""
+        if self.type_ is bool:
+            if not isinstance(value, bool):
+                raise ParamsError(f"parameter {self.name} {value!r} must be a bool (true/false)")
+            return value
+        if self.type_ is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ParamsError(f"parameter {self.name} {value!r} must be an integer")
+        elif self.type_ is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ParamsError(f"parameter {self.name} {value!r} must be a finite number")
+            value = float(value)
+        elif self.type_ is str:
+            if not isinstance(value, str):
+                raise ParamsError(f"parameter {self.name} {value!r} must be a string")
+        if self.choices is not None and value not in self.choices:
+            raise ParamsError(f"parameter {self.name} {value!r} must be one of {list(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise ParamsError(f"parameter {self.name} {value!r} must be >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ParamsError(f"parameter {self.name} {value!r} must be <= {self.maximum}")
+        return value
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def param_specs() -> list[ParamSpec]:
+    """Every parameter of :class:`NodeParams`, in declaration order."""
+    specs = []
+    for f in fields(NodeParams):
+        type_ = _TYPES[f.type] if isinstance(f.type, str) else f.type
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        m = f.metadata
+        specs.append(ParamSpec(f.name, type_, default, m["description"], m["choices"], m["minimum"],
+                               m["maximum"], m["group"]))
+    return specs
+
+
+def _load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"parameter file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"parameter file {str(path)!r} is not valid YAML: {err}") from None
+
+
+def load_params_yaml(path: PathLike, node_name: str = NODE_NAME,
+                     overrides: Optional[Mapping[str, Any]] = None) -> NodeParams:
+    """Read ``<node_name>: ros__parameters: {...}`` from a ROS 2 parameter file (plus ``overrides``).
+
+    ``use_sim_time`` (declared by rclpy itself) is accepted and ignored.
+    """
+    path = Path(path)
+    doc = _load_yaml(path)
+    section = doc.get(node_name) if isinstance(doc, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+        raise ParamsError(f"parameter file {str(path)!r} has no '{node_name}: ros__parameters:' mapping")
+    values = dict(section["ros__parameters"])
+    values.pop("use_sim_time", None)
+    values.update(overrides or {})
+    return NodeParams.from_mapping(values, source=str(path))
+
+
+def _yaml_scalar(value: Any) -> str:
+    import yaml
+
+    if isinstance(value, float):
+        return repr(value)  # always has a '.' or 'e', so ROS reads a double
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def params_to_yaml(params: Optional[NodeParams] = None, node_name: str = NODE_NAME) -> str:
+    """A ROS 2 parameter file for ``params`` (defaults when None), each entry preceded by its description."""
+    import textwrap
+
+    values = params.to_dict() if params is not None else {s.name: s.default for s in param_specs()}
+    lines = [f"{node_name}:", "  ros__parameters:"]
+    group = None
+    for spec in param_specs():
+        if spec.group != group:
+            group = spec.group
+            lines.append(f"    # ---- {group}")
+        text = spec.description + (f" ({spec.constraints})" if spec.constraints else "")
+        lines += ["    # " + line for line in textwrap.wrap(text, 100)]
+        lines.append(f"    {spec.name}: {_yaml_scalar(values[spec.name])}")
+    return "\n".join(lines) + "\n"

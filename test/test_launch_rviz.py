@@ -1,0 +1,177 @@
+"""Launch files (parsed with ast: launch/launch_ros are not installed here) and the RViz config (YAML)
+name only topics, frames and parameters that the node really has; setup.py installs them."""
+from __future__ import annotations
+
+import ast
+import py_compile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loger_ros.params import NODE_NAME, OUTPUT_TOPICS, NodeParams, param_specs
+from loger_ros.replay import output_topic_names
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "loger.launch.py"
+REPLAY_LAUNCH = REPO / "launch" / "replay.launch.py"
+RVIZ = REPO / "rviz" / "loger.rviz"
+PARAMETERS = {s.name for s in param_specs()}
+DEFAULTS = NodeParams()
+
+
+def _tree(path: Path) -> ast.Module:
+    py_compile.compile(str(path), doraise=True)
+    return ast.parse(path.read_text())
+
+
+def _module_constant(tree: ast.Module, name: str):
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"module constant {name} not found")
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+
+
+def _keywords(call: ast.Call) -> dict[str, ast.AST]:
+    return {k.arg: k.value for k in call.keywords}
+
+
+def _declared_arguments(tree: ast.Module) -> set[str]:
+    """Names of DeclareLaunchArgument calls: literal names plus those of comprehensions over constants."""
+    names = set()
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        first = call.args[0]
+        if isinstance(first, ast.Constant):
+            names.add(first.value)
+        elif isinstance(first, ast.JoinedStr):  # f"camera_{axis}" over a literal tuple
+            comp = next(c for c in ast.walk(tree) if isinstance(c, ast.ListComp) and call in ast.walk(c))
+            for value in ast.literal_eval(comp.generators[0].iter):
+                names.add(ast.unparse(first).replace("{axis}", value)[2:-1])
+        elif isinstance(first, ast.Name):  # `for name in CONSTANT`
+            comp = next(c for c in ast.walk(tree) if isinstance(c, ast.ListComp) and call in ast.walk(c))
+            iterable = comp.generators[0].iter
+            constant = _module_constant(tree, iterable.id)
+            excluded = set()
+            for cond in comp.generators[0].ifs:
+                excluded |= set(ast.literal_eval(cond.comparators[0]))
+            names |= set(constant) - excluded
+    return names
+
+
+def test_loger_launch_maps_arguments_onto_real_parameters():
+    tree = _tree(LAUNCH)
+    mapping = _module_constant(tree, "PARAMETER_ARGUMENTS")
+    booleans = _module_constant(tree, "BOOLEAN_PARAMETER_ARGUMENTS")
+    assert set(mapping.values()) <= PARAMETERS
+    assert set(booleans.values()) <= PARAMETERS | {"use_sim_time"}
+    for parameter in booleans.values():
+        assert parameter == "use_sim_time" or isinstance(getattr(DEFAULTS, parameter), bool)
+    declared = _declared_arguments(tree)
+    assert set(mapping) | set(booleans) | {"params_file", "publish_camera_tf"} <= declared
+    remaps = _module_constant(tree, "OUTPUT_REMAP_ARGUMENTS")
+    assert set(remaps.values()) <= set(OUTPUT_TOPICS.values())  # only topics the node publishes
+    assert set(remaps) <= declared
+    assert set(_module_constant(tree, "ARGUMENT_HELP")) == set(mapping) | set(booleans) | set(remaps)
+    assert {"checkpoint", "device", "image_topic", "camera_info_topic"} <= declared
+
+
+def test_loger_launch_starts_the_node_with_the_yaml_and_the_camera_mount():
+    tree = _tree(LAUNCH)
+    nodes = [_keywords(c) for c in _calls(tree, "Node")]
+    loger = [n for n in nodes if ast.literal_eval(n["executable"]) == "loger_node"]
+    assert len(loger) == 1
+    assert ast.literal_eval(loger[0]["name"]) == NODE_NAME  # the YAML key must match the node name
+    assert "params_file" in ast.unparse(loger[0]["parameters"])
+    yaml_path = [ast.literal_eval(a) for c in _calls(tree, "PathJoinSubstitution") for a in c.args[0].elts[1:]]
+    assert ["config", "loger.yaml"] in [yaml_path[i:i + 2] for i in range(len(yaml_path))]
+    assert (REPO / "config" / "loger.yaml").is_file()
+    static = [n for n in nodes if ast.literal_eval(n["executable"]) == "static_transform_publisher"]
+    assigned = {t.id: ast.unparse(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
+    conditions = [assigned.get(ast.unparse(n["condition"]), ast.unparse(n["condition"])) for n in static]
+    assert len(static) == 2 and all("IfCondition(LaunchConfiguration('publish_camera_tf'))" == c for c in conditions)
+    # The mount hangs off the node's base frame by default.
+    defaults = {ast.literal_eval(c.args[0]): _keywords(c).get("default_value") for c in _calls(tree, "DeclareLaunchArgument")
+                if isinstance(c.args[0], ast.Constant)}
+    assert ast.literal_eval(defaults["mount_base_frame"]) == DEFAULTS.base_frame
+
+
+def test_replay_launch_plays_with_clock_and_runs_the_node_in_sim_time():
+    tree = _tree(REPLAY_LAUNCH)
+    text = REPLAY_LAUNCH.read_text()
+    play = [c for c in _calls(tree, "ExecuteProcess")]
+    assert play and all(token in ast.unparse(play[0]) for token in ("'ros2'", "'bag'", "'play'", "'--clock'"))
+    forwarded = set(_module_constant(tree, "FORWARDED_ARGUMENTS"))
+    launch_args = _declared_arguments(_tree(LAUNCH))
+    assert forwarded <= launch_args  # every forwarded argument exists in loger.launch.py
+    assert forwarded <= _declared_arguments(tree) | {"params_file", "publish_camera_tf"}
+    assert "bag" in _declared_arguments(tree)
+    assert "'use_sim_time': 'true'" in ast.unparse(tree) and "loger.launch.py" in text
+    rviz = [_keywords(c) for c in _calls(tree, "Node") if ast.literal_eval(_keywords(c)["executable"]) == "rviz2"]
+    assert rviz and "use_sim_time" in ast.unparse(rviz[0]["parameters"])
+    assert "'rviz', 'loger.rviz'" in ast.unparse(tree)
+
+
+# ------------------------------------------------------------------ RViz
+def _displays() -> list[dict]:
+    return yaml.safe_load(RVIZ.read_text())["Visualization Manager"]["Displays"]
+
+
+def test_rviz_config_names_only_topics_and_frames_of_the_node():
+    doc = yaml.safe_load(RVIZ.read_text())
+    manager = doc["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == DEFAULTS.map_frame
+    node_topics = set(output_topic_names().values())
+    for display in _displays():
+        topic = display.get("Topic", {}).get("Value")
+        if topic is not None:
+            assert topic in node_topics | {DEFAULTS.image_topic}, f"{display['Name']}: unknown topic {topic}"
+    frames = {DEFAULTS.map_frame, DEFAULTS.odom_frame, DEFAULTS.base_frame}
+
+    def tree_frames(tree: dict) -> set:
+        return set(tree) | {f for child in tree.values() if isinstance(child, dict) for f in tree_frames(child)}
+
+    tf = next(d for d in _displays() if d["Class"] == "rviz_default_plugins/TF")
+    assert tree_frames(tf["Tree"]) <= frames
+    assert manager["Views"]["Current"]["Target Frame"] in frames
+    assert next(d for d in _displays() if d["Class"].endswith("/Grid"))["Reference Frame"] in frames
+
+
+def test_rviz_shows_map_window_odometry_path_tf_and_camera():
+    by_topic = {d.get("Topic", {}).get("Value"): d for d in _displays()}
+    topics = output_topic_names()
+    classes = {d["Class"] for d in _displays()}
+    assert {"rviz_default_plugins/PointCloud2", "rviz_default_plugins/Odometry", "rviz_default_plugins/Path",
+            "rviz_default_plugins/TF", "rviz_default_plugins/Image"} <= classes
+    assert by_topic[topics["map"]]["Class"] == "rviz_default_plugins/PointCloud2"
+    # The map is published transient-local; a volatile subscriber would miss the last map.
+    assert by_topic[topics["map"]]["Topic"]["Durability Policy"] == "Transient Local"
+    assert by_topic[topics["cloud"]]["Class"] == "rviz_default_plugins/PointCloud2"
+    assert by_topic[topics["odom"]]["Class"] == "rviz_default_plugins/Odometry"
+    assert by_topic[topics["path"]]["Class"] == "rviz_default_plugins/Path"
+    assert by_topic[DEFAULTS.image_topic]["Class"] == "rviz_default_plugins/Image"
+    # Camera drivers publish images best effort (sensor data QoS).
+    assert by_topic[DEFAULTS.image_topic]["Topic"]["Reliability Policy"] == "Best Effort"
+    for display in (by_topic[topics["map"]], by_topic[topics["cloud"]]):
+        assert display["Color Transformer"] == "RGB8"
+
+
+def test_setup_installs_launch_config_and_rviz_files():
+    setup = ast.parse((REPO / "setup.py").read_text())
+    data_files = next(k.value for c in _calls(setup, "setup") for k in c.keywords if k.arg == "data_files")
+    text = ast.unparse(data_files)
+    for pattern, files in (("launch/*.py", [LAUNCH, REPLAY_LAUNCH]), ("config/*.yaml", [REPO / "config" / "loger.yaml"]),
+                           ("rviz/*.rviz", [RVIZ])):
+        assert pattern in text, f"setup.py data_files lack {pattern}"
+        assert all(f.is_file() for f in files)
+
+
+@pytest.mark.parametrize("path", [LAUNCH, REPLAY_LAUNCH])
+def test_launch_files_define_generate_launch_description(path):
+    tree = _tree(path)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)

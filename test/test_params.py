@@ -1,0 +1,176 @@
+"""NodeParams: the YAML file, the ROS declarations in node.py and the stream/map configs agree."""
+from __future__ import annotations
+
+import ast
+import py_compile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loger_ros.core import MappingCore
+from loger_ros.params import (
+    NODE_NAME,
+    NodeParams,
+    ParamsError,
+    load_params_yaml,
+    param_specs,
+    params_to_yaml,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "loger.yaml"
+NODE_PY = REPO / "loger_ros" / "node.py"
+
+
+def _yaml_params() -> dict:
+    doc = yaml.safe_load(CONFIG.read_text())
+    return doc[NODE_NAME]["ros__parameters"]
+
+
+def test_yaml_has_exactly_the_dataclass_parameters_with_ros_types():
+    values = _yaml_params()
+    specs = {s.name: s for s in param_specs()}
+    assert set(values) == set(specs)
+    for name, value in values.items():
+        # rclpy types parameters by the YAML scalar: a float written as '2' would be an integer.
+        assert type(value) is specs[name].type_, f"{name}: YAML {value!r} is {type(value).__name__}"
+
+
+def test_yaml_loads_into_valid_params():
+    params = load_params_yaml(CONFIG)
+    assert params.to_dict() == {name: value for name, value in _yaml_params().items()}
+
+
+def test_every_parameter_is_documented_and_its_default_valid():
+    for spec in param_specs():
+        assert len(spec.description) > 20, spec.name
+        assert spec.validate(spec.default) == spec.default
+        if spec.choices:
+            assert spec.default in spec.choices
+
+
+def test_params_to_yaml_round_trips(tmp_path):
+    custom = NodeParams(image_topic="/cam/image/compressed", window_size=16, overlap_size=2,
+                        voxel_size=0.1, publish_tf=False, scale_source="fixed", scale_factor=2.5)
+    path = tmp_path / "p.yaml"
+    path.write_text(params_to_yaml(custom))
+    assert load_params_yaml(path) == custom
+
+
+def test_overrides_and_use_sim_time_are_accepted(tmp_path):
+    path = tmp_path / "p.yaml"
+    text = params_to_yaml().replace("  ros__parameters:\n", "  ros__parameters:\n    use_sim_time: true\n")
+    path.write_text(text)
+    assert load_params_yaml(path, overrides={"window_size": 8}).window_size == 8
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"window_size": 0}, "window_size 0 must be >= 1"),
+        ({"window_size": 8.0}, "window_size 8.0 must be an integer"),
+        ({"voxel_size": "big"}, "voxel_size 'big' must be a finite number"),
+        ({"voxel_size": float("nan")}, "voxel_size nan must be a finite number"),
+        ({"tf_mode": "map_to_base"}, "tf_mode 'map_to_base' must be one of"),
+        ({"publish_tf": 1}, "publish_tf 1 must be a bool"),
+        ({"overlap_size": 32}, "overlap_size 32 must be < window_size 32"),
+        ({"odom_frame": "map"}, "must be three different frames"),
+        ({"base_frame": "/base_link"}, "base_frame '/base_link' must be a non-empty frame id"),
+        ({"input_width": 500}, "input_width 500 must be a multiple of the patch size 14"),
+        ({"input_width": 0}, "input_width 0 and input_height 280 must both be 0"),
+        ({"scale_source": "depth"}, "scale_source 'depth' needs depth_topic"),
+        ({"no_such_parameter": 1}, "unknown parameter(s) ['no_such_parameter']"),
+    ],
+)
+def test_bad_values_name_the_parameter(values, message):
+    with pytest.raises(ParamsError) as err:
+        NodeParams.from_mapping(values)
+    assert message in str(err.value)
+
+
+def test_bad_parameter_files(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params_yaml(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("loger_node: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params_yaml(broken)
+    other = tmp_path / "other.yaml"
+    other.write_text("other_node:\n  ros__parameters:\n    window_size: 4\n")
+    with pytest.raises(ParamsError, match="no 'loger_node: ros__parameters:' mapping"):
+        load_params_yaml(other)
+
+
+def test_stream_and_map_configs_follow_the_parameters():
+    p = NodeParams(checkpoint_path="~/w.safetensors", model_config="tiny", window_size=12, overlap_size=2,
+                   reset_every=3, provisional_every=2, input_width=0, input_height=0, alignment="sim3",
+                   confidence_threshold=0.3, depth_topic="/depth", voxel_size=0.2, max_map_points=1000)
+    cfg = p.stream_config()
+    assert (cfg.model, cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.provisional_every) == (
+        "tiny", 12, 2, 3, 2)
+    assert cfg.resolution is None and cfg.alignment == "sim3" and cfg.conf_threshold == 0.3
+    assert cfg.checkpoint.endswith("/w.safetensors") and not cfg.checkpoint.startswith("~")
+    assert cfg.scale.source == "depth"  # 'auto' picks the depth topic
+    assert NodeParams(odometry_topic="/wheel").resolved_scale_source == "odometry"
+    assert NodeParams().resolved_scale_source == "none"
+    m = p.map_config()
+    assert (m.voxel_size, m.max_points) == (0.2, 1000)
+
+
+def test_missing_checkpoint_is_refused_unless_synthetic_weights_are_allowed():
+    with pytest.raises(ParamsError, match="checkpoint_path '' is empty"):
+        NodeParams().stream_config()
+    assert NodeParams(allow_synthetic_weights=True).stream_config().checkpoint is None
+
+
+# ------------------------------------------------------------------ node.py (not importable here)
+def _node_tree() -> ast.Module:
+    return ast.parse(NODE_PY.read_text())
+
+
+def test_node_module_compiles_and_imports_rclpy_at_top():
+    py_compile.compile(str(NODE_PY), doraise=True)
+    top_imports = [n for n in _node_tree().body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in top_imports if isinstance(n, ast.Import) for a in n.names}
+    assert "rclpy" in names
+
+
+def test_node_declares_every_parameter_from_the_specs():
+    tree = _node_tree()
+    loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and isinstance(n.iter, ast.Call)
+             and getattr(n.iter.func, "id", None) == "param_specs"]
+    declared = [c for loop in loops for c in ast.walk(loop) if isinstance(c, ast.Call)
+                and getattr(c.func, "attr", None) == "declare_parameter"]
+    assert declared, "node.py must call declare_parameter for every spec of param_specs()"
+    call = declared[0]
+    assert ast.unparse(call.args[0]) == "spec.name" and ast.unparse(call.args[1]) == "spec.default"
+
+
+def _attributes_of(tree: ast.AST, owner: str) -> set[str]:
+    """Names X used as `self.<owner>.X`."""
+    found = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and node.value.attr == owner and getattr(node.value.value, "id", None) == "self"):
+            found.add(node.attr)
+    return found
+
+
+def test_node_only_uses_names_that_exist_in_the_core_and_params():
+    tree = _node_tree()
+    params_used = _attributes_of(tree, "params")
+    assert params_used, "node.py reads its parameters through self.params"
+    assert params_used <= {s.name for s in param_specs()} | {n for n in dir(NodeParams) if not n.startswith("_")}
+    core_used = _attributes_of(tree, "core")
+    assert {"on_image", "on_camera_info", "start", "stop", "flush", "save_map", "diagnostics"} <= core_used
+    missing = {name for name in core_used if not hasattr(MappingCore, name)}
+    assert not missing, f"node.py calls MappingCore members that do not exist: {missing}"
+
+
+def test_node_dispatches_every_channel():
+    from loger_ros.core import CHANNELS
+
+    text = NODE_PY.read_text()
+    for channel in CHANNELS:
+        assert f'"{channel}"' in text, f"node.py does not route channel {channel!r}"
