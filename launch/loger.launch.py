@@ -79,7 +79,7 @@ def _node(context, *args, **kwargs):
         Node(
             package="loger_ros",
             executable="loger_node",
-            name="loger_node",
+            name="loger",
             output="screen",
             emulate_tty=True,
             parameters=[LaunchConfiguration("params_file"), overrides],

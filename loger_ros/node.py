@@ -7,7 +7,7 @@ thread, publishes what the core returns, offers the ``~/reset`` and ``~/save_map
 saves the map on shutdown. It imports rclpy at the top, so it is importable only where ROS 2 is
 installed; all logic is tested through the core.
 
-Topics (``~`` = ``/loger_node``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
+Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
 ``~/cloud`` (latest window, sensor_msgs/PointCloud2), ``~/map`` (PointCloud2, transient local),
 ``/diagnostics``, TF. Inputs: ``image_topic`` (+ ``camera_info_topic``, ``depth_topic``,
 ``odometry_topic``). Honours ``use_sim_time`` (node clock for the map/diagnostics periods).

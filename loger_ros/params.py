@@ -4,7 +4,7 @@
 values. The same table
 
 - generates the ROS 2 parameter declarations (``node.py`` iterates :func:`param_specs`),
-- maps 1:1 onto ``config/loger.yaml`` (``loger_node: ros__parameters: {name: value}``),
+- maps 1:1 onto ``config/loger.yaml`` (``loger: ros__parameters: {name: value}``),
 - builds the streaming core's :class:`~loger_core.stream.StreamConfig` and the voxel
   map's :class:`~loger_core.map.MapConfig`, so the node and offline replay agree.
 
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # The node's name: the key of config/loger.yaml and the prefix of its private (~/) topics.
-NODE_NAME = "loger_node"
+NODE_NAME = "loger"
 # Private output topics (``~/name`` resolves to ``/<node name>/name``) and services.
 OUTPUT_TOPICS: dict[str, str] = {
     "odom": "~/odom",

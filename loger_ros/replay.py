@@ -6,8 +6,8 @@ Reads rosbag2 (sqlite3, mcap) and ROS 1 bags through ``rosbags``, feeds the came
 frame is dropped for speed), and writes to the output folder:
 
 - ``rosbag/``: a rosbag2 (mcap) with the original camera topic(s), ``/tf``, ``/tf_static`` and the
-  node's outputs (``/loger_node/odom``, ``/loger_node/path``, ``/loger_node/cloud``,
-  ``/loger_node/map``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``) shows the result;
+  node's outputs (``/loger/odom``, ``/loger/path``, ``/loger/cloud``,
+  ``/loger/map``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``) shows the result;
 - ``trajectory.tum`` (committed base_link poses in the map frame), ``map.ply``, ``trajectory.png``;
 - ``metrics.json`` when the bag carries ground truth (ATE/RPE/scale drift of the camera poses);
 - ``summary.json`` (counters, frames/s, latencies).
@@ -230,7 +230,7 @@ class StaticTfTree:
 
 # ====================================================================== output bag
 def output_topic_names(node_name: str = NODE_NAME) -> dict[str, str]:
-    """channel -> topic in the output bag: the node's resolved names (``~/odom`` -> ``/loger_node/odom``)."""
+    """channel -> topic in the output bag: the node's resolved names (``~/odom`` -> ``/loger/odom``)."""
     names = {channel: f"/{node_name}/{topic.removeprefix('~/')}" for channel, topic in OUTPUT_TOPICS.items()}
     names.update(tf="/tf", tf_static="/tf_static", diagnostics=DIAGNOSTICS_TOPIC)
     return names

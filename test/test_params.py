@@ -93,12 +93,12 @@ def test_bad_parameter_files(tmp_path):
     with pytest.raises(ParamsError, match="does not exist"):
         load_params_yaml(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
-    broken.write_text("loger_node: [unclosed\n")
+    broken.write_text("loger: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params_yaml(broken)
     other = tmp_path / "other.yaml"
     other.write_text("other_node:\n  ros__parameters:\n    window_size: 4\n")
-    with pytest.raises(ParamsError, match="no 'loger_node: ros__parameters:' mapping"):
+    with pytest.raises(ParamsError, match="no 'loger: ros__parameters:' mapping"):
         load_params_yaml(other)
 
 
