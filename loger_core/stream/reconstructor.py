@@ -275,6 +275,10 @@ class StreamingReconstructor:
             tail = frames[n - overlap :]
             self._pending = (tail, aligned.frames(n - overlap), window_index)
             self._buffer, self._head = list(tail), overlap
+            if self.config.provisional_every > 0:
+                # Low-latency mode: the frame that completed the window (and the rest of the shared
+                # tail) get a pose now; the next window's committed results supersede them.
+                results += self._emit(tail, aligned, n - overlap, window_index, provisional=True)
         self.stats.state_bytes = self.state_nbytes()
         self.stats.last_window_s = time.perf_counter() - t0
         return results
