@@ -80,10 +80,18 @@ _FP32_BACKENDS = [SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
 _BF16_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+# On the CPU the math kernel materialises the (Lq, Lk) score matrix: beyond this many entries per
+# head (a 32-frame window at 504x280 has 23k tokens) it is minutes per window, so we let PyTorch pick
+# its blocked CPU kernel, which differs from math only in rounding.
+CPU_MATH_MAX_SCORES = 1 << 24
+
+
 def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     # The authors pin the attention kernels (flash in bf16; math / memory-efficient otherwise).
     # The TTT update rounds to bf16, which turns even last-bit differences from another fp32
-    # kernel into visible drift over windows, so we pin the same ones.
+    # kernel into visible drift over windows, so we pin the same ones wherever that is practical.
+    if q.device.type == "cpu" and q.dtype != torch.bfloat16 and q.shape[-2] * k.shape[-2] > CPU_MATH_MAX_SCORES:
+        return F.scaled_dot_product_attention(q, k, v)
     with sdpa_kernel(_BF16_BACKENDS if q.dtype == torch.bfloat16 else _FP32_BACKENDS):
         return F.scaled_dot_product_attention(q, k, v)
 
