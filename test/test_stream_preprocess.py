@@ -101,3 +101,15 @@ def test_depth_is_resampled_with_the_image():
     np.testing.assert_allclose(resample_depth(np.full((112, 168), 2.5, np.float32), geo, 0.001), 2.5)
     with pytest.raises(StreamInputError, match="image's shape"):
         resample_depth(np.ones((56, 84), np.float32), geo, 0.001)
+
+
+def test_confidence_percentile_matches_numpy():
+    import torch
+
+    from loger_core.stream.reconstructor import _percentile
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 7, 1000, 50_000):
+        x = rng.random(n).astype(np.float32)
+        for q in (0.0, 20.0, 37.5, 99.0, 100.0):
+            assert abs(float(_percentile(torch.from_numpy(x), q)) - np.percentile(x.astype(np.float64), q)) < 1e-7
