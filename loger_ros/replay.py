@@ -602,6 +602,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return ap
 
 
+TINY_INPUT_SIZE = (112, 84)  # the reconstruct CLI's tiny default (10k-pixel budget at 4:3)
+
+
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     overrides = dict(_parse_override(t) for t in args.param)
     for name, value in (("model_config", args.model), ("checkpoint_path", args.checkpoint),
@@ -610,6 +613,11 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
             overrides[name] = value
     if args.synthetic_weights:
         overrides["allow_synthetic_weights"] = True
+    # Offline defaults unless given with -p: no latency to save, so every frame's odometry comes
+    # from its committed window (in order, none skipped); the CPU-sized model gets a CPU-sized input.
+    overrides.setdefault("provisional_every", 0)
+    if overrides.get("model_config") == "tiny" and "input_width" not in overrides and "input_height" not in overrides:
+        overrides["input_width"], overrides["input_height"] = TINY_INPUT_SIZE
     params_file = args.params or _default_params_file()
     if params_file is not None:
         params = load_params_yaml(params_file, overrides=overrides)

@@ -297,3 +297,17 @@ def test_broken_and_incomplete_bags_give_clear_errors(tmp_path, frames):
     with pytest.raises(ReplayError, match="is not a bag"):
         resolve_bag_path(Path(__file__))
     assert set(discover_bags(tmp_path)) == {bag, orphan}
+
+
+def test_offline_defaults_commit_every_frame_and_size_tiny_for_cpu(tmp_path):
+    from loger_ros.replay import TINY_INPUT_SIZE, build_arg_parser, options_from_args
+
+    bag = tmp_path / "b.bag"
+    opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "tiny"]))
+    assert opts.params.provisional_every == 0
+    assert (opts.params.input_width, opts.params.input_height) == TINY_INPUT_SIZE
+    opts = options_from_args(build_arg_parser().parse_args(
+        [str(bag), "--model", "tiny", "-p", "provisional_every:=2", "-p", "input_width:=56", "-p", "input_height:=42"]))
+    assert opts.params.provisional_every == 2 and opts.params.input_width == 56
+    opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "loger"]))
+    assert (opts.params.input_width, opts.params.input_height) == (504, 280)
