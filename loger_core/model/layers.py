@@ -99,9 +99,8 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention with optional per-head LayerNorm on q/k and optional 2-D RoPE.
 
-    Also exposes the key/value path for the SWA cache: `compute_kv` returns (k, v) for tokens that
-    become history, and `forward_with_kv_cache` attends from the current tokens to
-    `[cached history, current]`.
+    `attend` also serves the SWA layers: it can attend from the current tokens to
+    `[cached history, current]` and returns the current tokens' (k, v), the next window's history.
     """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, rope: RoPE2D | None = None) -> None:
@@ -125,24 +124,21 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, L, -1))
 
     def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
+        return self.attend(x, pos)[0]
+
+    def attend(
+        self, x: Tensor, pos: Tensor | None = None, cache: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x: (B, L, C). cache: keys/values (B, heads, L_hist, head_dim) to attend to before x's.
+        Returns the output (B, L, C) and x's own (k, v) after norm and RoPE."""
         q, k, v = self._qkv(x)
         if self.rope is not None and pos is not None:
             q, k = self.rope(q, pos), self.rope(k, pos)
-        return self._merge(_sdpa(q, k, v))
-
-    def compute_kv(self, x: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _, k, v = self._qkv(x)
-        if self.rope is not None and pos is not None:
-            k = self.rope(k, pos)
-        return k, v
-
-    def forward_with_kv_cache(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor | None = None) -> Tensor:
-        q, k, v = self._qkv(x)
-        if self.rope is not None and pos is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        k = torch.cat([k_cache.to(k.dtype), k], dim=2)
-        v = torch.cat([v_cache.to(v.dtype), v], dim=2)
-        return self._merge(_sdpa(q, k, v))
+        k_all, v_all = k, v
+        if cache is not None:
+            k_all = torch.cat([cache[0].to(k.dtype), k], dim=2)
+            v_all = torch.cat([cache[1].to(v.dtype), v], dim=2)
+        return self._merge(_sdpa(q, k_all, v_all)), (k, v)
 
 
 class Block(nn.Module):
@@ -170,9 +166,11 @@ class Block(nn.Module):
         x = x + self.ls1(self.attn(self.norm1(x), pos))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
-    def compute_kv_cache(self, x: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.attn.compute_kv(self.norm1(x), pos)
-
-    def forward_with_kv_cache(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor | None = None) -> Tensor:
-        x = x + self.ls1(self.attn.forward_with_kv_cache(self.norm1(x), k_cache, v_cache, pos))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+    def forward_swa(
+        self, x: Tensor, pos: Tensor | None, cache: tuple[Tensor, Tensor] | None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The block over x attending also to `cache`; returns the output and x's (k, v), which
+        become the next window's cache (one projection serves both)."""
+        a, kv = self.attn.attend(self.norm1(x), pos, cache)
+        x = x + self.ls1(a)
+        return x + self.ls2(self.mlp(self.norm2(x))), kv

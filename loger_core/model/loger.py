@@ -204,15 +204,12 @@ class LoGeR(nn.Module):
             l = self._swa_at.get(i)
             if l is not None and options.use_swa:
                 x = hidden.reshape(B, N * L, C)
-                swa = self.swa_layers[l]
-                history = state.swa[l]
-                if history is None:
-                    out = swa(x, pos_seq)
-                else:
-                    out = swa.forward_with_kv_cache(x, history[0], history[1], pos_seq)
+                # Every frame shares the same patch positions, so the cached keys carry the same
+                # RoPE phases the authors give history tokens (the first frame's, repeated).
+                out, kv = self.swa_layers[l].forward_swa(x, pos_seq, state.swa[l])
                 gate = F.silu(self.swa_gate_projs[l](out))
                 hidden = (out * gate + x).reshape(BN, L, C)
-                new_swa[l] = swa.compute_kv_cache(x, pos_seq)
+                new_swa[l] = kv
 
             if i >= depth - 2:
                 finals.append(hidden.reshape(BN, L, C))
