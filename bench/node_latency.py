@@ -35,10 +35,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loger_core.model import build_model, load_checkpoint  # noqa: E402
-from loger_core.model.synthetic_weights import fill_deterministic_  # noqa: E402
 from loger_core.stream import StreamingReconstructor  # noqa: E402
-from loger_ros.conversions import rosbags_factory  # noqa: E402
+from loger_core.stream.model_loading import load_stream_model  # noqa: E402
+from loger_ros.conversions import make_header, rosbags_factory  # noqa: E402
 from loger_ros.core import MappingCore  # noqa: E402
 from loger_ros.params import NodeParams  # noqa: E402
 
@@ -75,17 +74,14 @@ def make_images(n: int, width: int, height: int, seed: int = 0) -> list[np.ndarr
 
 def image_message(rgb: np.ndarray, stamp_ns: int):
     h, w = rgb.shape[:2]
-    time_msg = F.make("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    header = F.make("std_msgs/msg/Header", stamp=time_msg, frame_id="camera_optical_frame")
+    header = make_header(F, stamp_ns, "camera_optical_frame")
     return F.make("sensor_msgs/msg/Image", header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
                   step=w * 3, data=rgb.reshape(-1))
 
 
 def build(args) -> torch.nn.Module:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.checkpoint:
-        return load_checkpoint(args.checkpoint, config=args.config, device=device)
-    return fill_deterministic_(build_model(args.config, device="meta")).to(device).eval()
+    # The same loading (checkpoint, or loudly-labelled synthetic weights) as the node itself.
+    return load_stream_model(params_for(args, 0).stream_config())
 
 
 def params_for(args, provisional_every: int) -> NodeParams:
