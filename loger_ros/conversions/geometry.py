@@ -62,11 +62,15 @@ def _quaternion_xyzw(matrix: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(matrix[:3, :3]).as_quat()
 
 
+def _translation_quaternion(T: Any, name: str) -> tuple[list[float], list[float]]:
+    """Validated rigid `T` -> ([x, y, z], [qx, qy, qz, qw]) as Python floats (ROS order)."""
+    matrix = validate_rigid_transform(T, name)
+    return [float(v) for v in matrix[:3, 3]], [float(v) for v in _quaternion_xyzw(matrix)]
+
+
 def make_transform(factory: MessageFactory, T: Any, name: str = "T") -> Any:
     """``geometry_msgs/msg/Transform`` from a ``(4, 4)`` rigid transform."""
-    matrix = validate_rigid_transform(T, name)
-    x, y, z = (float(v) for v in matrix[:3, 3])
-    qx, qy, qz, qw = (float(v) for v in _quaternion_xyzw(matrix))
+    (x, y, z), (qx, qy, qz, qw) = _translation_quaternion(T, name)
     return factory.make(
         "geometry_msgs/msg/Transform",
         translation=factory.make("geometry_msgs/msg/Vector3", x=x, y=y, z=z),
@@ -76,9 +80,7 @@ def make_transform(factory: MessageFactory, T: Any, name: str = "T") -> Any:
 
 def make_pose(factory: MessageFactory, T: Any, name: str = "T") -> Any:
     """``geometry_msgs/msg/Pose`` from a ``(4, 4)`` rigid transform."""
-    matrix = validate_rigid_transform(T, name)
-    x, y, z = (float(v) for v in matrix[:3, 3])
-    qx, qy, qz, qw = (float(v) for v in _quaternion_xyzw(matrix))
+    (x, y, z), (qx, qy, qz, qw) = _translation_quaternion(T, name)
     return factory.make(
         "geometry_msgs/msg/Pose",
         position=factory.make("geometry_msgs/msg/Point", x=x, y=y, z=z),
