@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from loger_core.model import MemoryOptions, build_model
+from loger_core.model.fast_paths import FastPathConfig, default_fast_paths, enable_fast_paths
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--overlap", type=int, default=3)
     ap.add_argument("--windows", type=int, default=6, help="windows to time (the first is a warm-up)")
+    ap.add_argument("--fast-paths", default="auto", choices=["auto", "on", "off"],
+                    help="GPU fast paths (loger_core.model.fast_paths); auto = on for CUDA bf16")
+    ap.add_argument("--profile", type=int, default=0, help="print the N most expensive CUDA kernels of one window")
     ap.add_argument("--out", type=Path, default=Path("bench_results/model_speed.json"))
     args = ap.parse_args(argv)
 
@@ -40,6 +44,12 @@ def main(argv: list[str] | None = None) -> dict:
     opts = MemoryOptions(window_size=args.window, overlap_size=args.overlap)
     frames = torch.rand(1, args.window, 3, args.height, args.width, device=device)
     amp = args.dtype == "bf16" and device.type == "cuda"
+    fast = default_fast_paths(device, torch.bfloat16 if amp else torch.float32)
+    if args.fast_paths == "on":
+        fast = FastPathConfig()
+    elif args.fast_paths == "off":
+        fast = FastPathConfig.off()
+    enable_fast_paths(model, fast)
 
     def sync():
         if device.type == "cuda":
@@ -67,10 +77,18 @@ def main(argv: list[str] | None = None) -> dict:
             "state_mib": state.nbytes() / 2**20,
         })
     timed = rows[1:] if len(rows) > 1 else rows
+    if args.profile and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.no_grad(), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.forward_window(frames, state, opts)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.profile, max_name_column_width=60))
     summary = {
         "config": args.config, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "dtype": args.dtype, "resolution_wh": [args.width, args.height], "window": args.window, "overlap": args.overlap,
+        "dtype": args.dtype, "fast_paths": vars(fast) if hasattr(fast, "__dict__") else str(fast), "resolution_wh": [args.width, args.height], "window": args.window, "overlap": args.overlap,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30,
         "mean_window_s": sum(r["seconds"] for r in timed) / len(timed),

@@ -137,11 +137,11 @@ def test_image_size_must_be_patch_multiple(tiny):
 
 def test_long_cpu_attention_uses_blocked_kernel_with_same_result():
     """Beyond CPU_MATH_MAX_SCORES the attention runs PyTorch's blocked CPU kernel: same values."""
-    from loger_core.model import layers
+    from loger_core.model import attention
 
     g = torch.Generator().manual_seed(0)
     L = 4100
-    assert L * L > layers.CPU_MATH_MAX_SCORES
+    assert L * L > attention.CPU_MATH_MAX_SCORES
     q, k, v = (torch.randn(1, 1, L, 8, generator=g) for _ in range(3))
     ref = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1) @ v
-    torch.testing.assert_close(layers._sdpa(q, k, v), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attention.reference_attention(q, k, v), ref, rtol=1e-4, atol=1e-5)

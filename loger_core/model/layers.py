@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .attention import attention
 
 
 class LayerScale(nn.Module):
@@ -35,16 +36,21 @@ class RoPE2D(nn.Module):
     """2-D rotary position embedding: the first half of each head's channels rotates with the
     token's row (y), the second half with its column (x); frequencies `base ** (-2i / D)`."""
 
+    # Positions the cos/sin table covers per axis: a patch grid up to 4096 patches on a side. A fixed
+    # size (each entry depends only on its own position) spares a device->host read of `pos.max()`
+    # in every attention call, which stalled the CUDA stream and broke `torch.compile` graphs.
+    TABLE_LENGTH = 4096
+
     def __init__(self, base: float = 100.0) -> None:
         super().__init__()
         self.base = float(base)
         self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
-    def _cos_sin(self, dim: int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        key = (dim, length, device, dtype)
+    def _cos_sin(self, dim: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (dim, device, dtype)
         if key not in self._cache:
             inv_freq = 1.0 / (self.base ** (torch.arange(0, dim, 2, device=device).float() / dim))
-            t = torch.arange(length, device=device, dtype=inv_freq.dtype)
+            t = torch.arange(self.TABLE_LENGTH, device=device, dtype=inv_freq.dtype)
             freqs = torch.outer(t, inv_freq).to(dtype)
             freqs = torch.cat((freqs, freqs), dim=-1)
             self._cache[key] = (freqs.cos(), freqs.sin())
@@ -63,7 +69,7 @@ class RoPE2D(nn.Module):
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """x: (B, heads, L, D); pos: (B, L, 2) integer (y, x) positions."""
         half = x.shape[-1] // 2
-        cos, sin = self._cos_sin(half, int(pos.max()) + 1, x.device, x.dtype)
+        cos, sin = self._cos_sin(half, x.device, x.dtype)
         y, xx = x.chunk(2, dim=-1)
         return torch.cat((self._apply_1d(y, pos[..., 0], cos, sin), self._apply_1d(xx, pos[..., 1], cos, sin)), dim=-1)
 
@@ -74,26 +80,6 @@ def patch_positions(batch: int, h: int, w: int, device: torch.device) -> Tensor:
     xs = torch.arange(w, device=device)
     grid = torch.cartesian_prod(ys, xs)
     return grid.view(1, h * w, 2).expand(batch, -1, -1).clone()
-
-
-_FP32_BACKENDS = [SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
-_BF16_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-# On the CPU the math kernel materialises the (Lq, Lk) score matrix: beyond this many entries per
-# head (a 32-frame window at 504x280 has 23k tokens) it is minutes per window, so we let PyTorch pick
-# its blocked CPU kernel, which differs from math only in rounding.
-CPU_MATH_MAX_SCORES = 1 << 24
-
-
-def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    # The authors pin the attention kernels (flash in bf16; math / memory-efficient otherwise).
-    # The TTT update rounds to bf16, which turns even last-bit differences from another fp32
-    # kernel into visible drift over windows, so we pin the same ones wherever that is practical.
-    if q.device.type == "cpu" and q.dtype != torch.bfloat16 and q.shape[-2] * k.shape[-2] > CPU_MATH_MAX_SCORES:
-        return F.scaled_dot_product_attention(q, k, v)
-    with sdpa_kernel(_BF16_BACKENDS if q.dtype == torch.bfloat16 else _FP32_BACKENDS):
-        return F.scaled_dot_product_attention(q, k, v)
 
 
 class Attention(nn.Module):
@@ -112,6 +98,8 @@ class Attention(nn.Module):
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else nn.Identity()
         self.rope = rope
+        # "reference" (the authors' pinned kernels) or "fastest" (see `attention.py`).
+        self.kernel_policy = "reference"
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, L, C = x.shape
@@ -138,7 +126,7 @@ class Attention(nn.Module):
         if cache is not None:
             k_all = torch.cat([cache[0].to(k.dtype), k], dim=2)
             v_all = torch.cat([cache[1].to(v.dtype), v], dim=2)
-        return self._merge(_sdpa(q, k_all, v_all)), (k, v)
+        return self._merge(attention(q, k_all, v_all, self.kernel_policy)), (k, v)
 
 
 class Block(nn.Module):

@@ -18,6 +18,7 @@ from .errors import StreamInputError
 SCALE_SOURCES = ("none", "depth", "odometry", "fixed")
 RESIZE_MODES = ("resize", "crop")
 OUT_OF_ORDER_POLICIES = ("drop", "raise")
+FAST_PATH_MODES = ("auto", "on", "off")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The authors' demo keeps the total pixel count of the network input under this limit when no
 # target resolution is given.
@@ -116,6 +117,17 @@ class StreamConfig:
         out_of_order: a frame whose stamp is not after the previous one is 'drop'ped (counted in
             the stats) or 'raise's StreamInputError.
         scale: metric scale source, see :class:`ScaleConfig`.
+
+    Speed
+        fast_paths: 'auto' (the GPU fast paths of `loger_core.model.fast_paths` on CUDA under
+            bfloat16, none elsewhere), 'on' or 'off' (the eager reference path).
+        point_voxel_size: 0 returns every valid pixel as a point; > 0 (metres, model scale before
+            the metric factor) merges each frame's points per voxel of this edge on the model's
+            device before they cross to the host: `points` are then voxel centroids, `colors` mean
+            colours, `point_confidence` the highest confidence and `point_weights` the number of
+            pixels merged (no point is lost: weights sum to the valid pixels).
+        preprocess_threads: frames are resized on this many worker threads while the caller goes
+            on (0 = in `push` itself).
     """
 
     model: str = "loger_star"
@@ -139,6 +151,9 @@ class StreamConfig:
     provisional_every: int = 0
     out_of_order: str = "drop"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    fast_paths: str = "auto"
+    point_voxel_size: float = 0.0
+    preprocess_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:
@@ -177,6 +192,12 @@ class StreamConfig:
             raise StreamInputError(f"StreamConfig.provisional_every must be an integer >= 0, got {self.provisional_every!r}")
         if self.out_of_order not in OUT_OF_ORDER_POLICIES:
             raise StreamInputError(f"StreamConfig.out_of_order must be one of {OUT_OF_ORDER_POLICIES}, got {self.out_of_order!r}")
+        if self.fast_paths not in FAST_PATH_MODES:
+            raise StreamInputError(f"StreamConfig.fast_paths must be one of {FAST_PATH_MODES}, got {self.fast_paths!r}")
+        if not _is_number(self.point_voxel_size) or not self.point_voxel_size >= 0.0:
+            raise StreamInputError(f"StreamConfig.point_voxel_size must be a number >= 0, got {self.point_voxel_size!r}")
+        if not _is_int(self.preprocess_threads) or not 0 <= self.preprocess_threads <= 64:
+            raise StreamInputError(f"StreamConfig.preprocess_threads must be an integer in [0, 64], got {self.preprocess_threads!r}")
         if not isinstance(self.scale, ScaleConfig):
             raise StreamInputError(f"StreamConfig.scale must be a ScaleConfig, got {self.scale!r}")
 
@@ -191,6 +212,16 @@ class StreamConfig:
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise StreamInputError(f"StreamConfig.device is {self.device!r} but CUDA is not available")
         return dev
+
+    def fast_path_config(self):
+        """The `FastPathConfig` this configuration asks for on its device and dtype."""
+        from loger_core.model.fast_paths import FastPathConfig, default_fast_paths
+
+        if self.fast_paths == "off":
+            return FastPathConfig.off()
+        if self.fast_paths == "on":
+            return FastPathConfig()
+        return default_fast_paths(self.torch_device(), self.torch_dtype())
 
     def torch_dtype(self) -> torch.dtype:
         """The resolved compute dtype ('auto' -> bfloat16 on CUDA, float32 elsewhere)."""

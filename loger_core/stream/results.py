@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -31,6 +32,8 @@ class FrameResult:
     provisional: True for a result of an uncommitted pass; the committed result of the same frame
         (same index and stamp) comes later and supersedes it.
     intrinsics_known: True when `K` is the one given to `push`.
+    point_weights: None when every valid pixel is a point; with `StreamConfig.point_voxel_size`
+        > 0, (M,) int32 number of valid pixels merged into each point (sums to `valid.sum()`).
     """
 
     index: int
@@ -52,6 +55,7 @@ class FrameResult:
     window_index: int
     provisional: bool = False
     intrinsics_known: bool = False
+    point_weights: Optional[np.ndarray] = None
 
     @property
     def position(self) -> np.ndarray:
