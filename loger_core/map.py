@@ -222,6 +222,7 @@ class VoxelMap:
         colors: np.ndarray,
         confidence: np.ndarray,
         sensor_origin: Optional[np.ndarray] = None,
+        weights: Optional[np.ndarray] = None,
     ) -> InsertStats:
         """Fuse one frame's points.
 
@@ -232,11 +233,19 @@ class VoxelMap:
             sensor_origin: ``(3,)`` camera centre in the world frame; used by the
                 'drop_far' policy. If never given, the mean of the latest kept points
                 stands in for it.
+            weights: optional ``(N,)`` whole numbers > 0 (integer dtype, or float holding
+                whole numbers: the map keeps integer point counts), e.g. the pixel counts of
+                points already merged per voxel (:mod:`loger_core.voxel_downsample`). A point
+                of weight ``w`` counts as ``w`` identical points: in the running mean of
+                position and colour, the point count (:meth:`hit_counts`), a 'mean'
+                confidence and the ``dropped_*`` counters ('max' confidence is unaffected).
+                ``InsertStats.n_input``/``n_kept`` still count rows. None = weight 1 each.
 
         Points with any non-finite coordinate or confidence, and points beyond the key
         range (+-2^20 voxels per axis), are dropped and counted in :meth:`stats`.
         """
         pts, col, conf = self._check_inputs(points, colors, confidence)
+        wts = self._check_weights(weights, len(pts))
         if sensor_origin is not None:
             origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)
             if origin.shape != (3,) or not np.all(np.isfinite(origin)):
@@ -248,21 +257,26 @@ class VoxelMap:
 
         finite = np.all(np.isfinite(pts), axis=1) & np.isfinite(conf)
         confident = conf >= self.cfg.min_confidence
-        self._dropped["non_finite"] += int(np.count_nonzero(~finite))
-        self._dropped["low_confidence"] += int(np.count_nonzero(finite & ~confident))
+        self._dropped["non_finite"] += self._count_of(~finite, wts)
+        self._dropped["low_confidence"] += self._count_of(finite & ~confident, wts)
         keep = finite & confident
         pts, col, conf = pts[keep], col[keep], conf[keep]
+        wts = wts[keep] if wts is not None else None
         vox = np.floor(pts.astype(np.float64) / self.cfg.voxel_size)
         in_range = np.all((vox >= -_AXIS_OFFSET) & (vox < _AXIS_OFFSET), axis=1)
-        self._dropped["out_of_range"] += int(np.count_nonzero(~in_range))
+        self._dropped["out_of_range"] += self._count_of(~in_range, wts)
         pts, col, conf, vox = pts[in_range], col[in_range], conf[in_range], vox[in_range]
+        wts = wts[in_range] if wts is not None else None
         if not self._origin_given and len(pts):
-            self._origin = pts.mean(axis=0).astype(np.float64)
+            if wts is None:
+                self._origin = pts.mean(axis=0).astype(np.float64)
+            else:
+                self._origin = np.average(pts.astype(np.float64), axis=0, weights=wts)
 
         stats = InsertStats(frame=self._frame, n_input=n_input, n_kept=len(pts), n_voxels=0,
                             n_new_voxels=0, probes=0, n_evicted=0, rebuilt=False)
         if len(pts):
-            self._merge(pts, col, conf, vox.astype(np.int64), stats)
+            self._merge(pts, col, conf, vox.astype(np.int64), stats, wts)
         if self._n > self.cfg.max_points:
             stats.n_evicted = self._evict()
             stats.rebuilt = True
@@ -283,7 +297,35 @@ class VoxelMap:
             )
         return pts, col, conf
 
-    def _merge(self, pts, col, conf, vox, stats: InsertStats) -> None:
+    @staticmethod
+    def _check_weights(weights, n: int) -> Optional[np.ndarray]:
+        """``(n,) float64`` whole-number weights > 0, or None."""
+        if weights is None:
+            return None
+        w = np.asarray(weights)
+        if w.shape != (n,):
+            raise MapError(f"weights must be a ({n},) array, got shape {w.shape}")
+        if w.dtype == np.bool_ or not (np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
+            raise MapError(f"weights must be integer or float, got dtype {w.dtype}")
+        w = w.astype(np.float64)
+        if not np.all(np.isfinite(w)):
+            raise MapError("weights must be finite")
+        if n and not np.all(w > 0):
+            raise MapError(f"weights must be > 0, got min {w.min()!r}")
+        if not np.all(w == np.floor(w)):
+            raise MapError("weights must be whole numbers (the map keeps integer point counts)")
+        if n and w.max() > 2.0 ** 31 - 1:
+            raise MapError(f"weights must be < 2^31, got max {w.max()!r}")
+        return w
+
+    @staticmethod
+    def _count_of(mask: np.ndarray, wts: Optional[np.ndarray]) -> int:
+        """Points selected by ``mask``, each counted ``weight`` times."""
+        if wts is None:
+            return int(np.count_nonzero(mask))
+        return int(wts[mask].sum())
+
+    def _merge(self, pts, col, conf, vox, stats: InsertStats, wts: Optional[np.ndarray] = None) -> None:
         packed = (
             ((vox[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS))
             | ((vox[:, 1] + _AXIS_OFFSET) << _AXIS_BITS)
@@ -292,14 +334,22 @@ class VoxelMap:
         # Batch-local reduction: one entry per distinct voxel of this frame.
         ukeys, inv, counts = np.unique(packed, return_inverse=True, return_counts=True)
         u = len(ukeys)
-        sum_pos = np.stack([np.bincount(inv, weights=pts[:, k], minlength=u) for k in range(3)], axis=1)
-        sum_col = np.stack([np.bincount(inv, weights=col[:, k], minlength=u) for k in range(3)], axis=1)
+        rows = counts  # input rows per voxel (the reduceat segments below)
+        if wts is None:
+            sum_pos = np.stack([np.bincount(inv, weights=pts[:, k], minlength=u) for k in range(3)], axis=1)
+            sum_col = np.stack([np.bincount(inv, weights=col[:, k], minlength=u) for k in range(3)], axis=1)
+        else:
+            # As w identical points: float32 coordinate x whole weight < 2^29 is exact in float64.
+            sum_pos = np.stack([np.bincount(inv, weights=pts[:, k] * wts, minlength=u) for k in range(3)], axis=1)
+            sum_col = np.stack([np.bincount(inv, weights=col[:, k] * wts, minlength=u) for k in range(3)], axis=1)
+            counts = np.rint(np.bincount(inv, weights=wts, minlength=u)).astype(np.int64)
         if self.cfg.confidence_reduce == "max":
             order = np.argsort(inv, kind="stable")
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
             batch_conf = np.maximum.reduceat(conf[order].astype(np.float64), starts)
         else:
-            batch_conf = np.bincount(inv, weights=conf, minlength=u)  # a sum, averaged below
+            # A sum, averaged below.
+            batch_conf = np.bincount(inv, weights=conf if wts is None else conf * wts, minlength=u)
 
         if 2 * (self._n + u) > (1 << self._bits):
             bits = self._bits

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -170,6 +170,13 @@ class NodeParams:
         minimum=0.0, maximum=99.999, group="map")
     voxel_size: float = _p(0.05, "Voxel edge of the global map in metres.", minimum=1e-4, maximum=100.0,
                            group="map")
+    point_voxel_size: float = _p(
+        -1.0, "Merge each committed frame's points per voxel of this edge on the model's device before they "
+        "reach the map; a merged point carries its pixel count, so the map fuses it like that many pixels "
+        "(~/cloud carries the merged points). -1 = auto (voxel_size / 2 on CUDA, where fusing every pixel on "
+        "the CPU holds back inference; 0 on CPU), 0 = off (every pixel is a point). In map units (metres); "
+        "under scale_source 'depth' or 'odometry' in model units (the scale is not known at start).",
+        minimum=-1.0, maximum=100.0, group="map")
     max_map_points: int = _p(2_000_000, "Voxel budget of the global map; beyond it the farthest voxels from "
                              "the camera are evicted.", minimum=1, maximum=2_000_000_000, group="map")
     map_publish_period_s: float = _p(2.0, "Period of ~/map (transient-local PointCloud2) in seconds of the "
@@ -236,6 +243,8 @@ class NodeParams:
             raise ParamsError(
                 f"map_frame {self.map_frame!r}, odom_frame {self.odom_frame!r} and base_frame {self.base_frame!r} "
                 "must be three different frames")
+        if self.point_voxel_size < 0 and self.point_voxel_size != -1.0:
+            raise ParamsError(f"point_voxel_size {self.point_voxel_size} must be -1 (auto), 0 (off) or > 0")
         if not self.image_topic:
             raise ParamsError("image_topic '' must name a topic")
         if self.scale_source == "depth" and not self.depth_topic:
@@ -255,6 +264,23 @@ class NodeParams:
             return "odometry"
         return "none"
 
+    def resolved_point_voxel_size(self, cuda: bool) -> float:
+        """``StreamConfig.point_voxel_size`` (model units) on a CUDA (``cuda``) or CPU model device.
+
+        Auto (-1) is ``voxel_size / 2`` on CUDA: merged voxels nest in the map's voxels (when the map
+        anchor is the identity), so the map loses no resolution, and each frame sends the CPU map one
+        point per occupied half-edge voxel instead of every pixel. On CPU auto is 0: inference is far
+        slower than fusion there. Metres become model units through ``scale_factor`` under scale_source
+        'fixed'; with a measured scale (depth/odometry) the factor is unknown when the stream starts
+        and the edge is taken in model units.
+        """
+        edge = self.point_voxel_size
+        if edge < 0:
+            edge = self.voxel_size / 2.0 if cuda else 0.0
+        if edge > 0 and self.resolved_scale_source == "fixed":
+            edge /= self.scale_factor
+        return edge
+
     @property
     def resolved_output_dir(self) -> Path:
         return Path(os.path.expanduser(self.output_dir))
@@ -264,7 +290,7 @@ class NodeParams:
 
         Raises ParamsError when no checkpoint is given and synthetic weights are not allowed.
         """
-        from loger_core.stream import ScaleConfig, StreamConfig
+        from loger_core.stream import ScaleConfig, StreamConfig, StreamInputError
 
         if not self.checkpoint_path and not self.allow_synthetic_weights:
             raise ParamsError(
@@ -272,7 +298,7 @@ class NodeParams:
                 "for tests and benchmarks)")
 
         resolution = None if self.input_width == 0 else (self.input_width, self.input_height)
-        return StreamConfig(
+        cfg = StreamConfig(
             model=self.model_config,
             checkpoint=os.path.expanduser(self.checkpoint_path) if self.checkpoint_path else None,
             device=self.device,
@@ -293,6 +319,13 @@ class NodeParams:
                 freeze_after=self.scale_freeze_after,
             ),
         )
+        if self.point_voxel_size == 0:
+            return cfg
+        try:
+            cuda = cfg.torch_device().type == "cuda"
+        except StreamInputError:
+            cuda = False  # an unusable device is reported when the model is loaded
+        return replace(cfg, point_voxel_size=self.resolved_point_voxel_size(cuda))
 
     def map_config(self):
         """The :class:`~loger_core.map.MapConfig` of the global map (confidence filtered upstream)."""

@@ -36,11 +36,13 @@ class MapJob:
     """One committed window.
 
     frames: per frame ``(points (N, 3) float32 world, colors (N, 3) uint8, confidence (N,) float32,
-    camera centre (3,) map frame)``. path: ``(stamps_ns, T_map_base (M, 4, 4))`` of the path message.
+    camera centre (3,) map frame, weights (N,) int32 or None)``; weights are ``FrameResult.point_weights``
+    (points already merged per voxel on the model's device, each standing for that many pixels) or
+    None (one pixel per point). path: ``(stamps_ns, T_map_base (M, 4, 4))`` of the path message.
     """
 
     T_map_world: np.ndarray
-    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]]
     newest_stamp: int
     path: tuple[list[int], np.ndarray]
     generation: int = 0
@@ -147,13 +149,13 @@ class MapFusion:
         R = job.T_map_world[:3, :3].astype(np.float32)
         t = job.T_map_world[:3, 3].astype(np.float32)
         clouds = []
-        for points_world, colors, confidence, origin in job.frames:
+        for points_world, colors, confidence, origin, weights in job.frames:
             points = points_world @ R.T + t
             with self._lock:
                 if job.generation != self._generation:
                     return []
                 if len(points):
-                    self.map.insert(points, colors, confidence, sensor_origin=origin)
+                    self.map.insert(points, colors, confidence, sensor_origin=origin, weights=weights)
                 self._version += 1
             clouds.append((points, colors, confidence))
         points = np.concatenate([c[0] for c in clouds])

@@ -433,7 +433,7 @@ class MappingCore:
         with self._lock:
             for r in committed:
                 T_map_cam = T_map_world @ r.T_world_cam
-                frames.append((r.points, r.colors, r.point_confidence, T_map_cam[:3, 3].copy()))
+                frames.append((r.points, r.colors, r.point_confidence, T_map_cam[:3, 3].copy(), r.point_weights))
                 self._traj_stamps.append(int(r.stamp_ns))
                 self._traj_cam.append(T_map_cam)
                 self._traj_base.append(T_map_cam @ T_cam_base)
