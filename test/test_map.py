@@ -277,3 +277,99 @@ def test_voxel_downsample_open3d_means():
     order = np.argsort(out_pts[:, 0])
     np.testing.assert_allclose(out_pts[order], [[0.02, 0.02, 0.02], [0.51, 0.51, 0.51]], atol=1e-6)
     np.testing.assert_array_equal(out_col[order], [[50, 100, 25], [9, 9, 9]])
+
+
+# ------------------------------------------------------------------ weighted insert
+
+
+def _state(vmap):
+    n = len(vmap)
+    arrays = (vmap._keys, vmap._pos, vmap._col, vmap._conf, vmap._count, vmap._seen)
+    used = vmap._table_keys != -1  # unused table slots are uninitialised
+    return [a[:n].copy() for a in arrays] + [vmap._table_keys.copy(), vmap._table_slot[used], vmap.stats(),
+                                             None if vmap._origin is None else vmap._origin.copy()]
+
+
+def _assert_same_state(a, b):
+    for x, y in zip(_state(a), _state(b)):
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+        else:
+            assert x == y
+
+
+@pytest.mark.parametrize("reduce", ["max", "mean"])
+@pytest.mark.parametrize("policy", ["drop_far", "drop_oldest"])
+def test_unit_weights_are_bitwise_the_unweighted_insert(reduce, policy):
+    rng = np.random.default_rng(11)
+    cfg = dict(voxel_size=0.1, max_points=300, min_confidence=0.2, confidence_reduce=reduce, policy=policy)
+    plain, ones, ints = VoxelMap(MapConfig(**cfg)), VoxelMap(MapConfig(**cfg)), VoxelMap(MapConfig(**cfg))
+    for i in range(6):
+        pts, col, _ = _frame(rng, 500, low=(i, 0, 0), high=(i + 1, 1, 1))
+        conf = rng.random(500).astype(np.float32)
+        pts[:3] = np.nan
+        pts[3] = 1e9
+        origin = (i + 0.5, 0.0, 0.0)  # (the fallback origin, a weighted mean in float64, is tested below)
+        plain.insert(pts, col, conf, sensor_origin=origin)
+        ones.insert(pts, col, conf, sensor_origin=origin, weights=np.ones(500))
+        ints.insert(pts, col, conf, sensor_origin=origin, weights=np.ones(500, np.int32))
+    assert plain.stats()["evicted"] > 0
+    _assert_same_state(plain, ones)
+    _assert_same_state(plain, ints)
+
+
+@pytest.mark.parametrize("reduce", ["max", "mean"])
+def test_a_weight_counts_as_that_many_identical_points(reduce):
+    rng = np.random.default_rng(12)
+    cfg = MapConfig(voxel_size=0.5, confidence_reduce=reduce, min_confidence=0.3)
+    weighted, repeated = VoxelMap(cfg), VoxelMap(cfg)
+    for _ in range(3):
+        pts, col, _ = _frame(rng, 200)
+        conf = rng.random(200).astype(np.float32)
+        pts[:2] = np.inf
+        w = rng.integers(1, 6, size=200)
+        weighted.insert(pts, col, conf, weights=w)
+        rep = np.repeat(np.arange(200), w)
+        repeated.insert(pts[rep], col[rep], conf[rep])
+    assert len(weighted) == len(repeated)
+    np.testing.assert_array_equal(weighted._keys[: len(weighted)], repeated._keys[: len(repeated)])
+    np.testing.assert_array_equal(weighted.hit_counts(), repeated.hit_counts())
+    for x, y in zip(weighted.snapshot(), repeated.snapshot()):
+        np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), rtol=1e-6, atol=1e-6)
+    assert weighted.stats() == repeated.stats()  # dropped_* count weights
+    assert weighted.last_insert.n_input == 200  # rows, not weights
+
+
+def test_weighted_origin_fallback_is_the_weighted_mean():
+    vmap = VoxelMap(MapConfig(voxel_size=0.1))
+    vmap.insert(np.array([[0, 0, 0], [4, 0, 0]], np.float32), np.zeros((2, 3), np.uint8),
+                np.ones(2, np.float32), weights=np.array([3, 1]))
+    np.testing.assert_allclose(vmap._origin, [1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("weights, match", [
+    (np.ones(3), r"\(4,\)"),
+    (np.ones((4, 1)), r"\(4,\)"),
+    (np.array([True] * 4), "integer or float"),
+    (np.array(["1"] * 4), "integer or float"),
+    (np.array([1, 2, 0, 1]), "> 0"),
+    (np.array([1.0, -2.0, 1.0, 1.0]), "> 0"),
+    (np.array([1.0, np.nan, 1.0, 1.0]), "finite"),
+    (np.array([1.0, np.inf, 1.0, 1.0]), "finite"),
+    (np.array([1.0, 1.5, 1.0, 1.0]), "whole numbers"),
+    (np.array([1, 2**40, 1, 1]), "2\\^31"),
+])
+def test_bad_weights(weights, match):
+    vmap = VoxelMap()
+    pts, col, conf = _frame(np.random.default_rng(0), 4)
+    with pytest.raises(MapError, match=match):
+        vmap.insert(pts, col, conf, weights=weights)
+    assert len(vmap) == 0 and vmap.stats()["frames"] == 0
+
+
+def test_empty_weighted_insert():
+    vmap = VoxelMap()
+    stats = vmap.insert(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32),
+                        weights=np.zeros(0, np.int32))
+    assert stats.n_kept == 0 and len(vmap) == 0
