@@ -30,7 +30,7 @@ Keys
     is a contiguous slice). Internally the key is the frame index and the voxel index relative to
     the batch's smallest occupied voxel in a mixed radix (one ``torch.unique``); when that does not
     fit in 63 bits (a batch spanning more than ~2^20 voxels on several axes) the 21-bit map keys are
-    ranked first (a second ``torch.unique``).
+    ranked first (a second ``torch.unique``). Colour sums are int32 (255 x pixels per frame < 2^31).
 
 Points that cannot be merged
     A ``valid`` pixel with a non-finite coordinate or confidence, or outside the map's key range
@@ -171,20 +171,14 @@ def downsample_frames(
     col = colors.reshape(-1, 3)[idx]
 
     vox = torch.floor(p / voxel)
-    # NaN compares False, so non-finite points are not 'mergeable' either.
+    # NaN compares False, so non-finite points are not 'mergeable' either. Unmergeable rows get voxel 0
+    # here (their key is replaced below): it may widen the range, never beyond the map's key range.
     mergeable = ((vox >= -_AXIS_OFFSET) & (vox < _AXIS_OFFSET)).all(dim=1) & torch.isfinite(conf)
-    big = float(_AXIS_OFFSET)
-    lo = torch.where(mergeable[:, None], vox, torch.full_like(vox, big)).amin(dim=0)
-    hi = torch.where(mergeable[:, None], vox, torch.full_like(vox, -big)).amax(dim=0)
-    lo_x, lo_y, lo_z, hi_x, hi_y, hi_z = (int(v) for v in torch.cat([lo, hi]).tolist())  # second sync
-    vox_l = torch.where(mergeable[:, None], vox, torch.zeros_like(vox)).to(torch.int64)
-
-    if hi_x >= lo_x:  # some point is mergeable
-        rx, ry, rz = hi_x - lo_x + 1, hi_y - lo_y + 1, hi_z - lo_z + 1
-        n_local = rx * ry * rz
-    else:
-        rx = ry = rz = n_local = 1
-        lo_x = lo_y = lo_z = 0
+    vox_l = torch.where(mergeable[:, None], vox, 0.0).to(torch.int64)
+    lo, hi = torch.aminmax(vox_l, dim=0)
+    lo_x, lo_y, lo_z, hi_x, hi_y, hi_z = torch.cat([lo, hi]).tolist()  # second sync
+    ry, rz = hi_y - lo_y + 1, hi_z - lo_z + 1
+    n_local = (hi_x - lo_x + 1) * ry * rz
     stride = n_local + hw  # local keys: voxels in [0, n_local), unmerged points n_local + pixel
     if n_frames * stride < _INT63:
         local = ((vox_l[:, 0] - lo_x) * ry + (vox_l[:, 1] - lo_y)) * rz + (vox_l[:, 2] - lo_z)
@@ -203,7 +197,7 @@ def downsample_frames(
     m = int(ukeys.numel())
     sum_pos = torch.zeros((m, 3), dtype=torch.float64, device=device).index_add_(0, inv, p)
     centroid = (sum_pos / counts[:, None].to(torch.float64)).to(torch.float32)
-    sum_col = torch.zeros((m, 3), dtype=torch.int64, device=device).index_add_(0, inv, col.to(torch.int64))
+    sum_col = torch.zeros((m, 3), dtype=torch.int32, device=device).index_add_(0, inv, col.to(torch.int32))
     mean_col = torch.round(sum_col.to(torch.float64) / counts[:, None].to(torch.float64)).clamp_(0, 255)
     conf32 = conf.to(torch.float32)
     best = torch.full((m,), -math.inf, dtype=torch.float32, device=device)
