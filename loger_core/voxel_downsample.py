@@ -25,21 +25,25 @@ Precision
     origin. (A float32 sum would lose ~3 digits at 1 km with 100+ points per voxel.)
 
 Keys
-    Within a frame, voxels come out in ascending order of ``loger_core.map``'s 21-bit packed key,
-    i.e. lexicographic ``(ix, iy, iz)``; frames come out in input order (frame-major, so each frame
-    is a contiguous slice). Internally the key is the frame index and the voxel index relative to
-    the batch's smallest occupied voxel in a mixed radix (one ``torch.unique``); when that does not
-    fit in 63 bits (a batch spanning more than ~2^20 voxels on several axes) the 21-bit map keys are
-    ranked first (a second ``torch.unique``). Colour sums are int32 (255 x pixels per frame < 2^31).
+    Within a frame, voxels come out in lexicographic ``(ix, iy, iz)`` order, which is the order of
+    ``loger_core.map``'s 21-bit packed keys; frames come out in input order (frame-major, so each
+    frame is a contiguous slice). Internally the key is the frame index and the voxel index relative
+    to the batch's smallest occupied voxel in a mixed radix (one ``torch.unique`` of int64); when that
+    does not fit in 63 bits (a batch spanning more than ~2^20 voxels on several axes) the voxel rows
+    are ranked first (``torch.unique(dim=0)``, slower). Voxels beyond the map's key range
+    (``|index| >= 2^20``) are merged like any other; the map drops them (``dropped_out_of_range``).
+    Colour sums are int32 (255 x pixels per frame < 2^31).
 
-Points that cannot be merged
-    A ``valid`` pixel with a non-finite coordinate or confidence, or outside the map's key range
-    (``|floor(p / voxel)| >= 2^20`` per axis), is passed through unmerged as its own point of weight
-    1 (after the frame's voxels): weights always sum to ``valid.sum()`` per frame, and the map drops
-    such points itself (counted in its ``dropped_*`` stats) just as it would without merging.
+Points that are dropped or passed through
+    A ``valid`` pixel with a non-finite coordinate is dropped (it is no point; the stream's ``valid``
+    already excludes them, so there weights sum to ``valid.sum()``). One with a non-finite
+    confidence, or so far out that its voxel index does not fit in int64 (``|p / voxel| >= 2^62``),
+    is passed through unmerged as its own point of weight 1, after the frame's voxels, so that it
+    cannot poison a voxel's confidence; the map drops it as it would without merging.
 
-Host synchronisation: two small ones are unavoidable -- the occupied voxel range (6 numbers, to
-size the key) and the number of voxels (``torch.unique``'s output size); the rest is queued.
+Host synchronisation: three small reads are unavoidable -- the number of valid points (the
+selection's size), the occupied voxel range (6 numbers, to size the key) and the number of voxels
+(``torch.unique``'s output size); the rest is queued.
 open3d's ``VoxelDownSample`` is not used: it neither returns per-voxel counts nor uses the map's grid
 and key order, and it does not run on torch tensors.
 """
@@ -54,9 +58,7 @@ import torch
 
 __all__ = ["VoxelBatch", "VoxelDownsampleError", "downsample_frames"]
 
-# Same key range as loger_core.map: voxel indices in [-2^20, 2^20) per axis.
-_AXIS_BITS = 21
-_AXIS_OFFSET = 1 << (_AXIS_BITS - 1)
+_VOX_LIMIT = float(1 << 62)  # |voxel index| below this fits int64 with room for the range arithmetic
 _INT63 = 1 << 63
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -74,7 +76,8 @@ class VoxelBatch:
     points: ``(M, 3) float32`` voxel centroids (mean position of the merged pixels).
     colors: ``(M, 3) uint8`` mean colour, rounded half to even.
     confidence: ``(M,) float32`` highest confidence of the merged pixels.
-    weights: ``(M,) int32`` number of merged pixels (>= 1); per frame they sum to ``valid[i].sum()``.
+    weights: ``(M,) int32`` number of merged pixels (>= 1); per frame they sum to the frame's valid
+        pixels with finite coordinates.
     frame_counts: ``(N,) int64`` merged points per frame.
     """
 
@@ -144,7 +147,7 @@ def downsample_frames(
         points: ``(N, h, w, 3)`` float world-frame points (any float dtype; keys and sums in float64).
         colors: ``(N, h, w, 3) uint8`` RGB.
         confidence: ``(N, h, w)`` float.
-        valid: ``(N, h, w) bool`` pixels that are points.
+        valid: ``(N, h, w) bool`` pixels that are points (non-finite ones are dropped too).
         voxel_size: voxel edge in the points' units, finite and > 0.
 
     ``colors``, ``confidence`` and ``valid`` are moved to ``points.device`` (numpy arrays are
@@ -154,7 +157,8 @@ def downsample_frames(
     device = points.device
     n_frames, h, w = valid.shape
     hw = h * w
-    idx = valid.reshape(-1).nonzero().squeeze(1)  # (T,) flat pixel index, frame-major (one sync)
+    keep = valid & torch.isfinite(points).all(dim=-1)
+    idx = keep.reshape(-1).nonzero().squeeze(1)  # (T,) flat pixel index, frame-major (one sync)
     total = int(idx.numel())
     if total == 0:
         return VoxelBatch(
@@ -171,9 +175,8 @@ def downsample_frames(
     col = colors.reshape(-1, 3)[idx]
 
     vox = torch.floor(p / voxel)
-    # NaN compares False, so non-finite points are not 'mergeable' either. Unmergeable rows get voxel 0
-    # here (their key is replaced below): it may widen the range, never beyond the map's key range.
-    mergeable = ((vox >= -_AXIS_OFFSET) & (vox < _AXIS_OFFSET)).all(dim=1) & torch.isfinite(conf)
+    # Unmergeable rows get voxel 0 here (their key is replaced below).
+    mergeable = (vox.abs() < _VOX_LIMIT).all(dim=1) & torch.isfinite(conf)
     vox_l = torch.where(mergeable[:, None], vox, 0.0).to(torch.int64)
     lo, hi = torch.aminmax(vox_l, dim=0)
     lo_x, lo_y, lo_z, hi_x, hi_y, hi_z = torch.cat([lo, hi]).tolist()  # second sync
@@ -183,11 +186,8 @@ def downsample_frames(
     if n_frames * stride < _INT63:
         local = ((vox_l[:, 0] - lo_x) * ry + (vox_l[:, 1] - lo_y)) * rz + (vox_l[:, 2] - lo_z)
     else:
-        # Too wide for one mixed-radix key: rank the 21-bit map keys (ascending = same order).
-        packed = (((vox_l[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS))
-                  | ((vox_l[:, 1] + _AXIS_OFFSET) << _AXIS_BITS)
-                  | (vox_l[:, 2] + _AXIS_OFFSET))
-        _, local = torch.unique(packed, sorted=True, return_inverse=True)
+        # Too wide for one mixed-radix key: rank the voxel rows (lexicographic, the map's key order).
+        _, local = torch.unique(vox_l, sorted=True, return_inverse=True, dim=0)
         n_local = total
         stride = n_local + hw
     local = torch.where(mergeable, local, n_local + pixel)

@@ -163,32 +163,33 @@ def test_empty_inputs():
     assert b.frame_counts.tolist() == [0, 0]
 
 
-def test_unmergeable_valid_points_pass_through_and_the_map_drops_them_as_before():
+def test_non_finite_points_are_dropped_and_unmergeable_ones_pass_through():
     pts, col, conf, valid = make_frames(n=2, h=8, w=8, seed=7)
     valid[:] = True
-    pts[0, 0, 0] = [np.nan, 0.0, 0.0]
+    pts[0, 0, 0] = [np.nan, 0.0, 0.0]  # not a point: dropped
     pts[0, 0, 1] = [np.inf, 0.0, 0.0]
-    pts[0, 0, 2] = [5e6, 0.0, 0.0]  # beyond 2^20 voxels of 0.1 m: out of the key range
+    pts[0, 0, 2] = [5e6, 0.0, 0.0]  # beyond 2^20 voxels of 0.1 m: merged, then dropped by the map
     pts[1, 0, 3] = [0.0, -5e6, 0.0]
-    pts[1, 0, 4] = [1e30, 1e30, -1e30]
-    conf[1, 0, 5] = np.nan
-    pts[1, 0, 5] = pts[1, 0, 6]  # same voxel as a good point: must not poison its confidence
+    pts[1, 0, 4] = [1e30, 1e30, -1e30]  # voxel index beyond int64: passed through
+    conf[1, 0, 5] = np.nan  # passed through: must not poison the confidence of its voxel
+    pts[1, 0, 5] = pts[1, 0, 6]
+    finite = np.isfinite(pts).all(-1)
     b = run(pts, col, conf, valid, 0.1)
     parts = b.split_numpy()
-    for i, n_bad in ((0, 3), (1, 3)):
+    for i, n_unmerged in ((0, 0), (1, 2)):
         p, c, f, w = parts[i]
-        assert w.sum() == 64
-        tail = slice(len(p) - n_bad, len(p))  # unmerged points come after the frame's voxels
-        assert np.all(w[tail] == 1)
-        bad = ~np.isfinite(p[tail]).all(1) | ~np.isfinite(f[tail]) | (np.abs(p[tail]) > 1e5).any(1)
-        assert bad.all()
-        assert np.isfinite(f[: len(p) - n_bad]).all()
-    np.testing.assert_array_equal(parts[0][0][-3:], pts[0, 0, :3])
+        assert w.sum() == finite[i].sum()
+        assert np.isfinite(p).all()
+        merged_part = slice(0, len(p) - n_unmerged)
+        assert np.isfinite(f[merged_part]).all()
+        assert np.all(w[len(p) - n_unmerged:] == 1)
+    np.testing.assert_array_equal(parts[1][0][-2:], pts[1, 0, 4:6])
+    assert np.isnan(parts[1][2][-1])
     raw, merged = VoxelMap(MapConfig(voxel_size=0.1)), VoxelMap(MapConfig(voxel_size=0.1))
     for i, (p, c, f, w) in enumerate(parts):
-        raw.insert(pts[i].reshape(-1, 3), col[i].reshape(-1, 3), conf[i].reshape(-1))
+        raw.insert(pts[i][finite[i]], col[i][finite[i]], conf[i][finite[i]])
         merged.insert(p, c, f, weights=w)
-    assert raw.stats()["dropped_non_finite"] == 3 and raw.stats()["dropped_out_of_range"] == 3
+    assert raw.stats()["dropped_non_finite"] == 1 and raw.stats()["dropped_out_of_range"] == 3
     assert_maps_match(raw, merged)
 
 
