@@ -304,6 +304,7 @@ class StreamingReconstructor:
                 results += self._emit(tail, aligned, rgb, n - overlap, window_index, provisional=True)
         self.stats.state_bytes = self.state_nbytes()
         self.stats.last_window_s = time.perf_counter() - t0
+        self.stats.commit_s_total += self.stats.last_window_s
         return results
 
     def _emit_pending(self) -> list[FrameResult]:
@@ -319,6 +320,13 @@ class StreamingReconstructor:
         The anchors are the frames shared with the last committed window (they carry the alignment
         into the map), or in a map's first window its first frame (the world origin). Returns
         results for the newest frames (and for the first frame while it is among them)."""
+        t0 = time.perf_counter()
+        try:
+            return self._provisional_pass()
+        finally:
+            self.stats.provisional_s_total += time.perf_counter() - t0
+
+    def _provisional_pass(self) -> list[FrameResult]:
         buffer, head = self._buffer, self._head
         anchor = head or 1
         first_new = max(anchor, len(buffer) - self.config.provisional_every)
