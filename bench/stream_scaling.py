@@ -154,8 +154,9 @@ def main(argv=None) -> int:
     model = load_stream_model(cfg)
     load_s = time.perf_counter() - t0
     frames = noise_frames(in_w, in_h)
-    # Warm-up (kernel selection, allocator): one window, not timed.
-    run_once(cfg, model, frames, args.window)
+    # Warm-up (kernel selection, compilation of each window shape: first window, windows with the
+    # SWA history, a partial final window; allocator): not timed.
+    run_once(cfg, model, frames, 2 * args.window + 5)
 
     runs = []
     for n in args.frames:

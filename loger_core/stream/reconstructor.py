@@ -356,7 +356,12 @@ class StreamingReconstructor:
         end = start + len(frames)
         n = end - start
         out_t = self._device_outputs(pred, rgb, start, end)
-        host = {k: v.cpu() for k, v in out_t.items()}  # one synchronisation per call
+        if self.device.type == "cuda":
+            # Asynchronous copies into pinned host memory, then one synchronisation for all.
+            host = {k: v.to("cpu", non_blocking=True) for k, v in out_t.items()}
+            torch.cuda.current_stream(self.device).synchronize()
+        else:
+            host = {k: v.cpu() for k, v in out_t.items()}
         depth_all = host["depth"].numpy()
         conf_all = host["confidence"].numpy()
         valid_all = host["valid"].numpy()
