@@ -89,7 +89,7 @@ def params_for(args, provisional_every: int) -> NodeParams:
         model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
         device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
-        queue_size=args.queue_size, map_publish_period_s=args.map_period)
+        queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads)
 
 
 def warm_up(model, args) -> None:
@@ -115,6 +115,18 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
             with lock:
                 odom_times.append(time.monotonic_ns())
 
+    # Every result the stream hands the core, to compare provisional poses with committed ones.
+    provisional_poses: dict[int, np.ndarray] = {}
+    committed_poses: dict[int, np.ndarray] = {}
+    push = stream.push
+
+    def recording_push(*a, **kw):
+        out = push(*a, **kw)
+        for r in out:
+            (provisional_poses if r.provisional else committed_poses).setdefault(r.index, r.T_world_cam)
+        return out
+
+    stream.push = recording_push
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     core.start(sink, time.monotonic_ns)
@@ -142,6 +154,15 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
     span_s = (odom_times[-1] - t_start_ns) / 1e9 if odom_times else float("nan")
     gaps = np.diff(np.array(odom_times)) / 1e6 if len(odom_times) > 1 else np.array([np.nan])
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    both = sorted(set(provisional_poses) & set(committed_poses))
+    rot_deg, trans = [], []
+    for i in both:
+        P, C = provisional_poses[i], committed_poses[i]
+        cos = np.clip((np.trace(P[:3, :3].T @ C[:3, :3]) - 1) / 2, -1, 1)
+        rot_deg.append(np.degrees(np.arccos(cos)))
+        trans.append(np.linalg.norm(P[:3, 3] - C[:3, 3]))
+    centres = np.array([committed_poses[i][:3, 3] for i in sorted(committed_poses)])
+    path_len = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else float("nan")
     return {
         "provisional_every": provisional_every,
         "frames_fed": args.frames,
@@ -162,6 +183,13 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         "last_window_s": stream.stats.last_window_s,
         "processed_fps": c.processed / wall_s,
         "peak_gpu_mib": peak_mib,
+        "committed_share": stream.stats.commit_s_total / wall_s,
+        "provisional_share": stream.stats.provisional_s_total / wall_s,
+        "prov_vs_committed_frames": len(both),
+        "prov_vs_committed_rot_deg_median": float(np.median(rot_deg)) if rot_deg else float("nan"),
+        "prov_vs_committed_rot_deg_p95": float(np.percentile(rot_deg, 95)) if rot_deg else float("nan"),
+        "prov_vs_committed_trans_median": float(np.median(trans)) if trans else float("nan"),
+        "committed_path_length": path_len,
         "errors": len(log.errors),
     }
 
@@ -171,7 +199,9 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("processed_fps", "proc/s", 
            ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
            ("latency_p50_ms", "lat p50", "{:>8.1f}"), ("latency_p95_ms", "lat p95", "{:>8.1f}"),
            ("latency_max_ms", "lat max", "{:>8.1f}"), ("last_window_s", "window s", "{:>8.3f}"),
-           ("peak_gpu_mib", "GPU MiB", "{:>8.0f}")]
+           ("peak_gpu_mib", "GPU MiB", "{:>8.0f}"), ("committed_share", "commit%", "{:>7.0%}"),
+           ("provisional_share", "prov%", "{:>6.0%}"), ("prov_vs_committed_rot_deg_median", "dR deg", "{:>7.3f}"),
+           ("prov_vs_committed_trans_median", "dt", "{:>7.4f}")]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -196,6 +226,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queue-size", type=int, default=NodeParams.__dataclass_fields__["queue_size"].default,
                     help="input queue (default: the node's)")
     ap.add_argument("--map-period", type=float, default=2.0)
+    ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)

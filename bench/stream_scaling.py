@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--overlap", type=int, default=3)
     p.add_argument("--reset-every", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--preprocess-threads", type=int, default=4, help="frame-resizing threads of the stream")
+    p.add_argument("--point-voxel-size", type=float, default=0.0, help="device-side per-frame voxel merge (0 = off)")
     p.add_argument("--out", default="bench_stream_scaling.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -146,13 +148,15 @@ def main(argv=None) -> int:
     cfg = StreamConfig(
         model=args.config, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, resolution=resolution,
         window_size=args.window, overlap_size=args.overlap, reset_every=args.reset_every,
+        preprocess_threads=args.preprocess_threads, point_voxel_size=args.point_voxel_size,
     )
     t0 = time.perf_counter()
     model = load_stream_model(cfg)
     load_s = time.perf_counter() - t0
     frames = noise_frames(in_w, in_h)
-    # Warm-up (kernel selection, allocator): one window, not timed.
-    run_once(cfg, model, frames, args.window)
+    # Warm-up (kernel selection, compilation of each window shape: first window, windows with the
+    # SWA history, a partial final window; allocator): not timed.
+    run_once(cfg, model, frames, 2 * args.window + 5)
 
     runs = []
     for n in args.frames:
@@ -171,6 +175,8 @@ def main(argv=None) -> int:
         "window": args.window,
         "overlap": args.overlap,
         "reset_every": args.reset_every,
+        "preprocess_threads": args.preprocess_threads,
+        "fast_paths": str(cfg.fast_path_config()),
         "model_load_s": load_s,
         "runs": runs,
     }

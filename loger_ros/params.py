@@ -145,6 +145,11 @@ class NodeParams:
         "without committing its memory and publish the newest frame's pose at once (0 = only committed "
         "windows, i.e. poses in bursts of a window).",
         minimum=0, maximum=1024, group="streaming")
+    fast_paths: str = _p("auto", "GPU fast paths (fastest attention kernel per shape, bf16 weights, compiled "
+                         "blocks): 'auto' = on for CUDA with bfloat16, 'on', 'off' (eager reference path).",
+                         choices=("auto", "on", "off"), group="streaming")
+    preprocess_threads: int = _p(2, "Threads that resize incoming frames while the network runs (0 = resize on "
+                                 "the inference thread).", minimum=0, maximum=64, group="streaming")
     alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
                         "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
 
@@ -311,6 +316,8 @@ class NodeParams:
             conf_threshold=self.confidence_threshold,
             conf_percentile=self.confidence_percentile,
             provisional_every=self.provisional_every,
+            fast_paths=self.fast_paths,
+            preprocess_threads=self.preprocess_threads,
             out_of_order="drop",
             scale=ScaleConfig(
                 source=self.resolved_scale_source,

@@ -80,7 +80,7 @@ def test_results_come_out_as_windows_complete(tiny):
 def test_provisional_passes_do_not_change_committed_results(tiny):
     n = 9
     clip = _clip(n, seed=5)
-    cfg = _config(alignment="sim3", reset_every=2, provisional_every=1)
+    cfg = _config(alignment="sim3", reset_every=2, provisional_every=2)
     rec = StreamingReconstructor(cfg, model=tiny)
     committed, provisional = [], []
     for i, img in enumerate(clip):
@@ -89,11 +89,13 @@ def test_provisional_passes_do_not_change_committed_results(tiny):
     final = rec.flush()
     committed += final
     _assert_same(committed, _whole(tiny, clip, cfg, "sim3"), n)
-    # One provisional result per provisional pass, plus the shared tail of each committed window.
-    # 9 frames, window 4 / overlap 1: windows 0-3, 3-6 and 6-8; the first two each leave 1 tail frame.
-    assert rec.stats.provisional_runs > 0 and len(provisional) - rec.stats.provisional_runs == 2 * cfg.overlap_size
+    # Each provisional pass gives its `provisional_every` newest frames, plus the shared tail of each
+    # committed window. 9 frames, window 4 / overlap 1: windows 0-3, 3-6 and 6-8; the first two
+    # each leave 1 tail frame.
+    assert rec.stats.provisional_runs > 0
+    assert len(provisional) - 2 * rec.stats.provisional_runs == 2 * cfg.overlap_size
     # Frames 6..8 form the final partial window; the provisional pass at frame 8 saw exactly those
-    # frames with the same memory, so it equals the committed result flush() gives later.
+    # frames (shared frame 6 + the 2 newest) with the same memory, so it equals flush()'s result.
     last = provisional[-1]
     assert last.index == 8 and last.provisional and not final[-1].provisional
     np.testing.assert_allclose(last.T_world_cam, final[-1].T_world_cam, atol=TOL)
@@ -125,3 +127,30 @@ def test_low_latency_mode_gives_every_pushed_frame_a_pose_at_once(tiny):
         newest = [r for r in out if r.index == i]
         assert newest, f"push {i} returned no pose for frame {i}"
         assert all(np.isfinite(r.T_world_cam).all() for r in newest)
+
+
+def test_provisional_pass_sees_the_shared_frames_and_the_newest_only(tiny):
+    """The low-latency pass is bounded: the frames shared with the last committed window (they
+    anchor the alignment; in the first window, its first frame) plus the `provisional_every`
+    newest, however full the window is."""
+    seen = []
+
+    class Recording:
+        cfg = tiny.cfg
+
+        def init_state(self):
+            return tiny.init_state()
+
+        def forward_window(self, images, state, options, commit=True):
+            seen.append((images.shape[1], commit))
+            return tiny.forward_window(images, state, options, commit=commit)
+
+    cfg = _config(alignment="se3", provisional_every=2, window_size=8, overlap_size=2)
+    rec = StreamingReconstructor(cfg, model=Recording())
+    got = [[(r.index, r.provisional) for r in rec.push(img, i)] for i, img in enumerate(_clip(12, seed=4))]
+    # First window: frame 0 + the 2 newest; committed at frame 7; later passes see the 2 shared
+    # + the 2 newest frames.
+    assert seen == [(2, False), (3, False), (3, False), (8, True), (4, False), (4, False)]
+    assert got[1] == [(0, True), (1, True)] and got[3] == [(2, True), (3, True)]
+    assert got[9] == [(8, True), (9, True)]
+    assert got[11] == [(10, True), (11, True)]

@@ -113,3 +113,44 @@ def test_confidence_percentile_matches_numpy():
         x = rng.random(n).astype(np.float32)
         for q in (0.0, 20.0, 37.5, 99.0, 100.0):
             assert abs(float(_percentile(torch.from_numpy(x), q)) - np.percentile(x.astype(np.float64), q)) < 1e-7
+
+
+def test_batched_intrinsics_equal_the_per_frame_fit():
+    """The stream fits K for all frames of a window at once on the model's device; on the CPU it
+    equals the per-frame numpy reference (sub-grid, mask fallback, NaN where nothing is usable)."""
+    import torch
+
+    from loger_core.stream.intrinsics import estimate_intrinsics_batch
+
+    rng = np.random.default_rng(0)
+    h, w = 280, 504
+    frames, masks = [], []
+    for i in range(4):
+        z = rng.uniform(1.0, 5.0, (h, w))
+        u, v = np.meshgrid(np.arange(w) - (w - 1) / 2, np.arange(h) - (h - 1) / 2)
+        local = np.stack([u * z / (300 + 10 * i), v * z / (280 - 5 * i), z], -1).astype(np.float32)
+        local[rng.random((h, w)) < 0.1] = np.nan
+        mask = rng.random((h, w)) < (0.5 if i != 2 else 1e-4)  # frame 2: too few masked pixels -> fallback
+        frames.append(local)
+        masks.append(mask)
+    frames.append(np.full((h, w, 3), np.nan, np.float32))  # nothing usable
+    masks.append(np.ones((h, w), bool))
+    got = estimate_intrinsics_batch(torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks))).numpy()
+    for i, (local, mask) in enumerate(zip(frames, masks)):
+        np.testing.assert_allclose(got[i], estimate_intrinsics(local, mask), rtol=1e-12, equal_nan=True)
+    assert np.isnan(got[-1, 0, 0]) and np.isnan(got[-1, 1, 1])
+
+
+def test_batched_confidence_cuts_equal_numpy_percentiles():
+    import torch
+
+    from loger_core.stream.reconstructor import _percentile_cuts
+
+    rng = np.random.default_rng(1)
+    conf = torch.from_numpy(rng.random((3, 20, 30)).astype(np.float32))
+    mask = torch.from_numpy(rng.random((3, 20, 30)) < 0.7)
+    mask[1] = False
+    cuts = _percentile_cuts(conf, mask, 20.0).numpy()
+    for i in (0, 2):
+        assert cuts[i] == np.percentile(conf[i][mask[i]].numpy().astype(np.float64), 20.0)
+    assert cuts[1] == -np.inf

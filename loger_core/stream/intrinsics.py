@@ -84,3 +84,41 @@ def original_to_model(K_orig: np.ndarray, geometry: ImageGeometry) -> np.ndarray
     K[0, 2] = (K_orig[0, 2] - x0 + 0.5) / sx - 0.5
     K[1, 2] = (K_orig[1, 2] - y0 + 0.5) / sy - 0.5
     return K
+
+
+def estimate_intrinsics_batch(local_points: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    """`estimate_intrinsics` for a batch of frames on their own device, without a host sync.
+
+    local_points: (N, h, w, 3) float; mask: (N, h, w) bool. Returns (N, 3, 3) float64 on the same
+    device, equal to the per-frame function up to summation order (same sub-grid, same fallback
+    to all finite pixels below MIN_PIXELS masked ones, NaN focal lengths where none is usable).
+    """
+    import torch
+
+    N, h, w = local_points.shape[:3]
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    step = max(1, int(np.ceil(np.sqrt(h * w / MAX_FIT_PIXELS))))
+    pts = local_points[:, ::step, ::step].double()
+    z = pts[..., 2]
+    usable = torch.isfinite(pts).all(dim=-1) & (z > 1e-9)
+    masked = usable & mask[:, ::step, ::step]
+    use_mask = masked.flatten(1).sum(1) >= MIN_PIXELS
+    usable = torch.where(use_mask[:, None, None], masked, usable)
+    dev = pts.device
+    u = torch.arange(0, w, step, device=dev, dtype=torch.float64)[: pts.shape[2]] - cx
+    v = torch.arange(0, h, step, device=dev, dtype=torch.float64)[: pts.shape[1]] - cy
+    safe_z = torch.where(usable, z, torch.ones_like(z))
+
+    def focal(ratio, offset):
+        ratio = torch.where(usable, ratio, torch.zeros_like(ratio))
+        den = (ratio * ratio).flatten(1).sum(1)
+        num = (ratio * offset).flatten(1).sum(1)
+        f = num / den
+        ok = torch.isfinite(den) & (den > 0) & torch.isfinite(f) & (f > 0)
+        return torch.where(ok, f, torch.full_like(f, float("nan")))
+
+    K = torch.zeros(N, 3, 3, dtype=torch.float64, device=dev)
+    K[:, 0, 0] = focal(pts[..., 0] / safe_z, u[None, None, :])
+    K[:, 1, 1] = focal(pts[..., 1] / safe_z, v[None, :, None])
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = cx, cy, 1.0
+    return K

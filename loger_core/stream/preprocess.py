@@ -40,15 +40,22 @@ class ImageGeometry:
 @dataclass
 class PreparedImage:
     """A frame ready for the network.
-
-    tensor: (3, h, w) float32 RGB in [0, 1] (CPU).
-    rgb: (h, w, 3) uint8, the resized image (point colours).
+    rgb: (h, w, 3) uint8, the resized image (network input and point colours).
     geometry: the original -> model mapping.
     """
-
-    tensor: torch.Tensor
     rgb: np.ndarray
     geometry: ImageGeometry
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """(3, h, w) float32 RGB in [0, 1] (CPU); the stream does this conversion on its device."""
+        return rgb_to_tensor(torch.from_numpy(self.rgb))
+
+
+def rgb_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., h, w, 3) uint8 -> (..., 3, h, w) float32 in [0, 1] on the same device (exact on every
+    device: one correctly rounded division)."""
+    return rgb.movedim(-1, -3).float().div_(255.0)
 
 
 def demo_resolution(width: int, height: int, pixel_limit: int, patch: int = 14) -> tuple[int, int]:
@@ -107,9 +114,8 @@ def prepare_image(image: np.ndarray, resolution: tuple[int, int], mode: str = "r
     x0, y0, cw, ch = geo.crop
     pil = Image.fromarray(np.ascontiguousarray(image[y0 : y0 + ch, x0 : x0 + cw]))
     # PIL returns an exact copy when the size already matches, as in the demo.
-    rgb = np.asarray(pil.resize(geo.model_size, Image.Resampling.LANCZOS), dtype=np.uint8)
-    tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
-    return PreparedImage(tensor, rgb, geo)
+    rgb = np.array(pil.resize(geo.model_size, Image.Resampling.LANCZOS), dtype=np.uint8)
+    return PreparedImage(rgb, geo)
 
 
 def resample_depth(depth: np.ndarray, geometry: ImageGeometry, unit_m: float) -> np.ndarray:

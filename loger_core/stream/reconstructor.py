@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
@@ -29,9 +30,12 @@ from loger_core.model.windowing import WindowAligner
 
 from .config import StreamConfig
 from .errors import StreamInputError
-from .intrinsics import check_intrinsics, estimate_intrinsics, model_to_original
+from .intrinsics import check_intrinsics, estimate_intrinsics_batch, model_to_original
 from .model_loading import load_stream_model
-from .preprocess import ImageGeometry, check_image, check_resolution, demo_resolution, prepare_image, resample_depth
+from .preprocess import (
+    ImageGeometry, PreparedImage, check_image, check_resolution, demo_resolution, image_geometry, prepare_image,
+    resample_depth, rgb_to_tensor,
+)
 from .results import FrameResult, StreamStats
 from .scale import ScaleEstimate, ScaleObservation, make_scale_source
 
@@ -40,17 +44,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Frame:
-    """A buffered, preprocessed frame. image: (3, h, w) float32 CPU; rgb: (h, w, 3) uint8;
-    depth: (h, w) float32 metres or None; odom: (3,) float64 or None; K: original-size K or None."""
+    """A buffered frame. prepared: its `PreparedImage` (rgb (h, w, 3) uint8 at model resolution and
+    geometry), or a future of it while a preprocessing thread resizes it; depth: (h, w) float32
+    metres or None; odom: (3,) float64 or None; K: original-size K or None."""
 
     index: int
     stamp_ns: int
-    image: torch.Tensor
-    rgb: np.ndarray
-    geometry: ImageGeometry
+    prepared: Any
     K: Optional[np.ndarray]
     depth: Optional[np.ndarray]
     odom: Optional[np.ndarray]
+
+    def ready(self) -> PreparedImage:
+        if isinstance(self.prepared, Future):
+            self.prepared = self.prepared.result()
+        return self.prepared
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.ready().rgb
+
+    @property
+    def geometry(self) -> ImageGeometry:
+        return self.ready().geometry
 
 
 def _check_stamp(stamp_ns: Any) -> int:
@@ -107,6 +123,7 @@ class StreamingReconstructor:
         self.options = MemoryOptions(cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.use_ttt, cfg.use_swa)
         self.stats = StreamStats()
         self._scale = make_scale_source(cfg.scale)
+        self._pool = ThreadPoolExecutor(cfg.preprocess_threads, "loger-preprocess") if cfg.preprocess_threads else None
         self._start_map()
 
     # ------------------------------------------------------------------ public
@@ -146,17 +163,19 @@ class StreamingReconstructor:
         resolution = self._resolution
         if resolution is None:
             resolution = demo_resolution(image.shape[1], image.shape[0], cfg.pixel_limit, self.patch_size)
-        prepared = prepare_image(image, resolution, cfg.resize_mode)
         depth_m = None
         if depth is not None and cfg.scale.source == "depth":
-            depth_m = resample_depth(depth, prepared.geometry, cfg.scale.depth_unit_m)
+            depth_m = resample_depth(depth, image_geometry(image.shape[1], image.shape[0], resolution, cfg.resize_mode),
+                                     cfg.scale.depth_unit_m)
+        if self._pool is not None:
+            # The caller may reuse its buffer once push returns: the worker resizes a copy.
+            prepared = self._pool.submit(prepare_image, image.copy(), resolution, cfg.resize_mode)
+        else:
+            prepared = prepare_image(image, resolution, cfg.resize_mode)
 
         self._resolution = resolution
         self._last_stamp = stamp
-        frame = _Frame(
-            self._next_index, stamp, prepared.tensor, prepared.rgb, prepared.geometry, K_arr, depth_m,
-            odom_pos if cfg.scale.source == "odometry" else None,
-        )
+        frame = _Frame(self._next_index, stamp, prepared, K_arr, depth_m, odom_pos if cfg.scale.source == "odometry" else None)
         self._next_index += 1
         self.stats.frames_accepted += 1
         self._buffer.append(frame)
@@ -230,18 +249,22 @@ class StreamingReconstructor:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _forward(self, frames: list[_Frame], state, commit: bool):
-        images = torch.stack([f.image for f in frames]).unsqueeze(0).to(self.device)
+        """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device)."""
+        rgb = torch.from_numpy(np.stack([f.rgb for f in frames]))
+        if self.device.type == "cuda":
+            rgb = rgb.pin_memory().to(self.device, non_blocking=True)
+        rgb = rgb.to(self.device)
         with torch.no_grad(), self._autocast():
-            pred, new_state = self.model.forward_window(images, state, self.options, commit=commit)
+            pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options, commit=commit)
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
-        return pred, new_state
+        return pred, new_state, rgb
 
     def _commit(self, final: bool) -> list[FrameResult]:
         frames = self._buffer
         n = len(frames)
         t0 = time.perf_counter()
         try:
-            pred, new_state = self._forward(frames, self._state, commit=True)
+            pred, new_state, rgb = self._forward(frames, self._state, commit=True)
         except Exception:
             # E.g. out of device memory: drop the window's new frames as for a non-finite
             # window, so the stream stays consistent and usable, and let the caller know.
@@ -268,88 +291,108 @@ class StreamingReconstructor:
         window_index = self._aligner.window_index - 1
         overlap = self.config.overlap_size
         keep = n if (final or overlap == 0) else n - overlap
-        results = self._emit(frames[:keep], aligned, 0, window_index, provisional=False)
+        results = self._emit(frames[:keep], aligned, rgb, 0, window_index, provisional=False)
         if final or overlap == 0:
             self._buffer, self._head, self._pending = [], 0, None
         else:
             tail = frames[n - overlap :]
-            self._pending = (tail, aligned.frames(n - overlap), window_index)
+            self._pending = (tail, aligned.frames(n - overlap), rgb[n - overlap :], window_index)
             self._buffer, self._head = list(tail), overlap
             if self.config.provisional_every > 0:
                 # Low-latency mode: the frame that completed the window (and the rest of the shared
                 # tail) get a pose now; the next window's committed results supersede them.
-                results += self._emit(tail, aligned, n - overlap, window_index, provisional=True)
+                results += self._emit(tail, aligned, rgb, n - overlap, window_index, provisional=True)
         self.stats.state_bytes = self.state_nbytes()
         self.stats.last_window_s = time.perf_counter() - t0
+        self.stats.commit_s_total += self.stats.last_window_s
         return results
 
     def _emit_pending(self) -> list[FrameResult]:
         if self._pending is None:
             return []
-        frames, pred, window_index = self._pending
+        frames, pred, rgb, window_index = self._pending
         self._pending = None
-        return self._emit(frames, pred, 0, window_index, provisional=False)
+        return self._emit(frames, pred, rgb, 0, window_index, provisional=False)
 
     def _provisional(self) -> list[FrameResult]:
-        frames = self._buffer
+        """An uncommitted pass over anchor frames plus the `provisional_every` newest frames, not
+        the whole partial window, so its cost is bounded and does not grow as the window fills.
+        The anchors are the frames shared with the last committed window (they carry the alignment
+        into the map), or in a map's first window its first frame (the world origin). Returns
+        results for the newest frames (and for the first frame while it is among them)."""
+        t0 = time.perf_counter()
+        try:
+            return self._provisional_pass()
+        finally:
+            self.stats.provisional_s_total += time.perf_counter() - t0
+
+    def _provisional_pass(self) -> list[FrameResult]:
+        buffer, head = self._buffer, self._head
+        anchor = head or 1
+        first_new = max(anchor, len(buffer) - self.config.provisional_every)
+        frames = buffer[:anchor] + buffer[first_new:]
+        emit_from = 0 if head == 0 and len(buffer) <= self.config.provisional_every else anchor
         # forward_window applies a due TTT reset to provisional passes too.
-        pred, _ = self._forward(frames, self._state, commit=False)
+        pred, _, rgb = self._forward(frames, self._state, commit=False)
         self.stats.provisional_runs += 1
         if not _usable(pred):
             self.stats.provisional_dropped_nonfinite += 1
             return []
         # The real aligner must see only committed windows.
         aligned = self._aligner.peek(pred)
-        n = len(frames)
-        return self._emit(frames[n - 1 :], aligned, n - 1, self._aligner.window_index, provisional=True)
+        return self._emit(frames[emit_from:], aligned, rgb, emit_from, self._aligner.window_index, provisional=True)
 
     # ------------------------------------------------------------------ output
     def _emit(
-        self, frames: list[_Frame], pred: WindowPrediction, start: int, window_index: int, provisional: bool,
+        self, frames: list[_Frame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
+        provisional: bool,
     ) -> list[FrameResult]:
-        """Results for `frames`, which are the window frames start, start + 1, ... of `pred`."""
+        """Results for `frames`, which are the window frames start, start + 1, ... of `pred`;
+        `rgb` holds the window's (n, h, w, 3) uint8 images on the model's device.
+
+        Masks, confidence cuts, intrinsics fits, point selection and colours are computed for all
+        frames at once on the model's device; the host gets them in one transfer per call."""
         cfg = self.config
         end = start + len(frames)
-        # Masks and confidence percentiles on the model's device for all frames at once: per-frame
-        # numpy passes over 504x280 maps were a large share of the stream's time on a GPU.
-        local_t = pred.local_points[0, start:end]
-        world_t = pred.points[0, start:end]
-        conf_t = torch.nan_to_num(torch.sigmoid(pred.conf[0, start:end, ..., 0]), nan=0.0)
-        finite_t = torch.isfinite(world_t).all(dim=-1) & torch.isfinite(local_t).all(dim=-1) & (local_t[..., 2] > 0)
-        valid_t = finite_t & (conf_t >= cfg.conf_threshold)
-        if cfg.conf_percentile > 0:
-            for i in range(valid_t.shape[0]):
-                if finite_t[i].any():
-                    cut = _percentile(conf_t[i][finite_t[i]], cfg.conf_percentile)
-                    valid_t[i] &= conf_t[i] >= cut
-        local = local_t.cpu().numpy()
-        world = world_t.cpu().numpy()
-        conf = conf_t.cpu().numpy()
-        valid_all = valid_t.cpu().numpy()
+        n = end - start
+        out_t = self._device_outputs(pred, rgb, start, end)
+        if self.device.type == "cuda":
+            # Asynchronous copies into pinned host memory, then one synchronisation for all.
+            host = {k: v.to("cpu", non_blocking=True) for k, v in out_t.items()}
+            torch.cuda.current_stream(self.device).synchronize()
+        else:
+            host = {k: v.cpu() for k, v in out_t.items()}
+        depth_all = host["depth"].numpy()
+        conf_all = host["confidence"].numpy()
+        valid_all = host["valid"].numpy()
+        K_all = host["K_model"].numpy()
         poses = pred.camera_poses[0, start:end].double().cpu().numpy()
+        counts = host["counts"].numpy()
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        pts_all, col_all, pconf_all = host["points"].numpy(), host["colors"].numpy(), host["point_confidence"].numpy()
+        weights_all = host["weights"].numpy() if "weights" in host else None
         out: list[FrameResult] = []
         for i, fr in enumerate(frames):
-            depth = local[i, ..., 2]
-            confidence = conf[i]
-            valid = valid_all[i]
+            depth, confidence, valid = depth_all[i], conf_all[i], valid_all[i]
+            a, b = offsets[i], offsets[i + 1]
             if not provisional:
                 self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
             est = self._scale.estimate()
             s = est.scale
             T = poses[i].copy()
             T[:3, 3] *= s
-            K_model = estimate_intrinsics(local[i], valid)
+            K_model = K_all[i]
             known = fr.K is not None and cfg.use_known_intrinsics
             out.append(FrameResult(
                 index=fr.index,
                 stamp_ns=fr.stamp_ns,
                 T_world_cam=T,
-                depth=np.where(np.isfinite(depth), depth * np.float32(s), np.nan).astype(np.float32),
+                depth=depth * np.float32(s) if s != 1.0 else depth,
                 confidence=confidence,
                 valid=valid,
-                points=(world[i][valid] * np.float32(s)).astype(np.float32),
-                colors=fr.rgb[valid],
-                point_confidence=confidence[valid],
+                points=pts_all[a:b] * np.float32(s) if s != 1.0 else pts_all[a:b],
+                colors=col_all[a:b],
+                point_confidence=pconf_all[a:b],
                 K=fr.K.copy() if known else model_to_original(K_model, fr.geometry),
                 K_model=K_model,
                 image_size=fr.geometry.original_size,
@@ -360,16 +403,63 @@ class StreamingReconstructor:
                 window_index=window_index,
                 provisional=provisional,
                 intrinsics_known=known,
+                point_weights=None if weights_all is None else weights_all[a:b],
             ))
         if not provisional:
             self.stats.frames_committed += len(out)
         return out
 
+    def _device_outputs(self, pred: WindowPrediction, rgb: torch.Tensor, start: int, end: int) -> dict:
+        """Per-frame outputs of window frames [start, end) as tensors on the model's device:
+        depth / confidence / valid (n, h, w), K_model (n, 3, 3) float64, and the valid pixels'
+        points (M, 3), colors (M, 3) uint8, point_confidence (M,) with per-frame `counts` (n,) —
+        or, with `point_voxel_size`, their per-frame voxel merge plus `weights` (M,)."""
+        cfg = self.config
+        local = pred.local_points[0, start:end]
+        world = pred.points[0, start:end]
+        conf = torch.nan_to_num(torch.sigmoid(pred.conf[0, start:end, ..., 0]), nan=0.0)
+        finite = torch.isfinite(world).all(dim=-1) & torch.isfinite(local).all(dim=-1) & (local[..., 2] > 0)
+        valid = finite & (conf >= cfg.conf_threshold)
+        if cfg.conf_percentile > 0:
+            valid &= conf >= _percentile_cuts(conf, finite, cfg.conf_percentile)[:, None, None]
+        depth = local[..., 2]
+        out = {
+            "depth": torch.where(torch.isfinite(depth), depth, torch.full_like(depth, float("nan"))),
+            "confidence": conf,
+            "valid": valid,
+            "K_model": estimate_intrinsics_batch(local, valid),
+        }
+        colors = rgb[start:end]
+        if cfg.point_voxel_size > 0:
+            from loger_core.voxel_downsample import downsample_frames
 
-def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
-    """Linear-interpolated q-th percentile of a 1-D tensor (numpy's default rule) by two O(n)
+            vox = downsample_frames(world, colors, conf, valid, cfg.point_voxel_size)
+            out.update(points=vox.points, colors=vox.colors, point_confidence=vox.confidence,
+                       weights=vox.weights, counts=vox.frame_counts)
+        else:
+            out.update(points=world[valid], colors=colors[valid], point_confidence=conf[valid],
+                       counts=valid.flatten(1).sum(1))
+        return out
+
+
+def _percentile_cuts(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """(n,) float64: for each frame the q-th percentile of `values[i][mask[i]]` (numpy's linear
+    rule), -inf where the mask is empty, so that every value passes. values, mask: (n, h, w).
+    One host read (the per-frame counts); the selections stay on the device."""
+    flat = values.flatten(1)
+    masked = torch.where(mask.flatten(1), flat, torch.full_like(flat, float("inf")))
+    cuts = torch.full((flat.shape[0],), float("-inf"), dtype=torch.float64, device=flat.device)
+    for i, n in enumerate(mask.flatten(1).sum(1).tolist()):
+        if n:
+            cuts[i] = _percentile(masked[i], q, n)
+    return cuts
+
+
+def _percentile(values: torch.Tensor, q: float, n: Optional[int] = None) -> torch.Tensor:
+    """Linear-interpolated q-th percentile of the `n` smallest entries of a 1-D tensor (all of
+    them by default; larger entries may be +inf padding) by numpy's default rule, with two O(n)
     selections: torch.quantile sorts, which costs more than the rest of a frame on the CPU."""
-    n = values.numel()
+    n = values.numel() if n is None else n
     pos = (q / 100.0) * (n - 1)
     lo = int(pos)
     frac = pos - lo

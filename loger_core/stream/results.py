@@ -81,6 +81,8 @@ class StreamStats:
     resets: int = 0
     state_bytes: int = 0  # current memory state (TTT fast weights + SWA cache)
     last_window_s: float = 0.0
+    commit_s_total: float = 0.0  # wall time in committed window passes (network + outputs)
+    provisional_s_total: float = 0.0  # wall time in provisional passes
 
     def to_dict(self) -> dict:
         return asdict(self)
