@@ -93,11 +93,14 @@ def params_for(args, provisional_every: int) -> NodeParams:
 
 
 def warm_up(model, args) -> None:
-    """One window through a throwaway reconstructor: kernel selection and allocator growth happen here."""
-    stream = StreamingReconstructor(params_for(args, 1).stream_config(), model=model)
-    for i, rgb in enumerate(make_images(args.window, args.width, args.height, seed=99)):
-        stream.push(rgb, T0 + i)
-    stream.flush()
+    """Throwaway reconstructors, not timed: kernel choice, allocator growth and compilation of every
+    shape a setting meets (first window, windows with the SWA history, each provisional pass size)."""
+    images = make_images(2 * args.window + 3, args.width, args.height, seed=99)
+    for provisional_every in sorted(set(args.provisional_every)):
+        stream = StreamingReconstructor(params_for(args, provisional_every).stream_config(), model=model)
+        for i, rgb in enumerate(images):
+            stream.push(rgb, T0 + i)
+        stream.flush()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
