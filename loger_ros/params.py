@@ -25,6 +25,7 @@ from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelec
 __all__ = [
     "NODE_NAME",
     "OUTPUT_TOPICS",
+    "READY_MESSAGE",
     "SCALE_SOURCES",
     "TF_MODES",
     "IMAGE_TRANSPORTS",
@@ -48,6 +49,9 @@ OUTPUT_TOPICS: dict[str, str] = {
 }
 SERVICES: dict[str, str] = {"reset": "~/reset", "save_map": "~/save_map"}
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# The node logs a line starting with this once its model is loaded and its subscriptions exist;
+# launch/replay.launch.py starts `ros2 bag play` when it sees it.
+READY_MESSAGE = "loger_node ready"
 
 IMAGE_TRANSPORTS = ("auto", "raw", "compressed")
 SCALE_SOURCES = ("auto", "none", "depth", "odometry", "fixed")

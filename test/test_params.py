@@ -219,8 +219,12 @@ def test_node_only_uses_names_that_exist_in_the_core_and_params():
     assert params_used, "node.py reads its parameters through self.params"
     assert params_used <= {s.name for s in param_specs()} | {n for n in dir(NodeParams) if not n.startswith("_")}
     core_used = _attributes_of(tree, "core")
-    assert {"on_image", "on_camera_info", "start", "stop", "flush", "save_map", "diagnostics"} <= core_used
-    missing = {name for name in core_used if not hasattr(MappingCore, name)}
+    assert {"on_image", "on_camera_info", "start", "stop_intake", "stop", "finish", "save_map", "diagnostics"} <= core_used
+    core_tree = ast.parse((REPO / "loger_ros" / "core" / "mapping_core.py").read_text())
+    instance_attributes = {t.attr for n in ast.walk(core_tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                           for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                           if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"}
+    missing = {name for name in core_used if not hasattr(MappingCore, name) and name not in instance_attributes}
     assert not missing, f"node.py calls MappingCore members that do not exist: {missing}"
 
 
