@@ -71,23 +71,30 @@ class GuardedLogger:
         self._fallback = logging.getLogger("loger_node")
         self.ros_up = True
 
-    def _emit(self, level: str, text: str) -> None:
-        if self.ros_up:
-            getattr(self._ros, level)(text)
-        else:
-            getattr(self._fallback, level)(text)
-
+    # One call line per severity: rclpy refuses a call site whose severity changes between calls.
     def debug(self, text: str) -> None:
-        self._emit("debug", text)
+        if self.ros_up:
+            self._ros.debug(text)
+        else:
+            self._fallback.debug(text)
 
     def info(self, text: str) -> None:
-        self._emit("info", text)
+        if self.ros_up:
+            self._ros.info(text)
+        else:
+            self._fallback.info(text)
 
     def warning(self, text: str) -> None:
-        self._emit("warning", text)
+        if self.ros_up:
+            self._ros.warning(text)
+        else:
+            self._fallback.warning(text)
 
     def error(self, text: str) -> None:
-        self._emit("error", text)
+        if self.ros_up:
+            self._ros.error(text)
+        else:
+            self._fallback.error(text)
 
 
 class LogerNode(Node):
