@@ -214,7 +214,9 @@ class LogerNode(Node):
         dropped = self.core.stop_intake()
         self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
                       f"{p.shutdown_partial_window}; then saving the map")
-        if not self.core.stop(p.shutdown_timeout_s):
+        stopped = self.core.stop(p.shutdown_timeout_s)
+        t_stop = time.monotonic() - t0
+        if not stopped:
             self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
                              f"{p.shutdown_timeout_s} s: saving what is mapped")
         else:
@@ -232,11 +234,14 @@ class LogerNode(Node):
                         self._dispatch(pub)
                     except Exception:  # publishing is best effort here; the saved map is what counts
                         break
+        t_window = time.monotonic() - t0 - t_stop
         if p.save_map_on_shutdown:
             try:
                 saved = self.core.save_map()
+                total = time.monotonic() - t0
                 self.log.info(f"saved {saved.points} map points to {saved.map_ply}, {saved.poses} poses to "
-                              f"{saved.trajectory_tum} ({time.monotonic() - t0:.2f} s after the shutdown request)")
+                              f"{saved.trajectory_tum} ({total:.2f} s after the shutdown request: running pass "
+                              f"{t_stop:.2f} s, last window {t_window:.2f} s, saving {total - t_stop - t_window:.2f} s)")
             except (OSError, ValueError) as err:
                 self.log.error(f"saving the map on shutdown failed: {err}")
 

@@ -696,3 +696,22 @@ def test_shutdown_under_load_is_bounded_and_saves_the_map(tmp_path):
     processed = core.counters.processed
     assert saved.poses == processed >= 4 and saved.points == 3 * processed
     assert core.counters.dropped["shutdown"] + core.counters.dropped["queue_full"] + processed == 40
+
+
+def test_map_ply_is_written_without_open3d_and_read_back_by_it(tmp_path):
+    from loger_ros.core.outputs import write_ply_atomic
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(500, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (500, 3), dtype=np.uint8)
+    conf = rng.uniform(size=500).astype(np.float32)
+    path = write_ply_atomic(tmp_path / "map.ply", points, colors, conf)
+    got_points, got_colors, got_conf = load_ply(path)  # open3d reads it
+    np.testing.assert_array_equal(got_points, points)
+    np.testing.assert_array_equal(got_colors, colors)
+    np.testing.assert_array_equal(got_conf, conf)
+    empty = write_ply_atomic(tmp_path / "empty.ply", np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+    assert len(load_ply(empty)[0]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.ply", "map.ply"]  # no temporary left
+    with pytest.raises(CoreError, match="map arrays disagree"):
+        write_ply_atomic(tmp_path / "bad.ply", points, colors[:3], conf)
