@@ -596,6 +596,9 @@ class MappingCore:
         allocated, reserved = gpu_memory_mb(str(getattr(self.reconstructor, "device", "cpu")))
         if self.selection is not None:
             values.update(model=self.selection.model, weights=self.selection.describe())
+        resolution = getattr(self.reconstructor, "resolution", None)
+        values.update(window_size=self.window_size,
+                      input_size=f"{resolution[0]}x{resolution[1]}" if resolution else "from the first frame")
         values.update(gpu_memory_allocated_mib=allocated, gpu_memory_reserved_mib=reserved,
                       camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
         return values
