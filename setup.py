@@ -18,7 +18,10 @@ setup(
     ],
     package_data={"loger_core": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
     include_package_data=True,
-    install_requires=["setuptools"],
+    # The robot's Python, not only our venv: ROS 2 Humble brings Python 3.10 + numpy 1.21, Jazzy
+    # Python 3.12 + numpy 1.26 (and a cv_bridge compiled against it); our venv pins numpy 2.
+    python_requires=">=3.10",
+    install_requires=["setuptools", "numpy>=1.21,<3"],
     zip_safe=True,
     maintainer="loger_ros developers",
     maintainer_email="loger-ros@example.org",

@@ -21,7 +21,7 @@ from loger_core.model.fast_paths import FastPathConfig, default_fast_paths, enab
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="loger", choices=["loger", "loger_star", "tiny"])
+    ap.add_argument("--model", "--config", dest="config", default="loger", choices=["loger", "loger_star", "tiny"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="bf16 = autocast with fp32 weights (as the authors run)")
     ap.add_argument("--width", type=int, default=504)

@@ -11,8 +11,8 @@ uses; the core's inference thread runs the streaming reconstructor and publishes
 - processed / dropped frames (the bounded queue drops the oldest frame when inference lags);
 - network passes (committed windows, provisional passes) and peak GPU memory.
 
-    python bench/node_latency.py --config tiny --device cpu                     # quick CPU check
-    python bench/node_latency.py --config loger --device cuda --fps 30 \\
+    python bench/node_latency.py --model tiny --device cpu                     # quick CPU check
+    python bench/node_latency.py --model loger --device cuda --fps 30 \\
         --provisional-every 0 2 4 8 --frames 300                                 # full model on a GPU
 
 ``--fps 0`` feeds the next frame as soon as the queue is empty (throughput without drops).
@@ -215,7 +215,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="tiny", choices=("tiny", "loger", "loger_star"))
+    ap.add_argument("--model", "--config", dest="config", default="tiny", choices=("tiny", "loger", "loger_star"))
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")

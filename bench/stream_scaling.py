@@ -8,7 +8,7 @@ and the memory-state bytes. Linear time shows as a constant ms/frame; bounded me
 peak. Prints a table and writes JSON (--out).
 
     python bench/stream_scaling.py                                   # tiny on CPU
-    python bench/stream_scaling.py --config loger --device cuda --checkpoint ckpts/LoGeR/latest.pt
+    python bench/stream_scaling.py --model loger --device cuda --checkpoint ckpts/LoGeR/latest.pt
 
 Without --checkpoint the weights are deterministic synthetic ones: timing and memory are those
 of the real network, geometry is meaningless.
@@ -123,7 +123,7 @@ def table(runs: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="tiny", choices=("tiny", "loger", "loger_star"))
+    p.add_argument("--model", "--config", dest="config", default="tiny", choices=("tiny", "loger", "loger_star"))
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16, float16")

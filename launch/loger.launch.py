@@ -3,7 +3,10 @@
     ros2 launch loger_ros loger.launch.py checkpoint:=~/ckpts/LoGeR_star/latest.pt \
         image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info device:=cuda
 
-Every override argument left empty keeps the value of ``params_file``; ``odom_out``,
+Every override argument left empty keeps the value of ``params_file`` (whose model, input size
+and window default to the bundled tiny demo model sized for a CPU when no checkpoint is given);
+``sigterm_timeout`` is how long the node gets after SIGINT (Ctrl-C) to save its map before launch
+escalates to SIGTERM (it covers the node's ``shutdown_timeout_s``, 10 s by default). ``odom_out``,
 ``path_out``, ``cloud_out`` and ``map_out`` remap the node's private outputs. With
 ``publish_camera_tf:=true`` two static transforms describe the camera mount:
 ``base_frame -> camera_link`` (``camera_x/y/z/roll/pitch/yaw``, REP-103 body axes) and
@@ -34,6 +37,8 @@ PARAMETER_ARGUMENTS = {
 }
 # launch argument -> private output topic it remaps (empty argument = keep ~/name).
 OUTPUT_REMAP_ARGUMENTS = {"odom_out": "~/odom", "path_out": "~/path", "cloud_out": "~/cloud", "map_out": "~/map"}
+# Seconds between SIGINT and SIGTERM (launch's default is 5): the node's shutdown_timeout_s plus saving.
+SIGTERM_TIMEOUT_S = "20"
 # Arguments whose value is a boolean node parameter.
 BOOLEAN_PARAMETER_ARGUMENTS = {"use_sim_time": "use_sim_time", "publish_tf": "publish_tf"}
 
@@ -43,8 +48,8 @@ ARGUMENT_HELP = {
     "camera_info_topic": "CameraInfo topic",
     "depth_topic": "metric depth topic for scale",
     "odometry_topic": "external odometry topic for scale",
-    "model": "loger, loger_star or tiny",
-    "checkpoint": "path of the model weights",
+    "model": "auto, loger, loger_star or tiny",
+    "checkpoint": "path of the model weights (empty everywhere: the bundled tiny demo weights)",
     "device": "auto, cpu, cuda, cuda:N",
     "dtype": "auto, float32, bfloat16, float16",
     "base_frame": "robot body frame",
@@ -85,6 +90,7 @@ def _node(context, *args, **kwargs):
             parameters=[LaunchConfiguration("params_file"), overrides],
             remappings=remappings,
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+            sigterm_timeout=LaunchConfiguration("sigterm_timeout"),
         )
     ]
 
@@ -94,6 +100,8 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS 2 parameter file"),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        DeclareLaunchArgument("sigterm_timeout", default_value=SIGTERM_TIMEOUT_S,
+                              description="seconds the node gets after SIGINT to save its map before SIGTERM"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description=ARGUMENT_HELP["use_sim_time"]),
         DeclareLaunchArgument("publish_tf", default_value="", description=ARGUMENT_HELP["publish_tf"]),
         DeclareLaunchArgument("publish_camera_tf", default_value="false",

@@ -4,10 +4,17 @@
 
 Node arguments (``image_topic``, ``checkpoint``, ``device``, ...) are passed on to
 ``loger.launch.py``; ``use_sim_time`` is forced to true so the node follows the bag's ``/clock``.
+
+Playback starts when the node reports that it is ready (model loaded, subscriptions created: the
+line starting with ``READY_MESSAGE`` in its output), plus ``start_delay`` seconds so that the
+player's publishers and the node's subscriptions have discovered each other; ``--delay`` is passed
+to ``ros2 bag play`` only when positive (it refuses 0).
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import RegisterEventHandler
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -15,7 +22,36 @@ from launch_ros.substitutions import FindPackageShare
 
 # Arguments forwarded to loger.launch.py unchanged (empty = the parameter file's value).
 FORWARDED_ARGUMENTS = ("params_file", "image_topic", "camera_info_topic", "depth_topic", "model", "checkpoint",
-                       "device", "dtype", "camera_frame", "publish_camera_tf")
+                       "device", "dtype", "camera_frame", "publish_camera_tf", "output_dir", "sigterm_timeout")
+# loger_ros.params.READY_MESSAGE (a test keeps them equal): the node logs it once it can take frames.
+READY_MESSAGE = "loger_node ready"
+DEFAULT_START_DELAY_S = "1.0"
+
+
+def play_command(bag: str, rate: str, start_delay: str) -> list:
+    """``ros2 bag play`` arguments; ``--delay`` only when ``start_delay`` is positive."""
+    cmd = ["ros2", "bag", "play", bag, "--clock", "--rate", rate]
+    if float(start_delay) > 0.0:
+        cmd += ["--delay", start_delay]
+    return cmd
+
+
+def _play(context, *args, **kwargs):
+    cmd = play_command(LaunchConfiguration("bag").perform(context), LaunchConfiguration("rate").perform(context),
+                       LaunchConfiguration("start_delay").perform(context))
+    return [ExecuteProcess(cmd=cmd, name="bag_play", output="screen")]
+
+
+def _start_playback_when_ready():
+    started = []
+
+    def on_output(event):
+        if started or READY_MESSAGE.encode() not in event.text:
+            return None
+        started.append(True)
+        return [OpaqueFunction(function=_play)]
+
+    return RegisterEventHandler(OnProcessIO(on_stdout=on_output, on_stderr=on_output))
 
 
 def generate_launch_description():
@@ -23,23 +59,22 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument("bag", description="bag to play (rosbag2 directory or file)"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback rate"),
-        DeclareLaunchArgument("start_delay", default_value="0.0", description="seconds before playback starts"),
+        DeclareLaunchArgument("start_delay", default_value=DEFAULT_START_DELAY_S,
+                              description="seconds between the node being ready and the first message played "
+                              "(discovery); 0 = none"),
         DeclareLaunchArgument("rviz", default_value="true", description="start rviz2"),
         DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "rviz", "loger.rviz"]),
                               description="RViz configuration"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "loger.yaml"]),
                               description="ROS 2 parameter file"),
         DeclareLaunchArgument("publish_camera_tf", default_value="false", description="publish a camera mount"),
+        DeclareLaunchArgument("sigterm_timeout", default_value="20",
+                              description="seconds the node gets after SIGINT to save its map"),
     ]
     arguments += [
         DeclareLaunchArgument(name, default_value="", description="passed to loger.launch.py")
-        for name in FORWARDED_ARGUMENTS if name not in ("params_file", "publish_camera_tf")
+        for name in FORWARDED_ARGUMENTS if name not in ("params_file", "publish_camera_tf", "sigterm_timeout")
     ]
-    play = ExecuteProcess(
-        cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock", "--rate", LaunchConfiguration("rate"),
-             "--delay", LaunchConfiguration("start_delay")],
-        output="screen",
-    )
     node = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "loger.launch.py"])),
         launch_arguments={
@@ -56,4 +91,4 @@ def generate_launch_description():
         condition=IfCondition(LaunchConfiguration("rviz")),
         output="screen",
     )
-    return LaunchDescription(arguments + [node, play, rviz])
+    return LaunchDescription(arguments + [_start_playback_when_ready(), node, rviz])

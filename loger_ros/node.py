@@ -5,7 +5,13 @@ This module only wires the ROS-free core to rclpy: it declares the parameters of
 sensor-data QoS, hands messages to the core's non-blocking callbacks, runs the core's inference
 thread, publishes what the core returns, offers the ``~/reset`` and ``~/save_map`` services and
 saves the map on shutdown. It imports rclpy at the top, so it is importable only where ROS 2 is
-installed; all logic is tested through the core.
+installed; all logic is tested through the core (and in a real ROS graph by test/ros/).
+
+Shutdown: SIGINT (Ctrl-C) and SIGTERM are handled by the node, not by rclpy, so ROS stays up while
+the node stops taking frames, drops the queued ones, finishes or drops the incomplete window
+(``shutdown_partial_window``, bounded by ``shutdown_timeout_s``), publishes the last poses and the
+final map, saves ``map.ply``/``trajectory.tum`` atomically and logs it; only then is rclpy shut down
+(no log call after that reaches rosout) and the process exits 0.
 
 Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
 ``~/cloud`` (latest window, sensor_msgs/PointCloud2), ``~/map`` (PointCloud2, transient local),
@@ -14,8 +20,12 @@ Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msg
 """
 from __future__ import annotations
 
+import logging
+import signal
 import sys
-from typing import Optional
+import threading
+import time
+from typing import Any, Callable, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,6 +36,7 @@ from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -34,13 +45,56 @@ from tf2_ros import Buffer, StaticTransformBroadcaster, TransformBroadcaster, Tr
 
 from loger_ros.conversions import RclpyFactory, matrix_from_transform
 from loger_ros.core import MappingCore, Publication, resolve_image_transport
-from loger_ros.params import DIAGNOSTICS_TOPIC, NODE_NAME, OUTPUT_TOPICS, SERVICES, NodeParams, param_specs
+from loger_ros.params import (
+    DIAGNOSTICS_TOPIC,
+    NODE_NAME,
+    OUTPUT_TOPICS,
+    READY_MESSAGE,
+    SERVICES,
+    NodeParams,
+    param_specs,
+)
 
 _MAP_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
-_STOP_TIMEOUT_S = 30.0
+_SPIN_PERIOD_S = 0.1  # how often the main thread looks at the shutdown request
+
+
+class GuardedLogger:
+    """The node's rclpy logger while ROS is up, Python logging (stderr) once ``ros_up`` is False, so
+    that no thread logs to the rosout publisher of a context that is gone."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        self._ros = ros_logger
+        self._fallback = logging.getLogger("loger_node")
+        self.ros_up = True
+
+    # One call line per severity: rclpy refuses a call site whose severity changes between calls.
+    def debug(self, text: str) -> None:
+        if self.ros_up:
+            self._ros.debug(text)
+        else:
+            self._fallback.debug(text)
+
+    def info(self, text: str) -> None:
+        if self.ros_up:
+            self._ros.info(text)
+        else:
+            self._fallback.info(text)
+
+    def warning(self, text: str) -> None:
+        if self.ros_up:
+            self._ros.warning(text)
+        else:
+            self._fallback.warning(text)
+
+    def error(self, text: str) -> None:
+        if self.ros_up:
+            self._ros.error(text)
+        else:
+            self._fallback.error(text)
 
 
 class LogerNode(Node):
@@ -48,12 +102,13 @@ class LogerNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self.log = GuardedLogger(self.get_logger())
         self.params = self._declare_parameters()
         self._tf_buffer = Buffer()
         self._tf_listener = TransformListener(self._tf_buffer, self)
         self._tf_broadcaster = TransformBroadcaster(self)
         self._static_broadcaster = StaticTransformBroadcaster(self)
-        self.core = MappingCore(self.params, RclpyFactory(), lookup=self._lookup, logger=self.get_logger())
+        self.core = MappingCore(self.params, RclpyFactory(), lookup=self._lookup, logger=self.log)
         self._publishers_by_channel = {
             "odom": self.create_publisher(Odometry, OUTPUT_TOPICS["odom"], 10),
             "path": self.create_publisher(Path, OUTPUT_TOPICS["path"], 10),
@@ -68,9 +123,11 @@ class LogerNode(Node):
         self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.core.start(self._dispatch, self._clock_ns)
-        self.get_logger().info(
-            f"mapping {self.params.image_topic} with model {self.params.model_config!r}; "
-            f"publishing on ~/odom, ~/path, ~/cloud, ~/map (tf_mode {self.params.tf_mode})")
+        selection = self.core.selection.describe() if self.core.selection is not None else self.params.model_config
+        self.log.info(
+            f"{READY_MESSAGE}: mapping {self.params.image_topic} with {selection} "
+            f"(window {self.core.window_size}); publishing on ~/odom, ~/path, ~/cloud, ~/map "
+            f"(tf_mode {self.params.tf_mode})")
 
     # ------------------------------------------------------------ parameters
     def _declare_parameters(self) -> NodeParams:
@@ -97,7 +154,7 @@ class LogerNode(Node):
         self.create_subscription(
             CompressedImage if compressed else Image, p.image_topic,
             lambda msg: self.core.on_image(msg, compressed), qos_profile_sensor_data, callback_group=inputs)
-        self.get_logger().info(f"image input: {p.image_topic} ({transport})")
+        self.log.info(f"image input: {p.image_topic} ({transport})")
         if p.camera_info_topic:
             self.create_subscription(CameraInfo, p.camera_info_topic, self.core.on_camera_info,
                                      qos_profile_sensor_data, callback_group=inputs)
@@ -149,38 +206,78 @@ class LogerNode(Node):
         return response
 
     # --------------------------------------------------------------- shutdown
-    def shutdown(self) -> None:
-        """Stop inference, commit the frames still in the window, publish them if ROS is still up
-        and save the map when ``save_map_on_shutdown``."""
-        if not self.core.stop(_STOP_TIMEOUT_S):
-            self.get_logger().warning("the inference thread did not stop in time; saving what is mapped")
+    def shutdown(self, reason: str) -> None:
+        """Stop taking frames, drop the queued ones, finish or drop the incomplete window within
+        ``shutdown_timeout_s``, publish what is left (ROS is still up) and save the map."""
+        p = self.params
+        t0 = time.monotonic()
+        dropped = self.core.stop_intake()
+        self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
+                      f"{p.shutdown_partial_window}; then saving the map")
+        stopped = self.core.stop(p.shutdown_timeout_s)
+        t_stop = time.monotonic() - t0
+        if not stopped:
+            self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
+                             f"{p.shutdown_timeout_s} s: saving what is mapped")
         else:
-            for pub in self.core.flush():
-                if rclpy.ok():
+            pubs: list = []
+            finisher = threading.Thread(target=lambda: pubs.extend(self.core.finish(p.shutdown_partial_window)),
+                                        name="loger-finish", daemon=True)
+            finisher.start()
+            finisher.join(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
+            if finisher.is_alive():
+                self.log.warning(f"the last window pass did not end within shutdown_timeout_s "
+                                 f"{p.shutdown_timeout_s} s: saving the map without it")
+            else:
+                for pub in pubs:
                     try:
                         self._dispatch(pub)
-                    except Exception:  # the context may be going down under us
+                    except Exception:  # publishing is best effort here; the saved map is what counts
                         break
-        if self.params.save_map_on_shutdown:
+        t_window = time.monotonic() - t0 - t_stop
+        if p.save_map_on_shutdown:
             try:
                 saved = self.core.save_map()
-                self.get_logger().info(f"saved {saved.points} map points to {saved.map_ply}, "
-                                       f"{saved.poses} poses to {saved.trajectory_tum}")
+                total = time.monotonic() - t0
+                self.log.info(f"saved {saved.points} map points to {saved.map_ply}, {saved.poses} poses to "
+                              f"{saved.trajectory_tum} ({total:.2f} s after the shutdown request: running pass "
+                              f"{t_stop:.2f} s, last window {t_window:.2f} s, saving {total - t_stop - t_window:.2f} s)")
             except (OSError, ValueError) as err:
-                self.get_logger().error(f"saving the map on shutdown failed: {err}")
+                self.log.error(f"saving the map on shutdown failed: {err}")
+
+
+def _install_signal_handlers(on_signal: Callable[[str], None]) -> None:
+    """SIGINT and SIGTERM request a graceful shutdown (rclpy's own handlers are off: they would shut
+    the context down before the map is saved and published)."""
+    def handler(signum, frame) -> None:
+        on_signal(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Console script ``loger_node``."""
-    rclpy.init(args=args)
+    """Console script ``loger_node``: 0 after a clean or signalled shutdown, 2 when it cannot start."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    requested: list[str] = []
+    stop = threading.Event()
+
+    def on_signal(name: str) -> None:
+        requested.append(name)
+        stop.set()
+
+    _install_signal_handlers(on_signal)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node: Optional[LogerNode] = None
+    executor: Optional[MultiThreadedExecutor] = None
     code = 0
     try:
         node = LogerNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=_SPIN_PERIOD_S)
+    except ExternalShutdownException:
         pass
     except (ValueError, RuntimeError, OSError, ParameterException) as err:
         # Startup failures: a parameter out of its range (rclpy), ParamsError / StreamInputError,
@@ -189,8 +286,13 @@ def main(args: Optional[list[str]] = None) -> int:
         code = 2
     finally:
         if node is not None:
-            node.shutdown()
-            node.destroy_node()
+            try:
+                node.shutdown(requested[0] if requested else "ROS shut down")
+            finally:
+                if executor is not None:
+                    executor.shutdown(timeout_sec=1.0)
+                node.log.ros_up = False  # from here on the core's threads log to stderr
+                node.destroy_node()
         rclpy.try_shutdown()
     return code
 

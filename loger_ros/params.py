@@ -20,12 +20,16 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelection, ModelSelectionError, select_model
+
 __all__ = [
     "NODE_NAME",
     "OUTPUT_TOPICS",
+    "READY_MESSAGE",
     "SCALE_SOURCES",
     "TF_MODES",
     "IMAGE_TRANSPORTS",
+    "SHUTDOWN_PARTIAL_WINDOW",
     "NodeParams",
     "ParamSpec",
     "ParamsError",
@@ -45,13 +49,16 @@ OUTPUT_TOPICS: dict[str, str] = {
 }
 SERVICES: dict[str, str] = {"reset": "~/reset", "save_map": "~/save_map"}
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# The node logs a line starting with this once its model is loaded and its subscriptions exist;
+# launch/replay.launch.py starts `ros2 bag play` when it sees it.
+READY_MESSAGE = "loger_node ready"
 
 IMAGE_TRANSPORTS = ("auto", "raw", "compressed")
 SCALE_SOURCES = ("auto", "none", "depth", "odometry", "fixed")
 TF_MODES = ("odom_to_base", "map_to_odom")
-MODEL_CONFIGS = ("loger", "loger_star", "tiny")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ALIGNMENTS = ("auto", "none", "se3", "sim3")
+SHUTDOWN_PARTIAL_WINDOW = ("finish", "drop")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -110,32 +117,38 @@ class NodeParams:
 
     # ----------------------------------------------------------------- model
     model_config: str = _p(
-        "loger_star", "Network configuration: 'loger', 'loger_star' (SE(3) window alignment) or 'tiny' (tests).",
-        choices=MODEL_CONFIGS, group="model")
+        "auto",
+        "Network: 'auto' (the bundled demo model 'tiny' when checkpoint_path is empty, else the model named "
+        "by the JSON beside a .safetensors checkpoint, else 'loger_star'), 'loger', 'loger_star' (SE(3) window "
+        "alignment) or 'tiny' (CPU-sized).",
+        choices=MODEL_CHOICES, group="model")
     checkpoint_path: str = _p(
         "",
-        "Checkpoint: the authors' latest.pt or a .safetensors file ('~' is expanded). Required unless "
-        "allow_synthetic_weights is true.",
+        "Checkpoint: the authors' latest.pt or a .safetensors file ('~' is expanded). '' = the trained 'tiny' "
+        "weights bundled with the package (a demo model trained on synthetic scenes: its poses are NOT fit for "
+        "navigation; a warning is logged and diagnostics stay WARN).",
         group="model")
     allow_synthetic_weights: bool = _p(
         False,
-        "Run with deterministic synthetic weights when checkpoint_path is empty (tests and benchmarks only: "
-        "the poses are NOT meaningful).",
+        "With checkpoint_path '', run deterministic untrained (synthetic) weights instead of the bundled demo "
+        "weights (tests and benchmarks only: the poses are NOT meaningful).",
         group="model")
     device: str = _p("auto", "Torch device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...",
                      group="model")
     dtype: str = _p("auto", "Compute precision: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', "
                     "'bfloat16' or 'float16'.", choices=DTYPES, group="model")
     input_width: int = _p(
-        504, "Network input width in pixels (multiple of 14); 0 together with input_height 0 = chosen from "
-        "the first image by the authors' pixel-budget rule.", minimum=0, maximum=4096, group="model")
+        0, "Network input width in pixels (multiple of 14); 0 together with input_height 0 = the model's "
+        "default: 'tiny' about 10k pixels at the first image's aspect ratio (112x84 for 4:3, CPU-sized), "
+        "'loger'/'loger_star' 504x280 (GPU).", minimum=0, maximum=4096, group="model")
     input_height: int = _p(
-        280, "Network input height in pixels (multiple of 14); see input_width.", minimum=0, maximum=4096,
+        0, "Network input height in pixels (multiple of 14); see input_width.", minimum=0, maximum=4096,
         group="model")
 
     # ------------------------------------------------------------- streaming
-    window_size: int = _p(32, "Frames per window of the network.", minimum=1, maximum=1024, group="streaming")
-    overlap_size: int = _p(3, "Frames shared by consecutive windows (< window_size).", minimum=0, maximum=1023,
+    window_size: int = _p(0, "Frames per window of the network; 0 = the model's default ('tiny' 16, "
+                          "'loger'/'loger_star' 32).", minimum=0, maximum=1024, group="streaming")
+    overlap_size: int = _p(3, "Frames shared by consecutive windows (< the window size).", minimum=0, maximum=1023,
                            group="streaming")
     reset_every: int = _p(0, "Reset the TTT fast-weight memory every N windows (0 = never; the authors "
                           "suggest 5 beyond ~1k frames).", minimum=0, maximum=1_000_000, group="streaming")
@@ -222,12 +235,23 @@ class NodeParams:
                                 group="output")
     diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds.", minimum=0.01,
                                      maximum=3600.0, group="output")
+    shutdown_partial_window: str = _p(
+        "finish",
+        "On shutdown (SIGINT/SIGTERM, Ctrl-C) frames still waiting in the queue are dropped; the frames already in "
+        "the network's incomplete window are either committed by one last window pass ('finish', they get "
+        "poses and map points) or discarded ('drop', fastest exit). Then the map is saved.",
+        choices=SHUTDOWN_PARTIAL_WINDOW, group="output")
+    shutdown_timeout_s: float = _p(
+        10.0,
+        "Longest wait on shutdown for the window pass that is running (and the 'finish' pass) before the map "
+        "is saved without them; the launch files give the node this plus a margin before escalating to SIGTERM.",
+        minimum=0.0, maximum=3600.0, group="output")
 
     def __post_init__(self) -> None:
         for spec in param_specs():
             value = getattr(self, spec.name)
             setattr(self, spec.name, spec.validate(value))
-        if self.overlap_size >= self.window_size:
+        if self.window_size and self.overlap_size >= self.window_size:
             raise ParamsError(
                 f"overlap_size {self.overlap_size} must be < window_size {self.window_size}")
         if (self.input_width == 0) != (self.input_height == 0):
@@ -290,26 +314,44 @@ class NodeParams:
     def resolved_output_dir(self) -> Path:
         return Path(os.path.expanduser(self.output_dir))
 
-    def stream_config(self):
-        """The :class:`~loger_core.stream.StreamConfig` these parameters ask for.
+    def model_selection(self) -> ModelSelection:
+        """Model and weights: checkpoint_path if set, else the bundled tiny demo weights (or synthetic
+        weights with allow_synthetic_weights). Raises ParamsError for a full model without a checkpoint."""
+        try:
+            return select_model(self.model_config, self.checkpoint_path, synthetic=self.allow_synthetic_weights)
+        except ModelSelectionError as err:
+            raise ParamsError(f"model_config {self.model_config!r} / checkpoint_path {self.checkpoint_path!r}: "
+                              f"{err}") from None
 
-        Raises ParamsError when no checkpoint is given and synthetic weights are not allowed.
+    def effective_window_size(self, selection: Optional[ModelSelection] = None) -> int:
+        """window_size, or the model's default when it is 0."""
+        if self.window_size:
+            return self.window_size
+        return (selection or self.model_selection()).defaults.window_size
+
+    def stream_config(self, selection: Optional[ModelSelection] = None):
+        """The :class:`~loger_core.stream.StreamConfig` these parameters ask for (model defaults filled in
+        where input_width/input_height/window_size are 0).
+
+        Raises ParamsError for an impossible model/checkpoint combination or window.
         """
         from loger_core.stream import ScaleConfig, StreamConfig, StreamInputError
 
-        if not self.checkpoint_path and not self.allow_synthetic_weights:
-            raise ParamsError(
-                "checkpoint_path '' is empty: set it to the model weights (or allow_synthetic_weights true "
-                "for tests and benchmarks)")
-
-        resolution = None if self.input_width == 0 else (self.input_width, self.input_height)
+        selection = selection or self.model_selection()
+        defaults = selection.defaults
+        window = self.effective_window_size(selection)
+        if self.overlap_size >= window:
+            raise ParamsError(f"overlap_size {self.overlap_size} must be < the window size {window} "
+                              f"(window_size {self.window_size}, model {selection.model!r})")
+        resolution = defaults.resolution if self.input_width == 0 else (self.input_width, self.input_height)
         cfg = StreamConfig(
-            model=self.model_config,
-            checkpoint=os.path.expanduser(self.checkpoint_path) if self.checkpoint_path else None,
+            model=selection.model,
+            checkpoint=selection.checkpoint,
             device=self.device,
             dtype=self.dtype,
             resolution=resolution,
-            window_size=self.window_size,
+            pixel_limit=defaults.pixel_limit,
+            window_size=window,
             overlap_size=self.overlap_size,
             reset_every=self.reset_every,
             alignment=None if self.alignment == "auto" else self.alignment,

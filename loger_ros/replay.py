@@ -32,6 +32,7 @@ import numpy as np
 
 from loger_core.eval import EvalError, evaluate
 from loger_core.io.trajectory import Trajectory
+from loger_core.model_selection import MODEL_CHOICES
 from loger_core.plotting import plot_top_view
 from loger_ros.conversions import ConversionError, RosbagsFactory, matrix_from_pose, matrix_from_transform
 from loger_ros.core import MappingCore, Publication, header_of, invert
@@ -589,10 +590,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--params", type=Path, default=None, help="ROS 2 parameter file (default: config/loger.yaml)")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                     help="override one node parameter (repeatable), e.g. -p window_size:=16")
-    ap.add_argument("--model", default=None, help="model_config: loger, loger_star or tiny")
-    ap.add_argument("--checkpoint", default=None, help="checkpoint_path")
+    ap.add_argument("--model", default=None, choices=MODEL_CHOICES,
+                    help="model_config (default auto: tiny with the bundled weights, or the checkpoint's model)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="checkpoint_path: the authors' latest.pt or a .safetensors file (default: the bundled "
+                    "tiny demo weights, trained on synthetic scenes only)")
     ap.add_argument("--synthetic-weights", action="store_true",
-                    help="allow deterministic synthetic weights without a checkpoint (tests only)")
+                    help="without a checkpoint, use deterministic untrained weights instead (tests only)")
     ap.add_argument("--device", default=None, help="device (auto, cpu, cuda, ...)")
     ap.add_argument("--dtype", default=None, help="dtype (auto, float32, bfloat16, float16)")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
@@ -600,9 +604,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
-
-
-TINY_INPUT_SIZE = (112, 84)  # the reconstruct CLI's tiny default (10k-pixel budget at 4:3)
 
 
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
@@ -613,11 +614,10 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
             overrides[name] = value
     if args.synthetic_weights:
         overrides["allow_synthetic_weights"] = True
-    # Offline defaults unless given with -p: no latency to save, so every frame's odometry comes
-    # from its committed window (in order, none skipped); the CPU-sized model gets a CPU-sized input.
+    # Offline default unless given with -p: no latency to save, so every frame's odometry comes
+    # from its committed window (in order, none skipped). Input size and window follow the model
+    # (parameters left at 0), as in the node.
     overrides.setdefault("provisional_every", 0)
-    if overrides.get("model_config") == "tiny" and "input_width" not in overrides and "input_height" not in overrides:
-        overrides["input_width"], overrides["input_height"] = TINY_INPUT_SIZE
     params_file = args.params or _default_params_file()
     if params_file is not None:
         params = load_params_yaml(params_file, overrides=overrides)

@@ -11,9 +11,9 @@ mkdir -p "$OUT"
 if [ ! -f "$OUT/sequence/groundtruth.txt" ]; then
   "$BIN/loger-synth" --scene room --trajectory handheld --frames 96 --size 224x168 --seed 7 --out "$OUT/sequence"
 fi
-# The default model: `tiny`, trained by us on synthetic data only (loger_core/weights/README.md).
-"$BIN/loger-reconstruct" "$OUT/sequence" --out "$OUT/result" --config tiny --window 16 --overlap 3 \
-  --checkpoint "$ROOT/loger_core/weights/tiny_synthetic_stage2.safetensors" "$@"
+# The embedded default (no --model / --checkpoint): `tiny` with the weights trained by us on synthetic
+# data only (loger_core/weights/README.md), CPU-sized input (112x84 here) and window 16.
+"$BIN/loger-reconstruct" "$OUT/sequence" --out "$OUT/result" "$@"
 echo
 echo "demo outputs in $OUT/result:"
 ls -1 "$OUT/result"

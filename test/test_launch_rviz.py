@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loger_ros.params import NODE_NAME, OUTPUT_TOPICS, NodeParams, param_specs
+from loger_ros.params import NODE_NAME, OUTPUT_TOPICS, READY_MESSAGE, NodeParams, param_specs
 from loger_ros.replay import output_topic_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_replay_launch_plays_with_clock_and_runs_the_node_in_sim_time():
     tree = _tree(REPLAY_LAUNCH)
     text = REPLAY_LAUNCH.read_text()
     play = [c for c in _calls(tree, "ExecuteProcess")]
-    assert play and all(token in ast.unparse(play[0]) for token in ("'ros2'", "'bag'", "'play'", "'--clock'"))
+    assert play and "play_command(" in ast.unparse(tree)
     forwarded = set(_module_constant(tree, "FORWARDED_ARGUMENTS"))
     launch_args = _declared_arguments(_tree(LAUNCH))
     assert forwarded <= launch_args  # every forwarded argument exists in loger.launch.py
@@ -115,6 +115,39 @@ def test_replay_launch_plays_with_clock_and_runs_the_node_in_sim_time():
     rviz = [_keywords(c) for c in _calls(tree, "Node") if ast.literal_eval(_keywords(c)["executable"]) == "rviz2"]
     assert rviz and "use_sim_time" in ast.unparse(rviz[0]["parameters"])
     assert "'rviz', 'loger.rviz'" in ast.unparse(tree)
+
+
+def _function(tree: ast.Module, name: str):
+    """A pure module-level function of a launch file, compiled on its own (launch is not installed here)."""
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(REPLAY_LAUNCH), "exec"), namespace)
+    return namespace[name]
+
+
+def test_replay_launch_passes_delay_only_when_positive():
+    # `ros2 bag play --delay 0.0` is refused (positive_float): the player would exit with code 2.
+    play_command = _function(_tree(REPLAY_LAUNCH), "play_command")
+    assert play_command("/b", "1.0", "0.0") == ["ros2", "bag", "play", "/b", "--clock", "--rate", "1.0"]
+    assert play_command("/b", "0.5", "0") == ["ros2", "bag", "play", "/b", "--clock", "--rate", "0.5"]
+    assert play_command("/b", "1.0", "0.01")[-2:] == ["--delay", "0.01"]
+    assert float(_module_constant(_tree(REPLAY_LAUNCH), "DEFAULT_START_DELAY_S")) > 0
+
+
+def test_replay_launch_starts_playback_when_the_node_is_ready():
+    tree = _tree(REPLAY_LAUNCH)
+    assert _module_constant(tree, "READY_MESSAGE") == READY_MESSAGE
+    assert _calls(tree, "OnProcessIO") and _calls(tree, "RegisterEventHandler")
+    node_py = (REPO / "loger_ros" / "node.py").read_text()
+    assert 'f"{READY_MESSAGE}: mapping' in node_py  # the node logs it once ready
+
+
+def test_launch_gives_the_node_time_to_save_the_map():
+    tree = _tree(LAUNCH)
+    node = next(_keywords(c) for c in _calls(tree, "Node") if ast.literal_eval(_keywords(c)["executable"]) == "loger_node")
+    assert ast.unparse(node["sigterm_timeout"]) == "LaunchConfiguration('sigterm_timeout')"
+    assert "sigterm_timeout" in _declared_arguments(tree)
+    assert float(_module_constant(tree, "SIGTERM_TIMEOUT_S")) >= DEFAULTS.shutdown_timeout_s + 5
 
 
 # ------------------------------------------------------------------ RViz

@@ -633,3 +633,85 @@ def test_real_tiny_model_streams_provisional_then_committed_poses():
     core.flush()
     assert len(core.trajectory()) == 6 and len(core.fusion) > 0
     assert torch.is_tensor(next(model.parameters()))
+
+
+# ------------------------------------------------------------------ model selection in diagnostics
+def test_diagnostics_warn_while_the_bundled_demo_model_runs():
+    log = ListLogger()
+    core = make_core(logger=log, allow_synthetic_weights=False)  # no checkpoint: the bundled tiny weights
+    assert core.selection.bundled
+    assert any("BUNDLED DEMO MODEL" in line for line in log.lines["warning"])
+    status = core.diagnostics(stamp(0)).msg.status[0]
+    assert status.level == 1 and "bundled demo model" in status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["model"] == "tiny" and "bundled demo weights" in values["weights"]
+    # An explicit checkpoint: no warning, OK.
+    log = ListLogger()
+    core = make_core(logger=log, allow_synthetic_weights=False, checkpoint_path="/w/latest.pt", model_config="loger")
+    assert not log.lines["warning"]
+    status = core.diagnostics(stamp(0)).msg.status[0]
+    assert status.level == 0 and status.message == "mapping"
+
+
+# ------------------------------------------------------------------ shutdown
+@pytest.mark.parametrize("partial_window, committed", [("finish", 8), ("drop", 6)])
+def test_shutdown_drops_the_queue_and_finishes_or_drops_the_partial_window(tmp_path, partial_window, committed):
+    core = make_core(FakeStream(window=4, overlap=1), output_dir=str(tmp_path))
+    feed(core, [image_msg(i) for i in range(8)])  # frames 0-5 committed, 6-7 in the incomplete window
+    for i in range(8, 13):
+        core.on_image(image_msg(i))  # queued, not processed
+    assert core.stop_intake() == 5
+    core.on_image(image_msg(13))  # arrives during shutdown
+    assert len(core.queue) == 0
+    pubs = core.finish(partial_window)
+    assert core.counters.dropped["shutdown"] == 6
+    stamps = list(core.trajectory().stamps_ns)
+    assert stamps == [stamp(i) for i in range(committed)]
+    assert pubs[-1].channel == "map" and pubs[-1].msg.width == len(core.fusion) == 3 * committed
+    saved = core.save_map()
+    assert saved.poses == committed and read_tum(saved.trajectory_tum).stamps_ns.tolist() == stamps
+    assert len(load_ply(saved.map_ply)[0]) == 3 * committed
+    assert core.finish(partial_window) == []  # idempotent
+    with pytest.raises(CoreError, match="'finish' or 'drop'"):
+        make_core().finish("keep")
+
+
+def test_shutdown_under_load_is_bounded_and_saves_the_map(tmp_path):
+    """The node's shutdown sequence with the worker threads busy and a full queue: it takes about one
+    window pass, not the time to work through the queue (which is dropped)."""
+    stream = FakeStream(window=4, overlap=1, delay_s=0.2)
+    core = make_core(stream, queue_size=32, output_dir=str(tmp_path))
+    received = []
+    core.start(received.append, lambda: 0)
+    for i in range(40):
+        core.on_image(image_msg(i))
+    time.sleep(1.1)  # about 5 frames processed, the rest queued
+    t0 = time.perf_counter()
+    queued = core.stop_intake()
+    assert core.stop(5.0)
+    core.finish("finish")
+    saved = core.save_map()
+    elapsed = time.perf_counter() - t0
+    assert queued >= 20 and elapsed < 1.0  # working through the queue would take > 4 s
+    processed = core.counters.processed
+    assert saved.poses == processed >= 4 and saved.points == 3 * processed
+    assert core.counters.dropped["shutdown"] + core.counters.dropped["queue_full"] + processed == 40
+
+
+def test_map_ply_is_written_without_open3d_and_read_back_by_it(tmp_path):
+    from loger_ros.core.outputs import write_ply_atomic
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(500, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (500, 3), dtype=np.uint8)
+    conf = rng.uniform(size=500).astype(np.float32)
+    path = write_ply_atomic(tmp_path / "map.ply", points, colors, conf)
+    got_points, got_colors, got_conf = load_ply(path)  # open3d reads it
+    np.testing.assert_array_equal(got_points, points)
+    np.testing.assert_array_equal(got_colors, colors)
+    np.testing.assert_array_equal(got_conf, conf)
+    empty = write_ply_atomic(tmp_path / "empty.ply", np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
+    assert len(load_ply(empty)[0]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.ply", "map.ply"]  # no temporary left
+    with pytest.raises(CoreError, match="map arrays disagree"):
+        write_ply_atomic(tmp_path / "bad.ply", points, colors[:3], conf)

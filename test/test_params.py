@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loger_core.model_selection import BUNDLED_CHECKPOINT
 from loger_ros.core import MappingCore
 from loger_ros.params import (
     NODE_NAME,
@@ -68,17 +69,18 @@ def test_overrides_and_use_sim_time_are_accepted(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"window_size": 0}, "window_size 0 must be >= 1"),
+        ({"window_size": -1}, "window_size -1 must be >= 0"),
         ({"window_size": 8.0}, "window_size 8.0 must be an integer"),
         ({"voxel_size": "big"}, "voxel_size 'big' must be a finite number"),
         ({"voxel_size": float("nan")}, "voxel_size nan must be a finite number"),
         ({"tf_mode": "map_to_base"}, "tf_mode 'map_to_base' must be one of"),
         ({"publish_tf": 1}, "publish_tf 1 must be a bool"),
-        ({"overlap_size": 32}, "overlap_size 32 must be < window_size 32"),
+        ({"window_size": 32, "overlap_size": 32}, "overlap_size 32 must be < window_size 32"),
+        ({"shutdown_partial_window": "keep"}, "shutdown_partial_window 'keep' must be one of"),
         ({"odom_frame": "map"}, "must be three different frames"),
         ({"base_frame": "/base_link"}, "base_frame '/base_link' must be a non-empty frame id"),
-        ({"input_width": 500}, "input_width 500 must be a multiple of the patch size 14"),
-        ({"input_width": 0}, "input_width 0 and input_height 280 must both be 0"),
+        ({"input_width": 500, "input_height": 280}, "input_width 500 must be a multiple of the patch size 14"),
+        ({"input_height": 280}, "input_width 0 and input_height 280 must both be 0"),
         ({"scale_source": "depth"}, "scale_source 'depth' needs depth_topic"),
         ({"no_such_parameter": 1}, "unknown parameter(s) ['no_such_parameter']"),
     ],
@@ -118,10 +120,64 @@ def test_stream_and_map_configs_follow_the_parameters():
     assert (m.voxel_size, m.max_points) == (0.2, 1000)
 
 
-def test_missing_checkpoint_is_refused_unless_synthetic_weights_are_allowed():
-    with pytest.raises(ParamsError, match="checkpoint_path '' is empty"):
-        NodeParams().stream_config()
-    assert NodeParams(allow_synthetic_weights=True).stream_config().checkpoint is None
+def test_yaml_is_generated_from_the_dataclass():
+    # Regenerate with: python -c "from loger_ros.params import params_to_yaml; print(params_to_yaml(), end='')" > config/loger.yaml
+    assert CONFIG.read_text() == params_to_yaml()
+
+
+def test_no_checkpoint_means_the_bundled_tiny_weights():
+    p = NodeParams()
+    selection = p.model_selection()
+    assert (selection.model, selection.weights) == ("tiny", "bundled")
+    assert Path(selection.checkpoint) == BUNDLED_CHECKPOINT and BUNDLED_CHECKPOINT.is_file()
+    cfg = p.stream_config()
+    assert cfg.model == "tiny" and cfg.checkpoint == str(BUNDLED_CHECKPOINT)
+    assert "BUNDLED DEMO MODEL" in selection.warning() and "NOT fit for navigation" in selection.warning()
+    synthetic = NodeParams(allow_synthetic_weights=True).stream_config()
+    assert synthetic.model == "tiny" and synthetic.checkpoint is None
+
+
+def test_a_full_model_without_checkpoint_is_refused():
+    for model in ("loger", "loger_star"):
+        with pytest.raises(ParamsError, match=f"model_config '{model}'.*needs a checkpoint"):
+            NodeParams(model_config=model).stream_config()
+    assert NodeParams(model_config="loger", allow_synthetic_weights=True).stream_config().checkpoint is None
+
+
+def test_explicit_checkpoint_and_auto_model(tmp_path):
+    assert NodeParams(checkpoint_path="~/latest.pt").stream_config().model == "loger_star"
+    assert NodeParams(checkpoint_path="~/latest.pt", model_config="loger").stream_config().model == "loger"
+    # 'auto' reads the model from the JSON beside a .safetensors file (as the bundled weights have).
+    assert NodeParams(checkpoint_path=str(BUNDLED_CHECKPOINT)).model_selection().model == "tiny"
+    selection = NodeParams(checkpoint_path=str(BUNDLED_CHECKPOINT)).model_selection()
+    assert selection.weights == "checkpoint" and selection.warning() is None
+
+
+@pytest.mark.parametrize("model, checkpoint, resolution, pixel_limit, window", [
+    ("auto", "", None, 10_000, 16),
+    ("tiny", "", None, 10_000, 16),
+    ("loger", "/w/latest.pt", (504, 280), 255_000, 32),
+    ("loger_star", "/w/latest.pt", (504, 280), 255_000, 32),
+])
+def test_input_size_and_window_follow_the_model_when_left_at_0(model, checkpoint, resolution, pixel_limit, window):
+    cfg = NodeParams(model_config=model, checkpoint_path=checkpoint).stream_config()
+    assert (cfg.resolution, cfg.pixel_limit, cfg.window_size, cfg.overlap_size) == (resolution, pixel_limit, window, 3)
+    # Set by hand, they win.
+    cfg = NodeParams(model_config=model, checkpoint_path=checkpoint, input_width=140, input_height=84,
+                     window_size=8, overlap_size=2).stream_config()
+    assert (cfg.resolution, cfg.window_size, cfg.overlap_size) == ((140, 84), 8, 2)
+
+
+def test_tiny_default_input_is_cpu_sized_for_a_320x240_camera():
+    from loger_core.stream.preprocess import demo_resolution
+
+    cfg = NodeParams().stream_config()
+    assert demo_resolution(320, 240, cfg.pixel_limit, 14) == (112, 84)
+
+
+def test_overlap_is_checked_against_the_model_window():
+    with pytest.raises(ParamsError, match="overlap_size 16 must be < the window size 16"):
+        NodeParams(overlap_size=16).stream_config()
 
 
 # ------------------------------------------------------------------ node.py (not importable here)
@@ -163,8 +219,12 @@ def test_node_only_uses_names_that_exist_in_the_core_and_params():
     assert params_used, "node.py reads its parameters through self.params"
     assert params_used <= {s.name for s in param_specs()} | {n for n in dir(NodeParams) if not n.startswith("_")}
     core_used = _attributes_of(tree, "core")
-    assert {"on_image", "on_camera_info", "start", "stop", "flush", "save_map", "diagnostics"} <= core_used
-    missing = {name for name in core_used if not hasattr(MappingCore, name)}
+    assert {"on_image", "on_camera_info", "start", "stop_intake", "stop", "finish", "save_map", "diagnostics"} <= core_used
+    core_tree = ast.parse((REPO / "loger_ros" / "core" / "mapping_core.py").read_text())
+    instance_attributes = {t.attr for n in ast.walk(core_tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                           for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                           if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"}
+    missing = {name for name in core_used if not hasattr(MappingCore, name) and name not in instance_attributes}
     assert not missing, f"node.py calls MappingCore members that do not exist: {missing}"
 
 
@@ -174,3 +234,10 @@ def test_node_dispatches_every_channel():
     text = NODE_PY.read_text()
     for channel in CHANNELS:
         assert f'"{channel}"' in text, f"node.py does not route channel {channel!r}"
+
+
+def test_model_choices_are_the_model_configs():
+    from loger_core.model import CONFIGS
+    from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS
+
+    assert set(MODEL_CHOICES) == {"auto", *CONFIGS} and set(MODEL_DEFAULTS) == set(CONFIGS)

@@ -13,11 +13,12 @@ from loger_core.cli.reconstruct import main
 from loger_core.io.image_folder import ImageFolderSequence, write_image_folder
 from loger_core.io.trajectory import read_tum
 from loger_core.map import load_ply
+from loger_core.model_selection import BUNDLED_CHECKPOINT
 from loger_core.stream import StreamConfig, reconstruct_sequence
 from loger_core.synthetic import SynthConfig, render_frames
 
 N = 10
-FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet"]
+FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet", "--synthetic-weights"]
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +104,20 @@ def test_bad_options_exit_with_status_2(synth_dir, tmp_path, capsys, extra, mess
     args = [str(synth_dir), "--out", str(tmp_path / "o"), *FAST, *extra]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_no_flags_runs_the_bundled_tiny_weights_sized_for_a_cpu(synth_dir, tmp_path, monkeypatch, caplog, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(synth_dir), "--quiet", "--device", "cpu"]) == 0
+    assert "BUNDLED DEMO MODEL" in caplog.text and "bundled demo model was used" in capsys.readouterr().out
+    run = json.loads((tmp_path / "seq_loger" / "run.json").read_text())
+    assert run["config"]["model"] == "tiny" and run["config"]["window_size"] == 16
+    assert run["config"]["checkpoint"] == str(BUNDLED_CHECKPOINT) and "bundled demo weights" in run["weights"]
+    assert run["resolution"] == [112, 84] and run["frames_out"] == N
+    assert "bundled demo weights" in json.loads((tmp_path / "seq_loger" / "metrics.json").read_text())["warning"]
+    # The old flag name still works; a full model without a checkpoint is refused with what to pass.
+    assert main([str(synth_dir), "--out", str(tmp_path / "o"), "--config", "loger", "--quiet"]) == 2
+    assert "'loger' needs a checkpoint" in capsys.readouterr().err
 
 
 def test_missing_input_and_malformed_arguments(tmp_path, capsys):

@@ -18,6 +18,7 @@ from loger_core.model.synthetic_weights import fill_deterministic_
 from loger_core.stream import StreamingReconstructor
 from loger_core.synthetic import SynthConfig, render_frames
 from loger_core.synthetic.rosbag_writer import BagTopics, write_rosbag
+from loger_core.model_selection import BUNDLED_CHECKPOINT
 from loger_ros.params import NodeParams
 from loger_ros.replay import (
     ReplayError,
@@ -238,8 +239,8 @@ def test_cli_runs_and_reports_errors(tmp_path, frames, capsys):
     assert "--topic '/nope' is not in the bag (image topics: ['/camera/image_raw'])" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), *common]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main([str(bag), "-o", str(tmp_path / "out3"), *common, "-p", "window_size:=0"]) == 2
-    assert "window_size 0 must be >= 1" in capsys.readouterr().err
+    assert main([str(bag), "-o", str(tmp_path / "out3"), *common, "-p", "overlap_size:=3"]) == 2
+    assert "overlap_size 3 must be < window_size 3" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ bad input
@@ -300,15 +301,31 @@ def test_broken_and_incomplete_bags_give_clear_errors(tmp_path, frames):
     assert set(discover_bags(tmp_path)) == {bag, orphan}
 
 
-def test_offline_defaults_commit_every_frame_and_size_tiny_for_cpu(tmp_path):
-    from loger_ros.replay import TINY_INPUT_SIZE, build_arg_parser, options_from_args
+def test_offline_defaults_commit_every_frame_and_size_the_model(tmp_path):
+    from loger_ros.replay import build_arg_parser, options_from_args
 
     bag = tmp_path / "b.bag"
-    opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "tiny"]))
+    opts = options_from_args(build_arg_parser().parse_args([str(bag)]))
     assert opts.params.provisional_every == 0
-    assert (opts.params.input_width, opts.params.input_height) == TINY_INPUT_SIZE
+    cfg = opts.params.stream_config()  # no flags: the bundled tiny weights, CPU-sized input and window
+    assert (cfg.model, cfg.resolution, cfg.pixel_limit, cfg.window_size) == ("tiny", None, 10_000, 16)
+    assert cfg.checkpoint == str(BUNDLED_CHECKPOINT)
     opts = options_from_args(build_arg_parser().parse_args(
         [str(bag), "--model", "tiny", "-p", "provisional_every:=2", "-p", "input_width:=56", "-p", "input_height:=42"]))
-    assert opts.params.provisional_every == 2 and opts.params.input_width == 56
-    opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "loger"]))
-    assert (opts.params.input_width, opts.params.input_height) == (504, 280)
+    assert opts.params.provisional_every == 2 and opts.params.stream_config().resolution == (56, 42)
+    opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "loger", "--checkpoint", "/w.pt"]))
+    cfg = opts.params.stream_config()
+    assert (cfg.model, cfg.resolution, cfg.window_size) == ("loger", (504, 280), 32)
+
+
+def test_loger_replay_bag_works_without_flags(tmp_path, frames, monkeypatch, caplog, capsys):
+    bag = write_rosbag(tmp_path / "in", frames[:6], storage="mcap")
+    monkeypatch.chdir(tmp_path)
+    assert main([str(bag), "--no-progress"]) == 0
+    assert "6 frames, 6 poses" in capsys.readouterr().out
+    assert "BUNDLED DEMO MODEL" in caplog.text
+    summary = json.loads((tmp_path / "in_loger" / "summary.json").read_text())
+    assert summary["poses"] == 6 and summary["map_points"] > 0
+    # A full model has no bundled weights: refused with what to pass.
+    assert main([str(bag), "-o", str(tmp_path / "o2"), "--model", "loger_star", "--no-progress"]) == 2
+    assert "needs a checkpoint" in capsys.readouterr().err

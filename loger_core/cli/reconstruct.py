@@ -2,12 +2,12 @@
 
 Example::
 
-    loger-reconstruct data/office --out /tmp/office                       # tiny model, synthetic weights
-    loger-reconstruct seq/ --out out/ --config loger_star --checkpoint ckpts/LoGeR_star/latest.pt --device cuda
+    loger-reconstruct data/office                 # bundled tiny demo weights, CPU-sized; writes ./office_loger
+    loger-reconstruct seq/ --out out/ --model loger_star --checkpoint ckpts/LoGeR_star/latest.pt --device cuda
 
 INPUT is a folder of images (the dataset layout of :mod:`loger_core.io.image_folder`, which is also
 what ``loger-synth`` writes and what TUM RGB-D sequences look like, or a plain image folder) or a
-video file. Writes into ``--out``:
+video file. Writes into ``--out`` (default ``./<input name>_loger``):
 
 - ``trajectory.tum``: committed camera poses ``T_world_cam`` (TUM format, stamps from the input);
 - ``map.ply``: the fused voxel map (binary PLY with colours and confidence);
@@ -15,8 +15,11 @@ video file. Writes into ``--out``:
 - ``metrics.json``: ATE / RPE / scale drift against the ground truth, when the input has one;
 - ``run.json``: configuration, weights, timing and stream statistics.
 
-Without ``--checkpoint`` the network runs with deterministic SYNTHETIC weights: the run exercises
-the whole pipeline but its geometry is meaningless, and every output says so.
+Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model_selection`): an explicit
+``--checkpoint``, else the trained ``tiny`` weights shipped in the package (a demo model trained on
+synthetic scenes, said loudly); ``--synthetic-weights`` runs deterministic untrained weights (tests).
+Input size and window default to the model's (``tiny``: ~10k pixels, window 16; full models: 504x280,
+window 32).
 """
 from __future__ import annotations
 
@@ -37,19 +40,16 @@ from loger_core.eval import EvalError, evaluate
 from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
 from loger_core.io.trajectory import Trajectory, write_tum
 from loger_core.map import MapConfig, MapError, VoxelMap
-from loger_core.model import CONFIGS
+from loger_core.model_selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
 from loger_core.model.checkpoint import CheckpointError
 from loger_core.plotting import plot_top_view
-from loger_core.stream import DEMO_RESOLUTION, ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
+from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("loger-reconstruct")
 
-# The tiny model is for fast CPU runs: a pixel budget of ~100x100 keeps a 32-frame window at
-# about 1.5k tokens (the full models use the authors' 504x280).
-TINY_PIXEL_LIMIT = 10_000
 # Automatic voxel size: this fraction of the first committed frame's median depth.
 AUTO_VOXEL_FRACTION = 0.01
 
@@ -70,24 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
         "write trajectory.tum, map.ply, top_view.png, run.json and (with ground truth) metrics.json.",
     )
     p.add_argument("input", help="image folder (dataset / TUM layout or plain images) or video file")
-    p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--config", choices=sorted(CONFIGS), default="tiny",
-                   help="model size (default tiny: fast on CPU; use loger / loger_star with their checkpoints)")
+    p.add_argument("--out", default=None, help="output folder (created; default ./<input name>_loger)")
+    p.add_argument("--model", choices=MODEL_CHOICES, default="auto",
+                   help="network (default auto: tiny with the bundled weights, or the checkpoint's model; "
+                   "loger / loger_star need --checkpoint)")
+    p.add_argument("--config", dest="model", choices=MODEL_CHOICES, help=argparse.SUPPRESS)  # old name of --model
     p.add_argument("--checkpoint", default=None,
-                   help="authors' latest.pt or a .safetensors file; without it SYNTHETIC weights are used")
+                   help="authors' latest.pt or a .safetensors file (default: the bundled tiny demo weights, "
+                   "trained on synthetic scenes only)")
+    p.add_argument("--synthetic-weights", action="store_true",
+                   help="without --checkpoint, run deterministic untrained weights instead (tests only)")
     p.add_argument("--allow-pickle", action="store_true", help="trust a checkpoint holding Python objects")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="compute precision (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--resolution", type=_resolution, default=None,
-                   help="network input WxH (multiples of 14) or 'auto' (authors' pixel-budget rule); "
-                   f"default {DEMO_RESOLUTION[0]}x{DEMO_RESOLUTION[1]} for loger/loger_star, auto with a "
-                   f"{TINY_PIXEL_LIMIT}-pixel budget for tiny")
+                   help="network input WxH (multiples of 14) or 'auto' (authors' pixel-budget rule); default: "
+                   "the model's (tiny: auto with a 10k-pixel budget; loger/loger_star: 504x280)")
     p.add_argument("--pixel-limit", type=int, default=None, help="pixel budget of the 'auto' resolution rule")
     p.add_argument("--resize-mode", choices=("resize", "crop"), default="resize",
                    help="resize: stretch to the resolution (authors); crop: centre-crop to its aspect first")
-    p.add_argument("--window", type=int, default=32, help="frames per window (default 32)")
-    p.add_argument("--overlap", type=int, default=3, help="frames shared by consecutive windows (default 3)")
+    p.add_argument("--window", type=int, default=None, help="frames per window (default: the model's, "
+                   "tiny 16, loger/loger_star 32)")
+    p.add_argument("--overlap", type=int, default=None, help="frames shared by consecutive windows (default 3)")
     p.add_argument("--reset-every", type=int, default=0, help="reset TTT memory every N windows (0: never)")
     p.add_argument("--alignment", choices=("none", "se3", "sim3"), default=None,
                    help="window alignment (default: the model's, se3 for loger_star)")
@@ -120,17 +125,26 @@ def _open_input(path: Path, fps: Optional[float]):
     raise ImageFolderError(f"INPUT {str(path)!r} is neither a folder nor a file")
 
 
-def _stream_config(args) -> StreamConfig:
-    tiny = args.config == "tiny"
+def _selection(args) -> ModelSelection:
+    try:
+        return select_model(args.model, args.checkpoint, synthetic=args.synthetic_weights)
+    except ModelSelectionError as err:
+        raise StreamInputError(str(err)) from None
+
+
+def _stream_config(args, selection: ModelSelection) -> StreamConfig:
+    defaults = selection.defaults
     resolution = args.resolution
     if resolution is None:
-        resolution = "auto" if tiny else DEMO_RESOLUTION
-    pixel_limit = args.pixel_limit if args.pixel_limit is not None else (TINY_PIXEL_LIMIT if tiny else 255_000)
+        resolution = defaults.resolution or "auto"
+    pixel_limit = args.pixel_limit if args.pixel_limit is not None else defaults.pixel_limit
     scale = ScaleConfig(source=args.scale_source, factor=args.scale_factor)
     return StreamConfig(
-        model=args.config, checkpoint=args.checkpoint, allow_pickle=args.allow_pickle, device=args.device,
+        model=selection.model, checkpoint=selection.checkpoint, allow_pickle=args.allow_pickle, device=args.device,
         dtype=args.dtype, resolution=None if resolution == "auto" else tuple(resolution), pixel_limit=pixel_limit,
-        resize_mode=args.resize_mode, window_size=args.window, overlap_size=args.overlap,
+        resize_mode=args.resize_mode,
+        window_size=args.window if args.window is not None else defaults.window_size,
+        overlap_size=args.overlap if args.overlap is not None else defaults.overlap_size,
         reset_every=args.reset_every, alignment=args.alignment, sim3_scale_mode=args.sim3_scale_mode,
         conf_threshold=args.conf_threshold, conf_percentile=args.conf_percentile,
         use_known_intrinsics=not args.no_known_intrinsics, scale=scale,
@@ -181,16 +195,19 @@ class _Outputs:
 
 
 def _run(args) -> int:
-    cfg = _stream_config(args)
+    selection = _selection(args)
+    cfg = _stream_config(args, selection)
     voxel = _voxel_size(args.voxel_size)
     if args.stride < 1:
         raise StreamInputError(f"--stride must be >= 1, got {args.stride}")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamInputError(f"--max-frames must be >= 1, got {args.max_frames}")
     seq = _open_input(Path(args.input), args.fps)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
     out.mkdir(parents=True, exist_ok=True)
-    synthetic = cfg.checkpoint is None  # the model loader logs a loud warning then
+    synthetic = selection.synthetic  # the model loader logs a loud warning then
+    if selection.bundled:
+        log.warning(selection.warning())
 
     rec = StreamingReconstructor(cfg)
     use_depth = cfg.scale.source == "depth"
@@ -232,9 +249,12 @@ def _run(args) -> int:
             metrics = {"error": str(e)}
         if synthetic:
             metrics["warning"] = "synthetic weights: not meaningful geometry"
+        elif selection.bundled:
+            metrics["warning"] = "bundled demo weights (tiny, synthetic training): poses not fit for navigation"
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
-    title = f"{cfg.model}: {len(est)} frames" + (" (SYNTHETIC WEIGHTS - not meaningful)" if synthetic else "")
+    title = f"{cfg.model}: {len(est)} frames" + (" (SYNTHETIC WEIGHTS - not meaningful)" if synthetic else
+                                                 " (bundled demo weights)" if selection.bundled else "")
     plot_est, plot_map, plot_gt = est.poses, map_pts, None
     if metrics is not None and "ate" in metrics:
         # Draw in the ground-truth frame: the estimate and its map through the ATE alignment.
@@ -247,7 +267,7 @@ def _run(args) -> int:
 
     run = {
         "input": str(args.input),
-        "weights": "SYNTHETIC (deterministic; not meaningful geometry)" if synthetic else str(cfg.checkpoint),
+        "weights": "SYNTHETIC (deterministic; not meaningful geometry)" if synthetic else selection.describe(),
         "config": {**asdict(cfg), "scale": asdict(cfg.scale)},
         "alignment": rec.alignment,
         "resolution": list(rec.resolution) if rec.resolution else None,
@@ -264,12 +284,14 @@ def _run(args) -> int:
         "last_K": outputs.last_K.tolist() if outputs.last_K is not None else None,
     }
     (out / "run.json").write_text(json.dumps(_no_nan(run), indent=2, default=str))
-    summary = f"{len(est)} frames in {elapsed:.1f} s ({run['frames_per_second']:.2f} frames/s), map {len(map_pts)} voxels -> {out}"
+    summary = f"{selection.describe()}: {len(est)} frames in {elapsed:.1f} s ({run['frames_per_second']:.2f} frames/s), map {len(map_pts)} voxels -> {out}"
     if metrics is not None and "ate" in metrics:
         summary += f"; ATE rmse {metrics['ate']['rmse']:.4f} ({args.eval_align})"
     print(summary)
     if synthetic:
         print("NOTE: synthetic weights were used; the results are not meaningful geometry.")
+    elif selection.bundled:
+        print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
     return 0
 
 

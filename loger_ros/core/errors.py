@@ -10,7 +10,8 @@ DROP_REASONS: tuple[str, ...] = (
     "out_of_order",  # stamp not after the previous accepted frame's
     "rejected",  # the streaming core refused the frame (StreamInputError)
     "inference_error",  # the network failed on the frame's window (e.g. out of GPU memory)
-    "after_flush",  # arrived after the stream was finished (shutdown)
+    "after_flush",  # arrived after the stream was finished (end of a replay)
+    "shutdown",  # still queued, or arrived, when the node was shutting down (SIGINT/SIGTERM)
 )
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from loger_core.io.trajectory import Trajectory
+from loger_core.model_selection import ModelSelection
 from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError
 from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
 from loger_ros.core.errors import DROP_REASONS, CoreError
@@ -47,7 +48,7 @@ from loger_ros.core.outputs import SavedOutputs, save_map_and_trajectory
 from loger_ros.core.pose_tracker import PoseTracker, TrackedPose
 from loger_ros.core.publications import MessageBuilder, Publication
 from loger_ros.core.telemetry import LatencyStats, RateMeter, gpu_memory_mb
-from loger_ros.params import NodeParams
+from loger_ros.params import NodeParams, ParamsError
 
 __all__ = ["CoreCounters", "MappingCore"]
 
@@ -130,9 +131,20 @@ class MappingCore:
         self._now = monotonic_ns
         self._warn = _Throttled(self.log, _WARN_PERIOD_S, monotonic_ns)
         self.builder = MessageBuilder(factory)
+        try:
+            self.selection: Optional[ModelSelection] = params.model_selection()
+        except ParamsError:
+            if reconstructor is None:
+                raise
+            self.selection = None  # a caller-built reconstructor (tests, benchmarks) brings its own model
         self.reconstructor = (
-            reconstructor if reconstructor is not None else StreamingReconstructor(params.stream_config())
+            reconstructor if reconstructor is not None else StreamingReconstructor(params.stream_config(self.selection))
         )
+        options = getattr(self.reconstructor, "options", None)
+        self.window_size = int(getattr(options, "window_size", 0)) or params.effective_window_size(self.selection)
+        warning = self.selection.warning() if self.selection is not None else None
+        if warning:
+            self.log.warning(warning)
         self._lookup = lookup
         self.queue: DropOldestQueue[_QueuedImage] = DropOldestQueue(params.queue_size)
         self.decoder = InputDecoder(params.undistort, int(round(params.sync_tolerance_s * 1e9)))
@@ -155,6 +167,7 @@ class MappingCore:
         self._last_odom: Optional[tuple[int, np.ndarray]] = None
         self._camera_frame: Optional[str] = None
         self._finished = False
+        self._intake_closed = False
         self._reset_requested = threading.Event()
         self._last_diag_dropped = 0
         self._last_diag_errors = 0
@@ -163,11 +176,15 @@ class MappingCore:
 
     # ================================================================ callbacks
     def on_image(self, msg: Any, compressed: bool = False) -> None:
-        """Queue an image message (never blocks; a full queue drops its oldest frame)."""
+        """Queue an image message (never blocks; a full queue drops its oldest frame; after
+        :meth:`stop_intake` every image is dropped)."""
         now = self._now()
         self.rate_in.tick(now)
         with self._lock:
             self.counters.received += 1
+        if self._intake_closed:
+            self._count_drop("shutdown", "dropped an image that arrived while the node is shutting down")
+            return
         if self.queue.put(_QueuedImage(msg, bool(compressed), now)) is not None:
             self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
                              "dropped the oldest waiting frame (inference is slower than the camera)")
@@ -227,19 +244,52 @@ class MappingCore:
         return pubs + (self.fusion.run_pending() if not self.fusion.threaded else [])
 
     def flush(self) -> list[Publication]:
-        """End of stream: commit the frames still in the network's window and publish the final map.
+        """End of stream: process what is queued, commit the frames still in the network's window and
+        publish the final map.
 
         Afterwards images are dropped ('after_flush') until :meth:`request_reset`.
         """
         pubs = self.process_all()
+        return pubs + self._finish(commit_window=True)
+
+    def stop_intake(self) -> int:
+        """Shutdown, step 1: take no more images (later ones are dropped as 'shutdown') and drop the
+        queued ones; returns how many were dropped from the queue. Never blocks for long."""
+        self._intake_closed = True
+        dropped = self.queue.clear()
+        if dropped:
+            with self._lock:
+                self.counters.dropped["shutdown"] += dropped
+        return dropped
+
+    def finish(self, partial_window: str = "finish") -> list[Publication]:
+        """Shutdown, step 3 (after :meth:`stop_intake` and :meth:`stop`): without processing queued
+        images, either commit the frames in the network's incomplete window with one last window
+        pass (``partial_window`` 'finish') or discard them ('drop'); wait for the map fusion and
+        return what is left to publish (the last poses and the final map)."""
+        if partial_window not in ("finish", "drop"):
+            raise CoreError(f"partial_window {partial_window!r} must be 'finish' or 'drop'")
+        dropped = self.queue.clear()
+        if dropped:
+            with self._lock:
+                self.counters.dropped["shutdown"] += dropped
+        return self._finish(commit_window=partial_window == "finish")
+
+    def _finish(self, commit_window: bool) -> list[Publication]:
+        pubs: list[Publication] = []
         if self._finished:
             return pubs
         self._finished = True
-        try:
-            results = self.reconstructor.flush()
-        except Exception as err:  # a failing final window must not lose the map built so far
-            self.log.error(f"flushing the last window failed, its frames are lost: {err!r}")
-            results = []
+        results = []
+        if commit_window:
+            try:
+                results = self.reconstructor.flush()
+            except Exception as err:  # a failing final window must not lose the map built so far
+                self.log.error(f"flushing the last window failed, its frames are lost: {err!r}")
+        else:
+            lost = int(getattr(self.reconstructor, "buffered_frames", 0))
+            if lost:
+                self.log.info(f"shutdown: discarding the {lost} frame(s) of the incomplete window (partial window 'drop')")
         pubs += self._safe_handle(results)
         if self.fusion.threaded:
             self.fusion.wait_idle()
@@ -314,7 +364,7 @@ class MappingCore:
         # An exception inside a window pass can leave the reconstructor holding a full window it
         # will never run; restarting the network memory is the only way forward then.
         buffered = getattr(self.reconstructor, "buffered_frames", 0)
-        if buffered >= self.params.window_size:
+        if buffered >= self.window_size:
             self.log.warning("the streaming core is stuck with a full window after the error: restarting its memory")
             return self._apply_reset(clear_map=False)
         return []
@@ -544,13 +594,19 @@ class MappingCore:
         if est is not None:
             values.update(scale=est.scale, scale_std=est.std, scale_source=est.source, scale_valid=est.valid)
         allocated, reserved = gpu_memory_mb(str(getattr(self.reconstructor, "device", "cpu")))
+        if self.selection is not None:
+            values.update(model=self.selection.model, weights=self.selection.describe())
+        resolution = getattr(self.reconstructor, "resolution", None)
+        values.update(window_size=self.window_size,
+                      input_size=f"{resolution[0]}x{resolution[1]}" if resolution else "from the first frame")
         values.update(gpu_memory_allocated_mib=allocated, gpu_memory_reserved_mib=reserved,
                       camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
         return values
 
     def diagnostics(self, stamp_ns: int) -> Publication:
-        """``/diagnostics`` message: WARN when frames were dropped since the last call or the camera
-        mount fell back to identity, ERROR when inference failed since the last call."""
+        """``/diagnostics`` message: ERROR when inference failed since the last call; WARN when frames
+        were dropped since the last call, the camera mount fell back to identity or the weights are the
+        bundled demo model (or synthetic); else OK."""
         values = self.diagnostics_values()
         errors = values["dropped_inference_error"]
         dropped = values["dropped_total"]
@@ -560,6 +616,10 @@ class MappingCore:
             level, message = "WARN", f"{dropped - self._last_diag_dropped} frame(s) dropped"
         elif self.mount.source == "identity_fallback":
             level, message = "WARN", "camera mount unknown in TF: publishing the camera pose as base_link"
+        elif self.selection is not None and self.selection.bundled:
+            level, message = "WARN", "bundled demo model (tiny, synthetic training): poses not fit for navigation"
+        elif self.selection is not None and self.selection.synthetic:
+            level, message = "WARN", "synthetic (untrained) weights: poses are not meaningful"
         else:
             level, message = "OK", "mapping"
         self._last_diag_errors, self._last_diag_dropped = errors, dropped

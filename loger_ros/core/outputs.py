@@ -20,11 +20,13 @@ __all__ = ["SavedOutputs", "save_map_and_trajectory", "write_ply_atomic", "write
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-_EMPTY_PLY = (
-    b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
-    b"property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"
-    b"property float confidence\nend_header\n"
+_PLY_HEADER = (
+    "ply\nformat binary_little_endian 1.0\nelement vertex {count}\nproperty float x\nproperty float y\n"
+    "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"
+    "property float confidence\nend_header\n"
 )
+_PLY_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+                        ("confidence", "<f4")])
 
 
 @dataclass
@@ -38,22 +40,27 @@ class SavedOutputs:
 
 
 def write_ply_atomic(path: PathLike, points: np.ndarray, colors: np.ndarray, confidence: np.ndarray) -> Path:
-    """Binary PLY through open3d: float xyz ``(N, 3)``, uchar RGB ``(N, 3)`` and a float ``confidence`` ``(N,)``."""
-    import open3d as o3d
-
+    """Binary little-endian PLY: float xyz ``(N, 3)``, uchar RGB ``(N, 3)`` and a float ``confidence`` ``(N,)``
+    (the layout open3d reads and writes), written with numpy: no open3d import on the shutdown path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # open3d picks the format from the suffix
-    if len(points) == 0:
-        # open3d refuses to write an empty cloud; an empty map is still a valid (header-only) PLY.
-        tmp.write_bytes(_EMPTY_PLY)
-        os.replace(tmp, path)
-        return path
-    cloud = o3d.t.geometry.PointCloud()
-    cloud.point.positions = o3d.core.Tensor(np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3))
-    cloud.point.colors = o3d.core.Tensor(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3))
-    cloud.point.confidence = o3d.core.Tensor(np.ascontiguousarray(confidence, dtype=np.float32).reshape(-1, 1))
-    if not o3d.t.io.write_point_cloud(str(tmp), cloud):
-        raise CoreError(f"open3d could not write the map PLY {str(tmp)!r}")
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
+    if not (len(points) == len(colors) == len(confidence)):
+        raise CoreError(f"map arrays disagree: {len(points)} points, {len(colors)} colours, "
+                        f"{len(confidence)} confidences")
+    vertices = np.empty(len(points), dtype=_PLY_VERTEX)
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = points[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertices[channel] = colors[:, i]
+    vertices["confidence"] = confidence
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with open(tmp, "wb") as f:
+        f.write(_PLY_HEADER.format(count=len(points)).encode("ascii"))
+        f.write(vertices.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
