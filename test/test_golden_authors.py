@@ -84,8 +84,12 @@ def run_windows(model, x, opts, alignments):
     return {a: m.result() for a, m in mergers.items()}
 
 
-def run_all(meta, data, device: str, autocast_dtype=None) -> dict:
-    """Our model on the fixture's clip in its four settings: {run name: WindowPrediction}."""
+def run_all(meta, data, device: str, autocast_dtype=None, fast: bool = False) -> dict:
+    """Our model on the fixture's clip in its four settings: {run name: WindowPrediction}.
+    fast: with the GPU fast paths (`loger_core.model.fast_paths`) on."""
+    from loger_core.model.fast_paths import FastPathConfig, enable_fast_paths
+
+    prepare = (lambda m: enable_fast_paths(m, FastPathConfig())) if fast else (lambda m: m)
     runs = meta["runs"]
     x = torch.from_numpy(data["clip"]).permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0).to(device)
     ws, ov = meta["window_size"], meta["overlap_size"]
@@ -94,14 +98,14 @@ def run_all(meta, data, device: str, autocast_dtype=None) -> dict:
     ctx = torch.autocast(device, dtype=autocast_dtype) if autocast_dtype else torch.autocast(device, enabled=False)
     out = {}
     with torch.no_grad(), ctx:
-        model = fill_deterministic_(build_model("loger", device="meta"), rule=2).to(device)
+        model = prepare(fill_deterministic_(build_model("loger", device="meta"), rule=2).to(device))
         # Alignment happens after the network, so one pass over the windows serves both merges.
         both = run_windows(model, x, MemoryOptions(ws, ov), ("none", "sim3"))
         out["loger_plain"], out["loger_sim3"] = both["none"], both["sim3"]
         opts = MemoryOptions(ws, ov, reset_every=runs["loger_reset2"]["reset_every"])
         out["loger_reset2"] = run_windows(model, x, opts, ("none",))["none"]
         del model
-        star = fill_deterministic_(build_model("loger_star", device="meta"), rule=2).to(device)
+        star = prepare(fill_deterministic_(build_model("loger_star", device="meta"), rule=2).to(device))
         r = runs["star_se3_reset2"]
         out["star_se3_reset2"] = run_windows(star, x, MemoryOptions(ws, ov, reset_every=r["reset_every"]), ("se3",))["se3"]
         del star
@@ -130,9 +134,11 @@ def test_bitwise_where_torch_matches_fixture(golden, cpu_errors):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the GPU bf16 autocast path")
-def test_cuda_bf16_autocast_within_authors_bf16_bound(golden):
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast_paths"])
+def test_cuda_bf16_autocast_within_authors_bf16_bound(golden, fast):
     meta, data = golden
     bound = meta["cuda_bf16_bound"]
-    errs = errors(run_all(meta, data, "cuda", torch.bfloat16), data)
+    errs = errors(run_all(meta, data, "cuda", torch.bfloat16, fast=fast), data)
+    print(f"cuda bf16 ({'fast paths' if fast else 'eager'}): " + ", ".join(f"{k} {e:.2e}" for k, e in errs.items()))
     bad = {k: f"{e:.2e} > {bound[k.split('/')[1]]:.1e}" for k, e in errs.items() if not e <= bound[k.split("/")[1]]}
     assert not bad, f"bf16 on CUDA beyond the bound derived from the authors' bf16-vs-fp32 difference: {bad}"
