@@ -89,13 +89,14 @@ def params_for(args, provisional_every: int) -> NodeParams:
         model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
         device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
-        queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads)
+        queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
+        async_windows=args.async_windows)
 
 
 def warm_up(model, args) -> None:
     """Throwaway reconstructors, not timed: kernel choice, allocator growth and compilation of every
     shape a setting meets (first window, windows with the SWA history, each provisional pass size)."""
-    images = make_images(2 * args.window + 3, args.width, args.height, seed=99)
+    images = make_images(2 * args.window + 3, *args.camera_size, seed=99)
     for provisional_every in sorted(set(args.provisional_every)):
         stream = StreamingReconstructor(params_for(args, provisional_every).stream_config(), model=model)
         for i, rgb in enumerate(images):
@@ -129,7 +130,27 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
             (provisional_poses if r.provisional else committed_poses).setdefault(r.index, r.T_world_cam)
         return out
 
-    stream.push = recording_push
+    # When each frame was fed and when its committed pose reached the core (async windows hand
+    # committed results over through poll()).
+    fed_ns: dict[int, int] = {}
+    committed_ns: dict[int, int] = {}
+    poll = stream.poll
+
+    def note_committed(out):
+        now = time.monotonic_ns()
+        for r in out:
+            if r.provisional:
+                provisional_poses.setdefault(r.index, r.T_world_cam)
+            else:
+                committed_poses.setdefault(r.index, r.T_world_cam)
+                committed_ns.setdefault(r.stamp_ns, now)
+        return out
+
+    def recording_poll():
+        return note_committed(poll())
+
+    stream.push = lambda *a, **kw: note_committed(push(*a, **kw))
+    stream.poll = recording_poll
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     core.start(sink, time.monotonic_ns)
@@ -144,6 +165,7 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         else:
             while len(core.queue) > 0:
                 time.sleep(0.0005)
+        fed_ns[T0 + k * 33_333_333] = time.monotonic_ns()
         core.on_image(image_message(images[k % len(images)], T0 + k * 33_333_333))
     feed_s = time.perf_counter() - t_start
     deadline = time.time() + 600
@@ -164,6 +186,8 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         cos = np.clip((np.trace(P[:3, :3].T @ C[:3, :3]) - 1) / 2, -1, 1)
         rot_deg.append(np.degrees(np.arccos(cos)))
         trans.append(np.linalg.norm(P[:3, 3] - C[:3, 3]))
+    commit_lat = np.array([(committed_ns[st] - fed_ns[st]) / 1e6 for st in committed_ns if st in fed_ns])
+    window_period_ms = 1000.0 * (args.window - args.overlap) / args.fps if args.fps > 0 else float("nan")
     centres = np.array([committed_poses[i][:3, 3] for i in sorted(committed_poses)])
     path_len = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else float("nan")
     return {
@@ -193,6 +217,11 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         "prov_vs_committed_rot_deg_p95": float(np.percentile(rot_deg, 95)) if rot_deg else float("nan"),
         "prov_vs_committed_trans_median": float(np.median(trans)) if trans else float("nan"),
         "committed_path_length": path_len,
+        "committed_latency_p50_ms": float(np.median(commit_lat)) if commit_lat.size else float("nan"),
+        "committed_latency_max_ms": float(commit_lat.max()) if commit_lat.size else float("nan"),
+        "window_period_ms": window_period_ms,
+        "frames_dropped_total": c.dropped_total,
+        "async_windows": stream.config.async_enabled(),
         "errors": len(log.errors),
     }
 
@@ -201,7 +230,8 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("processed_fps", "proc/s", 
            ("frames_dropped_queue", "dropped", "{:>7d}"), ("odometry_rate_hz", "odom Hz", "{:>7.2f}"),
            ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
            ("latency_p50_ms", "lat p50", "{:>8.1f}"), ("latency_p95_ms", "lat p95", "{:>8.1f}"),
-           ("latency_max_ms", "lat max", "{:>8.1f}"), ("last_window_s", "window s", "{:>8.3f}"),
+           ("latency_max_ms", "lat max", "{:>8.1f}"), ("committed_latency_max_ms", "commit max", "{:>10.0f}"),
+           ("window_period_ms", "win period", "{:>10.0f}"), ("last_window_s", "window s", "{:>8.3f}"),
            ("peak_gpu_mib", "GPU MiB", "{:>8.0f}"), ("committed_share", "commit%", "{:>7.0%}"),
            ("provisional_share", "prov%", "{:>6.0%}"), ("prov_vs_committed_rot_deg_median", "dR deg", "{:>7.3f}"),
            ("prov_vs_committed_trans_median", "dt", "{:>7.4f}")]
@@ -229,25 +259,35 @@ def main(argv=None) -> int:
     ap.add_argument("--queue-size", type=int, default=NodeParams.__dataclass_fields__["queue_size"].default,
                     help="input queue (default: the node's)")
     ap.add_argument("--map-period", type=float, default=2.0)
+    ap.add_argument("--camera-size", default=None, help="camera image WxH (default: the network size); "
+                    "the node resizes to --width x --height")
+    ap.add_argument("--async-windows", default="auto", choices=("auto", "on", "off"))
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)
     tiny = args.config == "tiny"
-    args.width = args.width or (56 if tiny else 504)
-    args.height = args.height or (42 if tiny else 280)
+    # 0 = the node's model-aware default input size (None: the bench's small default).
+    args.width = args.width if args.width is not None else (56 if tiny else 504)
+    args.height = args.height if args.height is not None else (42 if tiny else 280)
     args.window = args.window or (8 if tiny else 32)
     args.overlap = args.overlap if args.overlap is not None else (2 if tiny else 3)
     args.frames = args.frames or 3 * args.window
+    if args.camera_size:
+        args.camera_size = tuple(int(v) for v in args.camera_size.split("x"))
+    elif args.width and args.height:
+        args.camera_size = (args.width, args.height)
+    else:
+        ap.error("--width/--height 0 (the node's default input size) needs --camera-size")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build(args)
     device = next(model.parameters()).device
     args.device = str(device)
     print(f"model {args.config} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
-          f"{args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
+          f"camera {args.camera_size[0]}x{args.camera_size[1]} -> {args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
     warm_up(model, args)
-    images = make_images(16, args.width, args.height)
+    images = make_images(16, *args.camera_size)
     rows = [run_setting(model, args, p, images) for p in args.provisional_every]
     print_table(rows)
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
@@ -255,7 +295,7 @@ def main(argv=None) -> int:
     meta = {"config": args.config, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch": torch.__version__, "width": args.width, "height": args.height, "window": args.window,
-            "overlap": args.overlap, "fps": args.fps, "frames": args.frames, "queue_size": args.queue_size,
+            "overlap": args.overlap, "fps": args.fps, "camera_size": list(args.camera_size), "frames": args.frames, "queue_size": args.queue_size,
             "dtype": args.dtype, "checkpoint": args.checkpoint, "threads": torch.get_num_threads()}
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     print(f"wrote {out}")

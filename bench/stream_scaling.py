@@ -77,6 +77,7 @@ def noise_frames(width: int, height: int, count: int = 16) -> list[np.ndarray]:
 def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict:
     rec = StreamingReconstructor(cfg, model=model)
     cuda = rec.device.type == "cuda"
+    rec_close = rec.close
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -94,6 +95,7 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+    rec_close()
     assert out == n, f"{out} results for {n} frames"
     return {
         "frames": n,
@@ -107,6 +109,34 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
         "state_bytes": max(state_peak, rec.state_nbytes()),
         "windows": rec.stats.windows_run,
     }
+
+
+def network_fps(cfg: StreamConfig, model, windows: int = 10) -> dict:
+    """The network alone in this process: steady windows (memory carried) on a fixed device tensor,
+    new frames per second = (window - overlap) / seconds per window. The stream's target is a share
+    of this."""
+    from contextlib import nullcontext
+
+    from loger_core.model.state import MemoryOptions
+
+    device, dtype = cfg.torch_device(), cfg.torch_dtype()
+    w, h = cfg.resolution
+    x = torch.rand(1, cfg.window_size, 3, h, w, device=device)
+    opts = MemoryOptions(cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.use_ttt, cfg.use_swa)
+    amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    state = None
+    with torch.no_grad(), amp:
+        for _ in range(3):  # first window and windows with SWA history, not timed
+            _, state = model.forward_window(x, state, opts, commit=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(windows):
+            _, state = model.forward_window(x, state, opts, commit=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / windows
+    return {"window_s": seconds, "frames_per_s": (cfg.window_size - cfg.overlap_size) / seconds}
 
 
 def table(runs: list[dict]) -> str:
@@ -136,6 +166,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--preprocess-threads", type=int, default=4, help="frame-resizing threads of the stream")
     p.add_argument("--point-voxel-size", type=float, default=0.0, help="device-side per-frame voxel merge (0 = off)")
+    p.add_argument("--async-windows", default="auto", choices=("auto", "on", "off"),
+                   help="windows on a worker thread, pipelined (auto: on for CUDA)")
+    p.add_argument("--no-network-baseline", action="store_true", help="skip timing the network alone")
     p.add_argument("--out", default="bench_stream_scaling.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -149,6 +182,7 @@ def main(argv=None) -> int:
         model=args.config, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, resolution=resolution,
         window_size=args.window, overlap_size=args.overlap, reset_every=args.reset_every,
         preprocess_threads=args.preprocess_threads, point_voxel_size=args.point_voxel_size,
+        async_windows=args.async_windows,
     )
     t0 = time.perf_counter()
     model = load_stream_model(cfg)
@@ -158,10 +192,17 @@ def main(argv=None) -> int:
     # SWA history, a partial final window; allocator): not timed.
     run_once(cfg, model, frames, 2 * args.window + 5)
 
+    baseline = None if args.no_network_baseline else network_fps(cfg, model)
+    if baseline:
+        print(f"  network alone: {baseline['frames_per_s']:.2f} new frames/s ({baseline['window_s'] * 1000:.1f} ms per window)",
+              flush=True)
     runs = []
     for n in args.frames:
         runs.append(run_once(cfg, model, frames, n))
-        print(f"  {n} frames: {runs[-1]['frames_per_s']:.2f} frames/s", flush=True)
+        if baseline:
+            runs[-1]["share_of_network"] = runs[-1]["frames_per_s"] / baseline["frames_per_s"]
+        print(f"  {n} frames: {runs[-1]['frames_per_s']:.2f} frames/s"
+              + (f" ({runs[-1]['share_of_network']:.0%} of the network)" if baseline else ""), flush=True)
     device = cfg.torch_device()
     info = {
         "config": args.config,
@@ -177,7 +218,9 @@ def main(argv=None) -> int:
         "reset_every": args.reset_every,
         "preprocess_threads": args.preprocess_threads,
         "fast_paths": str(cfg.fast_path_config()),
+        "async_windows": cfg.async_enabled(),
         "model_load_s": load_s,
+        "network_alone": baseline,
         "runs": runs,
     }
     if len(runs) > 1:

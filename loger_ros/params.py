@@ -163,6 +163,10 @@ class NodeParams:
                          choices=("auto", "on", "off"), group="streaming")
     preprocess_threads: int = _p(2, "Threads that resize incoming frames while the network runs (0 = resize on "
                                  "the inference thread).", minimum=0, maximum=64, group="streaming")
+    async_windows: str = _p("auto", "Run each completed window on a worker thread (on CUDA a low-priority stream) "
+                            "while new frames keep getting provisional poses on a high-priority stream: "
+                            "'auto' = on for CUDA, 'on', 'off' (the window blocks the inference thread).",
+                            choices=("auto", "on", "off"), group="streaming")
     alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
                         "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
 
@@ -360,6 +364,7 @@ class NodeParams:
             provisional_every=self.provisional_every,
             fast_paths=self.fast_paths,
             preprocess_threads=self.preprocess_threads,
+            async_windows=self.async_windows,
             out_of_order="drop",
             scale=ScaleConfig(
                 source=self.resolved_scale_source,

@@ -715,3 +715,62 @@ def test_map_ply_is_written_without_open3d_and_read_back_by_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.ply", "map.ply"]  # no temporary left
     with pytest.raises(CoreError, match="map arrays disagree"):
         write_ply_atomic(tmp_path / "bad.ply", points, colors[:3], conf)
+
+
+def test_async_windows_in_the_threaded_node_core_commit_every_frame_and_count_window_errors():
+    """async_windows 'on' (the CUDA default) on the CPU: the inference thread keeps taking frames while
+    windows run on the reconstructor's worker; every frame is committed and mapped, and a window that
+    fails on the worker is a counted, logged drop of its new frames."""
+    pytest.importorskip("torch")
+    from loger_core.model import build_model
+    from loger_core.model.synthetic_weights import fill_deterministic_
+    from loger_core.stream import StreamingReconstructor
+
+    model = fill_deterministic_(build_model("tiny", device="meta")).to("cpu").eval()
+    real = model.forward_window
+    calls = {"commit": 0}
+
+    class FailsThirdWindow:
+        cfg = model.cfg
+
+        def forward_window(self, images, state, options, commit=True):
+            if commit:
+                calls["commit"] += 1
+                if calls["commit"] == 3:
+                    raise RuntimeError("CUDA out of memory (simulated)")
+            return real(images, state, options, commit=commit)
+
+        def init_state(self):
+            return model.init_state()
+
+    params = NodeParams(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28,
+                        input_height=28, window_size=4, overlap_size=1, provisional_every=1, queue_size=64,
+                        async_windows="on", confidence_percentile=0.0)
+    stream = StreamingReconstructor(params.stream_config(), model=FailsThirdWindow())
+    log = ListLogger()
+    core = MappingCore(params, F, reconstructor=stream, logger=log)
+    rng = np.random.default_rng(0)
+    received = []
+    core.start(received.append, lambda: 0)
+    n = 14  # windows [0,4) [3,7) [6,10) fails -> frames 7..9 lost, [6 + ...]
+    try:
+        for i in range(n):
+            rgb = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+            core.on_image(F.make("sensor_msgs/msg/Image", header=header(stamp(i)), height=24, width=32,
+                                 encoding="rgb8", is_bigendian=0, step=96, data=rgb.reshape(-1)))
+            time.sleep(0.02)
+        deadline = time.time() + 20
+        while core.counters.processed < n and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        assert core.stop(10.0)
+    core.flush()
+    stream.close()
+    traj = core.trajectory()
+    assert core.counters.processed == n
+    assert core.counters.dropped["inference_error"] == 1 and any("out of memory" in m for m in log.lines["error"])
+    lost = {7, 8, 9}
+    assert list(traj.stamps_ns) == [stamp(i) for i in range(n) if i not in lost]
+    assert core.counters.committed == n - len(lost)
+    assert len(core.fusion) > 0
+    assert core.counters.odom_published >= n - len(lost)  # provisional poses ran meanwhile

@@ -136,9 +136,14 @@ class WindowAligner:
     def peek(self, pred: WindowPrediction) -> WindowPrediction:
         """Aligns `pred` as the next window would be, without changing this aligner (for
         provisional, uncommitted predictions)."""
+        return self.snapshot().align(pred)
+
+    def snapshot(self) -> "WindowAligner":
+        """A copy that later `align` calls of this aligner do not change (they replace, never
+        mutate, the previous window's tail and transforms)."""
         scratch = copy.copy(self)
         scratch.transforms = deque(self.transforms, maxlen=self.transforms.maxlen)
-        return scratch.align(pred)
+        return scratch
 
     def _apply(self, pred: WindowPrediction, tf: WindowTransform) -> WindowPrediction:
         B, N = pred.camera_poses.shape[:2]

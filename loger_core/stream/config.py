@@ -19,6 +19,7 @@ SCALE_SOURCES = ("none", "depth", "odometry", "fixed")
 RESIZE_MODES = ("resize", "crop")
 OUT_OF_ORDER_POLICIES = ("drop", "raise")
 FAST_PATH_MODES = ("auto", "on", "off")
+ASYNC_WINDOW_MODES = ("auto", "on", "off")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The authors' demo keeps the total pixel count of the network input under this limit when no
 # target resolution is given.
@@ -128,6 +129,13 @@ class StreamConfig:
             pixels merged (no point is lost: weights sum to the valid pixels).
         preprocess_threads: frames are resized on this many worker threads while the caller goes
             on (0 = in `push` itself).
+        async_windows: 'auto' (on for CUDA), 'on' or 'off'. On: a completed window runs on a
+            worker thread (on CUDA a low-priority stream) while `push` goes on taking frames and
+            running provisional passes (on a high-priority stream) against the last committed
+            memory, and the next window's forward is queued behind it before the host-side
+            outputs of the previous one are built. Committed results are the same as 'off'; they
+            are returned by a later `push`, `poll` or `flush`. Model errors of a window are then
+            reported by `take_errors()` instead of being raised.
     """
 
     model: str = "loger_star"
@@ -154,6 +162,7 @@ class StreamConfig:
     fast_paths: str = "auto"
     point_voxel_size: float = 0.0
     preprocess_threads: int = 0
+    async_windows: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:
@@ -198,6 +207,8 @@ class StreamConfig:
             raise StreamInputError(f"StreamConfig.point_voxel_size must be a number >= 0, got {self.point_voxel_size!r}")
         if not _is_int(self.preprocess_threads) or not 0 <= self.preprocess_threads <= 64:
             raise StreamInputError(f"StreamConfig.preprocess_threads must be an integer in [0, 64], got {self.preprocess_threads!r}")
+        if self.async_windows not in ASYNC_WINDOW_MODES:
+            raise StreamInputError(f"StreamConfig.async_windows must be one of {ASYNC_WINDOW_MODES}, got {self.async_windows!r}")
         if not isinstance(self.scale, ScaleConfig):
             raise StreamInputError(f"StreamConfig.scale must be a ScaleConfig, got {self.scale!r}")
 
@@ -222,6 +233,12 @@ class StreamConfig:
         if self.fast_paths == "on":
             return FastPathConfig()
         return default_fast_paths(self.torch_device(), self.torch_dtype())
+
+    def async_enabled(self) -> bool:
+        """Whether completed windows run on a worker thread ('auto': on CUDA)."""
+        if self.async_windows == "auto":
+            return self.torch_device().type == "cuda"
+        return self.async_windows == "on"
 
     def torch_dtype(self) -> torch.dtype:
         """The resolved compute dtype ('auto' -> bfloat16 on CUDA, float32 elsewhere)."""

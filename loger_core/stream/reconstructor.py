@@ -15,6 +15,7 @@ the scale source a fixed history. Results are handed to the caller, never accumu
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -38,6 +39,7 @@ from .preprocess import (
 )
 from .results import FrameResult, StreamStats
 from .scale import ScaleEstimate, ScaleObservation, make_scale_source
+from .window_worker import WindowStages, WindowWorker
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,52 @@ class _Frame:
     @property
     def geometry(self) -> ImageGeometry:
         return self.ready().geometry
+
+
+@dataclass
+class _Job:
+    """A completed window for the worker: `frames` in window order, the first `head` of them shared
+    with the window before; `final` for the sequence's last (possibly partial) window."""
+
+    frames: list[_Frame]
+    head: int
+    final: bool
+
+
+@dataclass
+class _Queued:
+    """A window whose forward is queued on the device (worker side)."""
+
+    job: _Job
+    frames: list[_Frame]
+    head: int
+    pred: Optional[WindowPrediction]
+    new_state: Any
+    rgb: Optional[torch.Tensor]
+    t0: float
+
+
+@dataclass
+class _Outputs:
+    """Per-frame outputs of `frames` whose device-to-host copies were queued; `event` (CUDA) fires
+    when they are in host memory."""
+
+    frames: list[_Frame]
+    host: dict
+    event: Any
+    window_index: int
+    provisional: bool
+
+
+@dataclass
+class _CommittedView:
+    """What a provisional pass needs of the last committed window, replaced as one object so that
+    the caller's thread always reads a consistent set: the memory after it, a snapshot of the
+    aligner, its last `overlap` frames (the anchors; empty before the first window)."""
+
+    state: Any
+    aligner: WindowAligner
+    anchors: list[_Frame]
 
 
 def _check_stamp(stamp_ns: Any) -> int:
@@ -124,6 +172,21 @@ class StreamingReconstructor:
         self.stats = StreamStats()
         self._scale = make_scale_source(cfg.scale)
         self._pool = ThreadPoolExecutor(cfg.preprocess_threads, "loger-preprocess") if cfg.preprocess_threads else None
+        self._scale_lock = threading.Lock()
+        self._errors: list[str] = []
+        self._async = cfg.async_enabled()
+        self._worker: Optional[WindowWorker] = None
+        self._prov_stream = None
+        if self._async:
+            commit_stream = None
+            if self.device.type == "cuda":
+                # Provisional passes go ahead of committed windows at kernel-block granularity. Out of
+                # range priorities are clamped: 0 is the lowest, a large negative one the highest.
+                commit_stream = torch.cuda.Stream(self.device, priority=0)
+                self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
+            stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
+            self._worker = WindowWorker(
+                stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext)
         self._start_map()
 
     # ------------------------------------------------------------------ public
@@ -179,6 +242,10 @@ class StreamingReconstructor:
         self._next_index += 1
         self.stats.frames_accepted += 1
         self._buffer.append(frame)
+        if self._first_frame is None:
+            self._first_frame = frame
+        if self._async:
+            return self._push_async()
         if len(self._buffer) >= cfg.window_size:
             return self._commit(final=False)
         new = len(self._buffer) - self._head
@@ -192,7 +259,11 @@ class StreamingReconstructor:
         final window's new frames are dropped and a second `flush()` returns the pending tail."""
         if self._finished:
             return []
-        if len(self._buffer) > self._head:
+        if self._async:
+            self._submit(final=True)
+            self._worker.wait_idle()
+            results = self._worker.drain()
+        elif len(self._buffer) > self._head:
             results = self._commit(final=True)
         else:
             results = self._emit_pending()
@@ -202,12 +273,42 @@ class StreamingReconstructor:
         self._pending = None
         return results
 
-    def reset(self) -> None:
+    def reset(self) -> list[FrameResult]:
         """Drops everything of the current map (memory, alignment, buffered frames, scale) and
-        starts a new one; the next frame becomes the new world origin."""
+        starts a new one; the next frame becomes the new world origin. Returns the committed
+        results of windows that were still running (async_windows; else none): they belong to the
+        old map and are handed over before it is dropped."""
+        results: list[FrameResult] = []
+        if self._async:
+            self._worker.wait_idle()
+            results = self._worker.drain()
         self._start_map()
-        self._scale.reset()
+        with self._scale_lock:
+            self._scale.reset()
         self.stats.resets += 1
+        return results
+
+    def poll(self) -> list[FrameResult]:
+        """Results that became ready since the last call (async_windows; else always empty)."""
+        return self._worker.drain() if self._async else []
+
+    def take_errors(self) -> list[str]:
+        """Messages of the windows that failed on the worker since the last call (async_windows;
+        their new frames are lost and counted in `stats.frames_dropped_error`)."""
+        errors, self._errors = self._errors, []
+        return errors
+
+    @property
+    def windows_in_flight(self) -> bool:
+        """A completed window is still running on the worker (async_windows)."""
+        return self._async and self._worker.busy
+
+    def close(self) -> None:
+        """Ends the worker and preprocessing threads (results not yet polled stay pollable)."""
+        if self._worker is not None:
+            self._worker.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     @property
     def memory_state(self):
@@ -228,7 +329,8 @@ class StreamingReconstructor:
         return self._resolution
 
     def scale_estimate(self) -> ScaleEstimate:
-        return self._scale.estimate()
+        with self._scale_lock:
+            return self._scale.estimate()
 
     # ------------------------------------------------------------------ windows
     def _start_map(self) -> None:
@@ -242,6 +344,11 @@ class StreamingReconstructor:
         self._next_index = 0
         self._finished = False
         self._resolution = cfg.resolution
+        self._first_frame: Optional[_Frame] = None
+        # Worker side (async_windows): continuity after a failed window, the last committed view.
+        self._broken = False
+        self._good_tail: list[_Frame] = []
+        self._view = _CommittedView(None, self._aligner.snapshot(), [])
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -342,6 +449,142 @@ class StreamingReconstructor:
         aligned = self._aligner.peek(pred)
         return self._emit(frames[emit_from:], aligned, rgb, emit_from, self._aligner.window_index, provisional=True)
 
+    # ------------------------------------------------------------------ async windows
+    def _push_async(self) -> list[FrameResult]:
+        """push() with async_windows: a completed window goes to the worker; provisional passes run
+        here against the last committed window while it computes."""
+        cfg = self.config
+        every = cfg.provisional_every
+        provisional: list[FrameResult] = []
+        new = self._buffer[self._head :]
+        if len(self._buffer) >= cfg.window_size:
+            if every:
+                # The frames since the last provisional pass get a pose now, not when the window is in.
+                provisional = self._provisional_async(new[-every:])
+            self._submit(final=False)
+        elif every and len(new) % every == 0:
+            provisional = self._provisional_async(new[-every:])
+        return self._worker.drain() + provisional
+
+    def _submit(self, final: bool) -> None:
+        job = _Job(self._buffer, self._head, final)
+        overlap = self.config.overlap_size
+        if final or overlap == 0:
+            self._buffer, self._head = [], 0
+        else:
+            # As if the window will be usable; the worker re-heads the next one if it is not.
+            self._buffer, self._head = list(job.frames[-overlap:]), overlap
+        self._worker.submit(job)
+
+    def _provisional_async(self, newest: list[_Frame]) -> list[FrameResult]:
+        """The provisional pass of `_provisional_pass` against the last committed window (which
+        may be older than the frames at the head of the buffer while a window is in flight), on
+        the high-priority stream. A failure is logged and loses nothing: the frames stay buffered."""
+        t0 = time.perf_counter()
+        try:
+            view = self._view
+            anchors = view.anchors
+            if not anchors:
+                anchors = [self._first_frame] if view.state is None else self._buffer[:1]
+            if newest and anchors[0] is newest[0]:
+                frames, emit_from = list(newest), 0  # the map's first frame is among the newest
+            else:
+                frames, emit_from = anchors + list(newest), len(anchors)
+            stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
+            with stream:
+                pred, _, rgb = self._forward(frames, view.state, commit=False)
+                self.stats.provisional_runs += 1
+                if not _usable(pred):
+                    self.stats.provisional_dropped_nonfinite += 1
+                    return []
+                aligned = view.aligner.peek(pred)
+                return self._emit(frames[emit_from:], aligned, rgb, emit_from, view.aligner.window_index,
+                                  provisional=True)
+        except Exception as err:  # noqa: BLE001 - the committed window still gives these frames poses
+            msg = f"provisional pass failed ({type(err).__name__}: {err}); the frames wait for their window"
+            log.warning(msg)
+            self._errors.append(msg)
+            return []
+        finally:
+            self.stats.provisional_s_total += time.perf_counter() - t0
+
+    # Worker stages (window_worker.WindowWorker), all on the worker thread, in window order.
+    def _w_enqueue(self, job: _Job) -> _Queued:
+        frames, head = job.frames, job.head
+        if self._broken:
+            # The window before was dropped: go on from the last good window's shared frames, as the
+            # synchronous path keeps them at the head of its buffer.
+            frames, head = self._good_tail + frames[head:], len(self._good_tail)
+        t0 = time.perf_counter()
+        if len(frames) <= head:  # a final job with no new frame: only the pending tail is left
+            return _Queued(job, frames, head, None, None, None, t0)
+        pred, new_state, rgb = self._forward(frames, self._state, commit=True)
+        return _Queued(job, frames, head, pred, new_state, rgb, t0)
+
+    def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Outputs]]:
+        cfg = self.config
+        if q.pred is None:
+            return None, self._pending_outputs()
+        self.stats.windows_run += 1
+        if not _usable(q.pred):
+            lost = q.frames[q.head :]
+            self.stats.windows_dropped_nonfinite += 1
+            self.stats.frames_dropped_nonfinite += len(lost)
+            log.warning("window of frames %d..%d gave non-finite poses/points: dropped (%d frames), memory kept",
+                        q.frames[0].index, q.frames[-1].index, len(lost))
+            self._broken = True
+            return q.t0, (self._pending_outputs() if q.job.final else [])
+        self._state = q.new_state
+        self._broken = False
+        aligned = self._aligner.align(q.pred)
+        window_index = self._aligner.window_index - 1
+        n, overlap, final = len(q.frames), cfg.overlap_size, q.job.final
+        keep = n if (final or overlap == 0) else n - overlap
+        outs = [self._emit_start(q.frames[:keep], aligned, q.rgb, 0, window_index, provisional=False)]
+        tail: list[_Frame] = []
+        if final or overlap == 0:
+            self._pending = None
+        else:
+            tail = q.frames[n - overlap :]
+            self._pending = (tail, aligned.frames(n - overlap), q.rgb[n - overlap :], window_index)
+            if cfg.provisional_every > 0:
+                outs.append(self._emit_start(tail, aligned, q.rgb, n - overlap, window_index, provisional=True))
+        self._good_tail = list(tail)
+        self._view = _CommittedView(self._state, self._aligner.snapshot(), list(tail))
+        self.stats.state_bytes = self.state_nbytes()
+        return q.t0, outs
+
+    def _w_finish(self, settled: tuple[Optional[float], list[_Outputs]]) -> list[FrameResult]:
+        t0, outs = settled
+        results = [r for o in outs for r in self._emit_finish(o)]
+        if t0 is not None:
+            self.stats.last_window_s = time.perf_counter() - t0
+            self.stats.commit_s_total += self.stats.last_window_s
+        return results
+
+    def _w_error(self, job: _Job, err: BaseException) -> list[FrameResult]:
+        # As the synchronous path: the window's new frames are lost, the memory and alignment of
+        # the last good window are kept, and the stream goes on.
+        lost = max(len(job.frames) - job.head, 0)
+        self.stats.windows_failed_error += 1
+        self.stats.frames_dropped_error += lost
+        self._broken = True
+        first = job.frames[0].index if job.frames else -1
+        last = job.frames[-1].index if job.frames else -1
+        msg = f"window of frames {first}..{last} failed ({type(err).__name__}: {err}): its {lost} new frame(s) are dropped"
+        log.error(msg)
+        self._errors.append(msg)
+        if job.final:
+            return [r for o in self._pending_outputs() for r in self._emit_finish(o)]
+        return []
+
+    def _pending_outputs(self) -> list[_Outputs]:
+        if self._pending is None:
+            return []
+        frames, pred, rgb, window_index = self._pending
+        self._pending = None
+        return [self._emit_start(frames, pred, rgb, 0, window_index, provisional=False)]
+
     # ------------------------------------------------------------------ output
     def _emit(
         self, frames: list[_Frame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
@@ -352,21 +595,37 @@ class StreamingReconstructor:
 
         Masks, confidence cuts, intrinsics fits, point selection and colours are computed for all
         frames at once on the model's device; the host gets them in one transfer per call."""
-        cfg = self.config
+        return self._emit_finish(self._emit_start(frames, pred, rgb, start, window_index, provisional))
+
+    def _emit_start(
+        self, frames: list[_Frame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
+        provisional: bool,
+    ) -> _Outputs:
+        """Computes the outputs of `frames` on the device and queues their copies to the host."""
         end = start + len(frames)
-        n = end - start
         out_t = self._device_outputs(pred, rgb, start, end)
+        out_t["poses"] = pred.camera_poses[0, start:end].double()
+        event = None
         if self.device.type == "cuda":
-            # Asynchronous copies into pinned host memory, then one synchronisation for all.
+            # Asynchronous copies into pinned host memory; one event marks them all.
             host = {k: v.to("cpu", non_blocking=True) for k, v in out_t.items()}
-            torch.cuda.current_stream(self.device).synchronize()
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
         else:
             host = {k: v.cpu() for k, v in out_t.items()}
+        return _Outputs(frames, host, event, window_index, provisional)
+
+    def _emit_finish(self, outputs: _Outputs) -> list[FrameResult]:
+        """Waits for the copies of `_emit_start` and builds the frames' results."""
+        cfg = self.config
+        frames, host, window_index, provisional = outputs.frames, outputs.host, outputs.window_index, outputs.provisional
+        if outputs.event is not None:
+            outputs.event.synchronize()
         depth_all = host["depth"].numpy()
         conf_all = host["confidence"].numpy()
         valid_all = host["valid"].numpy()
         K_all = host["K_model"].numpy()
-        poses = pred.camera_poses[0, start:end].double().cpu().numpy()
+        poses = host["poses"].numpy()
         counts = host["counts"].numpy()
         offsets = np.concatenate([[0], np.cumsum(counts)])
         pts_all, col_all, pconf_all = host["points"].numpy(), host["colors"].numpy(), host["point_confidence"].numpy()
@@ -375,9 +634,10 @@ class StreamingReconstructor:
         for i, fr in enumerate(frames):
             depth, confidence, valid = depth_all[i], conf_all[i], valid_all[i]
             a, b = offsets[i], offsets[i + 1]
-            if not provisional:
-                self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
-            est = self._scale.estimate()
+            with self._scale_lock:
+                if not provisional:
+                    self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
+                est = self._scale.estimate()
             s = est.scale
             T = poses[i].copy()
             T[:3, 3] *= s

@@ -232,6 +232,7 @@ class MappingCore:
         item = self.queue.get(timeout_s)
         if item is not None:
             pubs += self._process(item)
+        pubs += self._poll_windows()
         if not self.fusion.threaded:  # no mapping thread: fuse inline, after this frame's odometry
             pubs += self.fusion.run_pending()
         return pubs
@@ -286,6 +287,7 @@ class MappingCore:
                 results = self.reconstructor.flush()
             except Exception as err:  # a failing final window must not lose the map built so far
                 self.log.error(f"flushing the last window failed, its frames are lost: {err!r}")
+            self._count_window_errors()
         else:
             lost = int(getattr(self.reconstructor, "buffered_frames", 0))
             if lost:
@@ -344,6 +346,25 @@ class MappingCore:
             self.counters.processed += 1
             self._scale_estimate = scale
         return self._safe_handle(results)
+
+    def _poll_windows(self) -> list[Publication]:
+        """Committed windows that finished on the reconstructor's worker (async_windows) since the
+        last frame, and the windows that failed there (their new frames are counted as dropped)."""
+        poll = getattr(self.reconstructor, "poll", None)
+        if poll is None:
+            return []
+        try:
+            results = poll()
+        except Exception as err:  # noqa: BLE001 - must not kill the inference loop
+            self.log.error(f"polling the streaming core failed: {err!r}")
+            return []
+        self._count_window_errors()
+        return self._safe_handle(results) if results else []
+
+    def _count_window_errors(self) -> None:
+        take = getattr(self.reconstructor, "take_errors", None)
+        for message in take() if take is not None else []:
+            self._count_drop("inference_error", f"inference failed: {message}", "window", level="error")
 
     def _side_inputs(self, image: DecodedImage, T_base_cam: np.ndarray) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         depth = odom = None
@@ -502,7 +523,9 @@ class MappingCore:
     # ================================================================== resets
     def _apply_reset(self, clear_map: Optional[bool] = None) -> list[Publication]:
         clear_map = self.params.reset_clears_map if clear_map is None else clear_map
-        self.reconstructor.reset()
+        # Windows of the old world still running on the worker are mapped before the world restarts.
+        pending = self.reconstructor.reset() or []
+        early = self._safe_handle(pending) if pending else []
         self.tracker.restart_world()
         self._finished = False
         pubs: list[Publication] = []
@@ -514,6 +537,7 @@ class MappingCore:
                 self._traj_base.clear()
                 self._traj_cam.clear()
         self.log.info(f"reconstruction reset ({'map and path cleared' if clear_map else 'map kept'})")
+        pubs += early
         if clear_map and self._last_stamp is not None:
             pubs.append(self.builder.path(self._last_stamp, self.params.map_frame, [], np.zeros((0, 4, 4))))
             cleared = self.fusion.publication(self._last_stamp, force=True)

@@ -1,0 +1,191 @@
+"""async_windows: completed windows on a worker thread give the synchronous path's committed
+results; provisional passes go on meanwhile; failures, flush and reset behave (tiny model, CPU)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from loger_core.model import build_model
+from loger_core.model.synthetic_weights import fill_deterministic_
+from loger_core.stream import StreamConfig, StreamingReconstructor
+from loger_core.stream.window_worker import WindowStages, WindowWorker
+
+H, W = 56, 84
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return fill_deterministic_(build_model("tiny", device="meta"))
+
+
+def _clip(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, H, W, 3), dtype=np.uint8)
+
+
+def _config(**kw) -> StreamConfig:
+    base = dict(model="tiny", device="cpu", resolution=(W, H), window_size=5, overlap_size=2, conf_percentile=20.0,
+                alignment="se3")
+    base.update(kw)
+    return StreamConfig(**base)
+
+
+def _run(rec: StreamingReconstructor, clip: np.ndarray, poll_every: int = 0) -> tuple[list, list]:
+    committed, provisional = [], []
+
+    def take(results):
+        for r in results:
+            (provisional if r.provisional else committed).append(r)
+
+    for i, img in enumerate(clip):
+        take(rec.push(img, 1000 + 10 * i))
+        if poll_every and i % poll_every == 0:
+            take(rec.poll())
+    take(rec.flush())
+    return committed, provisional
+
+
+@pytest.mark.parametrize("provisional_every", [0, 2])
+def test_async_committed_results_equal_sync(tiny, provisional_every):
+    clip = _clip(17)
+    sync_c, sync_p = _run(StreamingReconstructor(_config(async_windows="off", provisional_every=provisional_every), tiny), clip)
+    rec = StreamingReconstructor(_config(async_windows="on", provisional_every=provisional_every), tiny)
+    async_c, async_p = _run(rec, clip, poll_every=3)
+    rec.close()
+    assert [r.index for r in async_c] == [r.index for r in sync_c] == list(range(17))
+    for a, b in zip(async_c, sync_c):
+        assert a.window_index == b.window_index
+        np.testing.assert_array_equal(a.T_world_cam, b.T_world_cam)
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.colors, b.colors)
+        np.testing.assert_array_equal(a.valid, b.valid)
+    if provisional_every:
+        # Every frame gets an early pose, in order of arrival of the passes.
+        assert {r.index for r in async_p} == set(range(17))
+        assert rec.stats.provisional_runs > 0
+    else:
+        assert not async_p
+    assert rec.stats.frames_committed == 17 and rec.stats.windows_run == sync_c[-1].window_index + 1
+
+
+def test_async_provisional_runs_while_a_window_is_in_flight(tiny):
+    """A window blocked on the worker does not stop push: provisional poses keep coming (against the
+    last committed window), and the committed results arrive once it is released."""
+    gate = threading.Event()
+    real = tiny.forward_window
+
+    class Gated:
+        cfg = tiny.cfg
+
+        def forward_window(self, images, state, options, commit=True):
+            if commit and state is not None:  # hold every committed window after the first
+                gate.wait(10)
+            return real(images, state, options, commit=commit)
+
+        def init_state(self):
+            return tiny.init_state()
+
+    rec = StreamingReconstructor(_config(async_windows="on", provisional_every=1), Gated())
+    clip = _clip(12)
+    got = []
+    for i in range(8):  # window 0 = frames 0..4 commits, window 1 (frames 3..7) is held
+        got += rec.push(clip[i], 1000 + 10 * i)
+    deadline = time.time() + 10
+    while rec.stats.windows_run < 1 and time.time() < deadline:
+        got += rec.poll()
+        time.sleep(0.01)
+    got += rec.poll()
+    assert rec.windows_in_flight
+    before = len([r for r in got if not r.provisional])
+    assert before == 3  # window 0 committed frames 0..2; 3, 4 are its shared tail
+    prov = []
+    for i in range(8, 10):  # window 1 is still held: these frames get provisional poses anyway
+        prov += [r for r in rec.push(clip[i], 1000 + 10 * i) if r.provisional]
+    assert [r.index for r in prov] == [8, 9]
+    assert all(np.isfinite(r.T_world_cam).all() for r in prov)
+    gate.set()
+    rest = [r for r in rec.flush() if not r.provisional]
+    committed = [r for r in got if not r.provisional] + rest
+    assert [r.index for r in committed] == list(range(10))
+    rec.close()
+
+
+def test_async_failed_window_is_reported_and_the_stream_goes_on(tiny):
+    real = tiny.forward_window
+    calls = {"n": 0}
+
+    class Failing:
+        cfg = tiny.cfg
+
+        def forward_window(self, images, state, options, commit=True):
+            if commit:
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    raise RuntimeError("CUDA out of memory (simulated)")
+            return real(images, state, options, commit=commit)
+
+        def init_state(self):
+            return tiny.init_state()
+
+    rec = StreamingReconstructor(_config(async_windows="on"), Failing())
+    committed, _ = _run(rec, _clip(14))
+    errors = rec.take_errors()
+    assert len(errors) == 1 and "out of memory" in errors[0] and "new frame(s) are dropped" in errors[0]
+    assert rec.stats.windows_failed_error == 1 and rec.stats.frames_dropped_error == 3
+    # Window 1 (frames 3..7) failed: its new frames 5..7 are lost, like the synchronous path.
+    indices = [r.index for r in committed]
+    assert indices == sorted(indices) and not {5, 6, 7} & set(indices)
+    assert set(indices) | {5, 6, 7} == set(range(14))
+    assert rec.take_errors() == []
+    rec.close()
+
+
+def test_async_reset_hands_over_the_old_maps_results(tiny):
+    rec = StreamingReconstructor(_config(async_windows="on"), tiny)
+    clip = _clip(8)
+    got = []
+    for i in range(5):
+        got += rec.push(clip[i], 1000 + 10 * i)
+    got += rec.reset()
+    assert [r.index for r in got] == [0, 1, 2]
+    assert rec.buffered_frames == 0 and rec.memory_state is None
+    after = _run(rec, clip[:6])[0]
+    assert [r.index for r in after] == list(range(6))  # a new map numbers its frames from 0
+    fresh = _run(StreamingReconstructor(_config(async_windows="off"), tiny), clip[:6])[0]
+    for a, b in zip(after, fresh):  # nothing of the old map's memory or alignment is left
+        np.testing.assert_array_equal(a.T_world_cam, b.T_world_cam)
+    rec.close()
+
+
+def test_worker_pipelines_the_next_enqueue_before_finishing_the_previous():
+    order = []
+    stages = WindowStages(
+        enqueue=lambda job: order.append(("enqueue", job)) or job,
+        settle=lambda job: order.append(("settle", job)) or job,
+        finish=lambda job: (order.append(("finish", job)), [job])[1],
+        on_error=lambda job, err: [],
+    )
+    worker = WindowWorker(stages)
+    hold = threading.Event()
+    real_settle = stages.settle
+    stages.settle = lambda job: (hold.wait(5) if job == 0 else None, real_settle(job))[1]
+    worker.submit(0)
+    worker.submit(1)  # waits while 0 is held in settle
+    hold.set()
+    assert worker.wait_idle(5)
+    assert worker.drain() == [0, 1]
+    assert order.index(("enqueue", 1)) < order.index(("finish", 0))  # 1 was on the device before 0's outputs
+    assert order.index(("settle", 0)) < order.index(("enqueue", 1))  # ...but after 0's memory was settled
+    worker.close()
+
+
+def test_auto_is_off_on_cpu():
+    assert not _config(async_windows="auto").async_enabled()
+    assert _config(async_windows="on").async_enabled()
+    with pytest.raises(Exception, match="async_windows"):
+        _config(async_windows="maybe")
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines
+        assert _config(device="cuda", async_windows="auto").async_enabled()
