@@ -220,6 +220,9 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         "committed_latency_p50_ms": float(np.median(commit_lat)) if commit_lat.size else float("nan"),
         "committed_latency_max_ms": float(commit_lat.max()) if commit_lat.size else float("nan"),
         "window_period_ms": window_period_ms,
+        # A frame waits at most one period for its window to fill, then the window must be in
+        # within one more period or the backlog grows.
+        "committed_within_two_periods": bool(commit_lat.size and commit_lat.max() <= 2 * window_period_ms),
         "frames_dropped_total": c.dropped_total,
         "async_windows": stream.config.async_enabled(),
         "errors": len(log.errors),

@@ -74,6 +74,9 @@ def noise_frames(width: int, height: int, count: int = 16) -> list[np.ndarray]:
     return frames
 
 
+SEGMENT = 1000  # frames per memory segment
+
+
 def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict:
     rec = StreamingReconstructor(cfg, model=model)
     cuda = rec.device.type == "cuda"
@@ -86,7 +89,13 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
     state_peak = 0
     with PeakRSS() as peak:
         t0 = time.perf_counter()
+        segment_peaks: list[float] = []
         for i in range(n):
+            if cuda and i and i % SEGMENT == 0:
+                # Peak allocation per 1,000-frame segment: flat memory means the last segments
+                # peak no higher than the first.
+                segment_peaks.append(torch.cuda.max_memory_allocated() / MIB)
+                torch.cuda.reset_peak_memory_stats()
             got = len(rec.push(frames[i % len(frames)], 1_000_000_000 + i * 33_333_333))
             if got:
                 out += got
@@ -95,6 +104,8 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+    if cuda:
+        segment_peaks.append(torch.cuda.max_memory_allocated() / MIB)
     rec_close()
     assert out == n, f"{out} results for {n} frames"
     return {
@@ -104,7 +115,10 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
         "ms_per_frame": 1000.0 * seconds / n,
         "rss_start_mib": rss_start / MIB,
         "rss_peak_mib": peak.peak / MIB,
-        "cuda_peak_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
+        "cuda_peak_mib": max(segment_peaks) if cuda else None,
+        "cuda_segment_peaks_mib": segment_peaks if cuda else None,
+        # Largest segment peak over the first segment's: 1.0 = flat.
+        "cuda_flat_ratio": max(segment_peaks) / segment_peaks[0] if cuda else None,
         # The largest memory state seen (after full windows; the final partial window's is smaller).
         "state_bytes": max(state_peak, rec.state_nbytes()),
         "windows": rec.stats.windows_run,
@@ -232,6 +246,11 @@ def main(argv=None) -> int:
     print(f"\n{args.config} on {info['device']} ({info['dtype']}), input {in_w}x{in_h} -> {resolution[0]}x{resolution[1]}, "
           f"window {args.window}/{args.overlap}, weights: {info['weights']}")
     print(table(runs))
+    for r in runs:
+        if r["cuda_segment_peaks_mib"]:
+            peaks = ", ".join(f"{v:.0f}" for v in r["cuda_segment_peaks_mib"])
+            print(f"{r['frames']} frames: CUDA peak per {SEGMENT}-frame segment (MiB): {peaks}; "
+                  f"largest / first = {r['cuda_flat_ratio']:.3f}")
     if len(runs) > 1:
         print(f"ms/frame ratio {runs[-1]['frames']} vs {runs[0]['frames']} frames: {info['ms_per_frame_ratio_last_first']:.3f}; "
               f"peak RSS growth {info['rss_peak_growth_mib']:.1f} MiB")

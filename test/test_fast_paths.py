@@ -105,3 +105,37 @@ def test_fast_paths_once_per_model_and_defaults(tiny):
     assert StreamConfig(model="tiny", device="cpu", fast_paths="on").fast_path_config() == FastPathConfig()
     with pytest.raises(ValueError, match="attention"):
         FastPathConfig(attention="quickest")
+
+
+def test_eager_regions_keep_a_thread_out_of_compiled_code():
+    """A provisional pass on the main thread must never enter compiled code (or trace) while the
+    window worker compiles: inside `eager_regions()` only that thread runs the eager original."""
+    import threading
+
+    from loger_core.model.fast_paths import _compiled_or_eager, eager_regions
+
+    traced: list[tuple[str, bool]] = []
+
+    def block(x):
+        traced.append((threading.current_thread().name, torch.compiler.is_compiling()))
+        return x * 2 + 1
+
+    forward = _compiled_or_eager(block, compile_fn=lambda f: torch.compile(f, backend="eager"))
+    x = torch.arange(4.0)
+
+    def provisional():
+        with eager_regions():
+            assert torch.equal(forward(x), x * 2 + 1)
+
+    t = threading.Thread(target=provisional, name="provisional")
+    t.start()
+    t.join()
+    assert traced == [("provisional", False)]
+    assert torch.equal(forward(x), x * 2 + 1)  # this thread: compiled (dynamo traces `block`)
+    assert ("MainThread", True) in traced
+    traced.clear()
+    with eager_regions():
+        forward(x)
+    assert traced == [("MainThread", False)]
+    forward(x)  # the region ended: back to the compiled code (its recorded side effect says so)
+    assert traced == [("MainThread", False), ("MainThread", True)]

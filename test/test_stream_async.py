@@ -189,3 +189,27 @@ def test_auto_is_off_on_cpu():
         _config(async_windows="maybe")
     if torch.cuda.is_available():  # pragma: no cover - GPU machines
         assert _config(device="cuda", async_windows="auto").async_enabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU machine)")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_async_on_cuda_equals_sync_and_provisional_never_fails(dtype):
+    """On CUDA the worker's stream, the outputs' stream, pinned pre-stacked inputs and (bf16) the
+    compiled blocks beside eager provisional passes: committed results equal the synchronous path's,
+    and no provisional pass fails while the worker compiles."""
+    model = fill_deterministic_(build_model("tiny", device="meta")).to("cuda")
+    clip = _clip(23)
+    cfg = dict(device="cuda", dtype=dtype, provisional_every=2)
+    sync = StreamingReconstructor(_config(async_windows="off", **cfg), model)
+    sync_c, _ = _run(sync, clip)
+    rec = StreamingReconstructor(_config(async_windows="on", **cfg), model)
+    async_c, async_p = _run(rec, clip, poll_every=3)
+    errors = rec.take_errors()
+    rec.close()
+    assert errors == []
+    assert [r.index for r in async_c] == [r.index for r in sync_c] == list(range(23))
+    for a, b in zip(async_c, sync_c):
+        np.testing.assert_allclose(a.T_world_cam, b.T_world_cam, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(a.valid, b.valid)
+        np.testing.assert_allclose(a.points, b.points, rtol=0, atol=1e-3)
+    assert {r.index for r in async_p} == set(range(23))

@@ -13,11 +13,21 @@ change how the same computation runs on a CUDA device under bf16 autocast:
   each TTT layer: the layer norms, RoPE, qk-norm, residuals, layer scales, GELU and the TTT
   Newton-Schulz iterations become a few fused kernels instead of thousands of small launches.
   Identical blocks share compiled code, so compile time does not grow with depth.
+
+Compiled regions are not thread-safe: while dynamo traces a new shape on one thread, a call into any
+compiled function on another thread fails ("FX to symbolically trace a dynamo-optimized function").
+A thread that runs the network beside the committed windows (the provisional passes of
+`StreamingReconstructor` with async windows) therefore runs the same blocks eagerly inside
+`eager_regions()`: it never compiles and never enters compiled code.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -70,6 +80,34 @@ def cast_autocast_weights_(model: nn.Module, dtype: torch.dtype = torch.bfloat16
     return count
 
 
+_local = threading.local()
+
+
+@contextmanager
+def eager_regions() -> Iterator[None]:
+    """Within it, on this thread only, compiled regions run their original eager code."""
+    previous = getattr(_local, "eager", False)
+    _local.eager = True
+    try:
+        yield
+    finally:
+        _local.eager = previous
+
+
+def _compiled_or_eager(eager: Callable, compile_fn: Callable = torch.compile) -> Callable:
+    """`compile_fn(eager)`, except on a thread inside `eager_regions()`."""
+    compiled = compile_fn(eager)
+
+    @functools.wraps(eager)
+    def forward(*args, **kwargs):
+        if getattr(_local, "eager", False):
+            return eager(*args, **kwargs)
+        return compiled(*args, **kwargs)
+
+    forward.compiled = compiled
+    return forward
+
+
 def compile_regions_(model: nn.Module) -> int:
     """`torch.compile`s every transformer block (both its plain and its SWA entry) and every TTT
     layer in place; returns how many modules were compiled."""
@@ -82,11 +120,11 @@ def compile_regions_(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         if isinstance(module, Block):
-            module.forward = torch.compile(module.forward)
-            module.forward_swa = torch.compile(module.forward_swa)
+            module.forward = _compiled_or_eager(module.forward)
+            module.forward_swa = _compiled_or_eager(module.forward_swa)
             count += 1
         elif isinstance(module, FastWeightSwiGLU):
-            module.forward = torch.compile(module.forward)
+            module.forward = _compiled_or_eager(module.forward)
             count += 1
     return count
 

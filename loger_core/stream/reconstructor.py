@@ -25,6 +25,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
+from loger_core.model.fast_paths import eager_regions
 from loger_core.model.loger import WindowPrediction
 from loger_core.model.state import MemoryOptions
 from loger_core.model.windowing import WindowAligner
@@ -79,6 +80,9 @@ class _Job:
     frames: list[_Frame]
     head: int
     final: bool
+    # The frames' (n, h, w, 3) uint8 images stacked in pinned memory by the caller's thread (CUDA),
+    # so the worker's gap between two windows holds no host copy.
+    rgb: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -92,6 +96,18 @@ class _Queued:
     new_state: Any
     rgb: Optional[torch.Tensor]
     t0: float
+
+
+@dataclass
+class _Emit:
+    """Arguments of one `_emit_start` call, made on the worker after the next window is queued."""
+
+    frames: list[_Frame]
+    pred: WindowPrediction
+    rgb: torch.Tensor
+    start: int
+    window_index: int
+    provisional: bool
 
 
 @dataclass
@@ -177,6 +193,7 @@ class StreamingReconstructor:
         self._async = cfg.async_enabled()
         self._worker: Optional[WindowWorker] = None
         self._prov_stream = None
+        self._out_stream = None
         if self._async:
             commit_stream = None
             if self.device.type == "cuda":
@@ -184,6 +201,7 @@ class StreamingReconstructor:
                 # range priorities are clamped: 0 is the lowest, a large negative one the highest.
                 commit_stream = torch.cuda.Stream(self.device, priority=0)
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
+                self._out_stream = torch.cuda.Stream(self.device, priority=0)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(
                 stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext)
@@ -355,11 +373,18 @@ class StreamingReconstructor:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def _forward(self, frames: list[_Frame], state, commit: bool):
-        """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device)."""
+    def _stack(self, frames: list[_Frame]) -> torch.Tensor:
+        """(n, h, w, 3) uint8 images of `frames` on the host, pinned for CUDA."""
         rgb = torch.from_numpy(np.stack([f.rgb for f in frames]))
+        return rgb.pin_memory() if self.device.type == "cuda" else rgb
+
+    def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None):
+        """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
+        rgb: the frames' images from `_stack`, if already stacked."""
+        if rgb is None:
+            rgb = self._stack(frames)
         if self.device.type == "cuda":
-            rgb = rgb.pin_memory().to(self.device, non_blocking=True)
+            rgb = rgb.to(self.device, non_blocking=True)
         rgb = rgb.to(self.device)
         with torch.no_grad(), self._autocast():
             pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options, commit=commit)
@@ -467,7 +492,7 @@ class StreamingReconstructor:
         return self._worker.drain() + provisional
 
     def _submit(self, final: bool) -> None:
-        job = _Job(self._buffer, self._head, final)
+        job = _Job(self._buffer, self._head, final, self._stack(self._buffer) if self._buffer else None)
         overlap = self.config.overlap_size
         if final or overlap == 0:
             self._buffer, self._head = [], 0
@@ -491,7 +516,8 @@ class StreamingReconstructor:
             else:
                 frames, emit_from = anchors + list(newest), len(anchors)
             stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
-            with stream:
+            # Eager blocks: the worker thread may be compiling a window shape at this moment.
+            with stream, eager_regions():
                 pred, _, rgb = self._forward(frames, view.state, commit=False)
                 self.stats.provisional_runs += 1
                 if not _usable(pred):
@@ -518,10 +544,23 @@ class StreamingReconstructor:
         t0 = time.perf_counter()
         if len(frames) <= head:  # a final job with no new frame: only the pending tail is left
             return _Queued(job, frames, head, None, None, None, t0)
-        pred, new_state, rgb = self._forward(frames, self._state, commit=True)
+        pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb)
         return _Queued(job, frames, head, pred, new_state, rgb, t0)
 
-    def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Outputs]]:
+    def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit], Any]:
+        """Accepts the window's memory and alignment; its outputs are only described here and made
+        in `_w_finish`, after the worker queued the next window's forward, so the device does not
+        wait on them between two windows."""
+        settled = self._settle(q)
+        event = None
+        if self._out_stream is not None:
+            # Marks the window's forward and alignment on the worker's stream; the outputs' stream
+            # waits for this, not for the next window queued behind it.
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+        return settled[0], settled[1], event
+
+    def _settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit]]:
         cfg = self.config
         if q.pred is None:
             return None, self._pending_outputs()
@@ -540,7 +579,7 @@ class StreamingReconstructor:
         window_index = self._aligner.window_index - 1
         n, overlap, final = len(q.frames), cfg.overlap_size, q.job.final
         keep = n if (final or overlap == 0) else n - overlap
-        outs = [self._emit_start(q.frames[:keep], aligned, q.rgb, 0, window_index, provisional=False)]
+        outs = [_Emit(q.frames[:keep], aligned, q.rgb, 0, window_index, False)]
         tail: list[_Frame] = []
         if final or overlap == 0:
             self._pending = None
@@ -548,14 +587,22 @@ class StreamingReconstructor:
             tail = q.frames[n - overlap :]
             self._pending = (tail, aligned.frames(n - overlap), q.rgb[n - overlap :], window_index)
             if cfg.provisional_every > 0:
-                outs.append(self._emit_start(tail, aligned, q.rgb, n - overlap, window_index, provisional=True))
+                outs.append(_Emit(tail, aligned, q.rgb, n - overlap, window_index, True))
         self._good_tail = list(tail)
         self._view = _CommittedView(self._state, self._aligner.snapshot(), list(tail))
         self.stats.state_bytes = self.state_nbytes()
         return q.t0, outs
 
-    def _w_finish(self, settled: tuple[Optional[float], list[_Outputs]]) -> list[FrameResult]:
-        t0, outs = settled
+    def _w_finish(self, settled: tuple[Optional[float], list[_Emit], Any]) -> list[FrameResult]:
+        t0, emits, event = settled
+        context = nullcontext()
+        if event is not None:
+            self._out_stream.wait_event(event)
+            context = torch.cuda.stream(self._out_stream)
+        with context:
+            outs = [self._emit_start(e.frames, e.pred, e.rgb, e.start, e.window_index, e.provisional) for e in emits]
+        # The window's tensors (made on the worker's stream) stay referenced until these copies are
+        # waited for, so the allocator cannot hand their memory to the next window meanwhile.
         results = [r for o in outs for r in self._emit_finish(o)]
         if t0 is not None:
             self.stats.last_window_s = time.perf_counter() - t0
@@ -575,15 +622,16 @@ class StreamingReconstructor:
         log.error(msg)
         self._errors.append(msg)
         if job.final:
-            return [r for o in self._pending_outputs() for r in self._emit_finish(o)]
+            return [r for e in self._pending_outputs() for r in self._emit(e.frames, e.pred, e.rgb, e.start,
+                                                                          e.window_index, e.provisional)]
         return []
 
-    def _pending_outputs(self) -> list[_Outputs]:
+    def _pending_outputs(self) -> list[_Emit]:
         if self._pending is None:
             return []
         frames, pred, rgb, window_index = self._pending
         self._pending = None
-        return [self._emit_start(frames, pred, rgb, 0, window_index, provisional=False)]
+        return [_Emit(frames, pred, rgb, 0, window_index, False)]
 
     # ------------------------------------------------------------------ output
     def _emit(
