@@ -207,6 +207,7 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
         "latency_max_ms": lat.max_ms,
         "windows_run": stream.stats.windows_run,
         "provisional_runs": stream.stats.provisional_runs,
+        "provisional_graph_replays": stream._graphs.replays if getattr(stream, "_graphs", None) else 0,
         "last_window_s": stream.stats.last_window_s,
         "processed_fps": c.processed / wall_s,
         "peak_gpu_mib": peak_mib,

@@ -167,6 +167,8 @@ class NodeParams:
                             "while new frames keep getting provisional poses on a high-priority stream: "
                             "'auto' = on for CUDA, 'on', 'off' (the window blocks the inference thread).",
                             choices=("auto", "on", "off"), group="streaming")
+    cuda_graphs: bool = _p(True, "With async windows on CUDA: provisional passes replay a CUDA graph per input "
+                           "shape (one launch instead of thousands from Python).", group="streaming")
     alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
                         "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
 
@@ -365,6 +367,7 @@ class NodeParams:
             fast_paths=self.fast_paths,
             preprocess_threads=self.preprocess_threads,
             async_windows=self.async_windows,
+            cuda_graphs=self.cuda_graphs,
             out_of_order="drop",
             scale=ScaleConfig(
                 source=self.resolved_scale_source,

@@ -213,3 +213,56 @@ def test_async_on_cuda_equals_sync_and_provisional_never_fails(dtype):
         np.testing.assert_array_equal(a.valid, b.valid)
         np.testing.assert_allclose(a.points, b.points, rtol=0, atol=1e-3)
     assert {r.index for r in async_p} == set(range(23))
+
+
+def test_provisional_graphs_skip_passes_without_a_fixed_memory(tiny):
+    """No graph before the first window (no memory yet) or when a TTT reset is due inside the pass:
+    those passes run eagerly (CPU check of the rule; the replay itself needs CUDA)."""
+    from loger_core.model.state import MemoryOptions
+    from loger_core.stream.provisional_graphs import ProvisionalGraphs, state_layout
+
+    graphs = ProvisionalGraphs(tiny, MemoryOptions(5, 2, reset_every=3), nullcontext_factory)
+    state = tiny.init_state()
+    assert not graphs.usable_for(None)
+    assert graphs.usable_for(state)  # window_index 0: no reset
+    state.window_index = 3
+    assert not graphs.usable_for(state)  # reset due at this window
+    state.window_index = 4
+    assert graphs.usable_for(state)
+    x = torch.rand(1, 5, 3, H, W)
+    _, s1 = tiny.forward_window(x, None, MemoryOptions(5, 2))
+    _, s2 = tiny.forward_window(x, s1, MemoryOptions(5, 2))
+    assert state_layout(s1) != state_layout(tiny.init_state())
+    assert state_layout(s2) == state_layout(s1)  # fixed once the first window ran: one graph serves
+
+
+def nullcontext_factory():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU machine)")
+def test_provisional_graph_replays_equal_eager_passes_as_memory_changes():
+    from contextlib import nullcontext
+
+    from loger_core.model.state import MemoryOptions
+    from loger_core.stream.provisional_graphs import ProvisionalGraphs
+
+    model = fill_deterministic_(build_model("tiny", device="meta")).to("cuda")
+    opts = MemoryOptions(5, 2)
+    graphs = ProvisionalGraphs(model, opts, nullcontext)
+    clip = torch.from_numpy(_clip(12, seed=3)).cuda()
+    from loger_core.stream.preprocess import rgb_to_tensor
+
+    state = None
+    with torch.no_grad():
+        for w in range(3):
+            _, state = model.forward_window(rgb_to_tensor(clip[3 * w: 3 * w + 5]).unsqueeze(0), state, opts)
+            rgb = clip[3 * w + 5: 3 * w + 9]
+            got = graphs.run(rgb, state, capture_allowed=True)
+            want, _ = model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, opts, commit=False)
+            assert got is not None
+            for a, b in zip((got.camera_poses, got.points, got.conf), (want.camera_poses, want.points, want.conf)):
+                torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
+    assert graphs.captures == 1 and graphs.replays == 3  # one graph; the memory copied in per window

@@ -136,6 +136,9 @@ class StreamConfig:
             outputs of the previous one are built. Committed results are the same as 'off'; they
             are returned by a later `push`, `poll` or `flush`. Model errors of a window are then
             reported by `take_errors()` instead of being raised.
+        cuda_graphs: with async windows on CUDA, provisional passes replay a CUDA graph per input
+            shape (captured on first use; see `provisional_graphs`) instead of launching every
+            kernel from Python. Same computation, eager kernels.
     """
 
     model: str = "loger_star"
@@ -163,6 +166,7 @@ class StreamConfig:
     point_voxel_size: float = 0.0
     preprocess_threads: int = 0
     async_windows: str = "auto"
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:

@@ -34,6 +34,7 @@ from .config import StreamConfig
 from .errors import StreamInputError
 from .intrinsics import check_intrinsics, estimate_intrinsics_batch, model_to_original
 from .model_loading import load_stream_model
+from .provisional_graphs import ProvisionalGraphs
 from .preprocess import (
     ImageGeometry, PreparedImage, check_image, check_resolution, demo_resolution, image_geometry, prepare_image,
     resample_depth, rgb_to_tensor,
@@ -194,6 +195,7 @@ class StreamingReconstructor:
         self._worker: Optional[WindowWorker] = None
         self._prov_stream = None
         self._out_stream = None
+        self._graphs: Optional[ProvisionalGraphs] = None
         if self._async:
             commit_stream = None
             if self.device.type == "cuda":
@@ -202,6 +204,8 @@ class StreamingReconstructor:
                 commit_stream = torch.cuda.Stream(self.device, priority=0)
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
+                if cfg.cuda_graphs:
+                    self._graphs = ProvisionalGraphs(self.model, self.options, self._autocast)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(
                 stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext)
@@ -518,7 +522,13 @@ class StreamingReconstructor:
             stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
             # Eager blocks: the worker thread may be compiling a window shape at this moment.
             with stream, eager_regions():
-                pred, _, rgb = self._forward(frames, view.state, commit=False)
+                pred = None
+                if self._graphs is not None and self._graphs.usable_for(view.state):
+                    rgb = self._stack(frames).to(self.device, non_blocking=True)
+                    # A first capture only while no window computes (its allocations stay apart).
+                    pred = self._graphs.run(rgb, view.state, capture_allowed=not self._worker.busy)
+                if pred is None:
+                    pred, _, rgb = self._forward(frames, view.state, commit=False)
                 self.stats.provisional_runs += 1
                 if not _usable(pred):
                     self.stats.provisional_dropped_nonfinite += 1

@@ -1,0 +1,145 @@
+"""CUDA graphs of the provisional pass.
+
+A provisional pass is a small network call (the anchor frames plus the newest few) made for every
+few camera frames. Run eagerly it costs thousands of kernel launches from Python, and on the caller's
+thread it competes for the interpreter with the window worker: on an H100 that made a pass of 5
+frames at 504x280 cost 170-190 ms of host time for about 10 ms of device work, so the passes, not the
+GPU, limited the node. A captured graph replays the whole pass with one launch.
+
+One graph per input shape and memory layout (the memory's tensors have fixed shapes once the first
+window ran). The graph reads its own copies of the input images and of the committed memory; the
+memory is copied in once per committed window (device-to-device), the images once per pass.
+Capture is only tried while no window is being computed (`capture_allowed`), and a shape that fails
+to capture (or a pass whose memory has no fixed layout: before the first window, a TTT reset) runs
+eagerly instead: graphs are an optimisation, never a condition.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Optional
+
+import torch
+
+from loger_core.model.fast_paths import eager_regions
+from loger_core.model.loger import WindowPrediction
+from loger_core.model.state import MemoryOptions, MemoryState
+
+from .preprocess import rgb_to_tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ProvisionalGraphs", "state_layout"]
+
+
+def state_layout(state: MemoryState) -> tuple:
+    """Hashable description of the shapes and dtypes of `state`'s tensors (None entries kept)."""
+    def entry(group):
+        return None if group is None else tuple((tuple(t.shape), t.dtype) for t in group)
+
+    return tuple(entry(w) for w in state.ttt), tuple(entry(kv) for kv in state.swa)
+
+
+def _clone_state(state: MemoryState) -> MemoryState:
+    return MemoryState(
+        ttt=[None if w is None else tuple(t.clone() for t in w) for w in state.ttt],
+        swa=[None if kv is None else tuple(t.clone() for t in kv) for kv in state.swa],
+        window_index=state.window_index,
+        frames_seen=state.frames_seen,
+    )
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    rgb: torch.Tensor  # (n, h, w, 3) uint8, the graph's input
+    state: MemoryState  # the graph's copy of the memory
+    out: WindowPrediction  # the graph's outputs, overwritten by every replay
+    bound: Optional[weakref.ref] = None  # the memory last copied in
+
+
+class ProvisionalGraphs:
+    """Replays `model.forward_window(images, state, options, commit=False)` from CUDA graphs.
+
+    autocast: returns the context the reconstructor runs the network in (bf16 autocast or none).
+    """
+
+    def __init__(self, model: torch.nn.Module, options: MemoryOptions, autocast: Callable[[], ContextManager],
+                 max_graphs: int = 8) -> None:
+        self.model = model
+        self.options = options
+        self.autocast = autocast
+        self.max_graphs = max_graphs
+        self._graphs: dict[Any, _Graph] = {}
+        self._failed: set = set()
+        self.replays = 0
+        self.captures = 0
+
+    def usable_for(self, state: Optional[MemoryState]) -> bool:
+        """Whether a pass on `state` can replay a graph: the memory must exist (after the first
+        window) and no TTT reset may be due (it would change the memory inside the pass)."""
+        if state is None:
+            return False
+        every = self.options.reset_every
+        return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
+
+    def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: bool) -> Optional[WindowPrediction]:
+        """The provisional prediction for `rgb` ((n, h, w, 3) uint8 on the device) against
+        `state`, on the current stream, as new tensors; None when no graph serves this pass
+        (the caller runs it eagerly)."""
+        if not self.usable_for(state):
+            return None
+        key = (tuple(rgb.shape), state_layout(state))
+        if key in self._failed:
+            return None
+        entry = self._graphs.get(key)
+        if entry is None:
+            if not capture_allowed or len(self._graphs) >= self.max_graphs:
+                return None
+            try:
+                entry = self._capture(rgb, state)
+            except Exception as err:  # noqa: BLE001 - an optimisation only: this shape runs eagerly
+                log.warning("provisional pass of shape %s not captured as a CUDA graph (%s: %s); it runs eagerly",
+                            tuple(rgb.shape), type(err).__name__, err)
+                self._failed.add(key)
+                return None
+            self._graphs[key] = entry
+        entry.rgb.copy_(rgb, non_blocking=True)
+        if entry.bound is None or entry.bound() is not state:
+            for dst, src in zip(entry.state.tensors(), state.tensors()):
+                dst.copy_(src, non_blocking=True)
+            entry.bound = weakref.ref(state)
+        entry.graph.replay()
+        self.replays += 1
+        out = entry.out
+        return WindowPrediction(out.local_points.clone(), out.conf.clone(), out.camera_poses.clone(), out.points.clone())
+
+    def _capture(self, rgb: torch.Tensor, state: MemoryState) -> _Graph:
+        static_rgb = rgb.clone()
+        static_state = _clone_state(state)
+
+        def forward() -> WindowPrediction:
+            # Eager blocks: compiled code may not be entered from this thread (fast_paths), and a
+            # graph records kernels, so compilation would buy nothing here.
+            with torch.no_grad(), self.autocast(), eager_regions():
+                pred, _ = self.model.forward_window(rgb_to_tensor(static_rgb).unsqueeze(0), static_state,
+                                                    self.options, commit=False)
+                return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
+                                        pred.points.float())
+
+        # Warm-up outside the graph: per-shape kernel choices (attention timing syncs) and library
+        # workspaces must exist before capture.
+        side = torch.cuda.Stream(rgb.device)
+        side.wait_stream(torch.cuda.current_stream(rgb.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                forward()
+        torch.cuda.current_stream(rgb.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the window worker keeps launching and allocating on its own thread.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out = forward()
+        self.captures += 1
+        log.info("provisional pass of shape %s captured as a CUDA graph", tuple(rgb.shape))
+        return _Graph(graph, static_rgb, static_state, out, weakref.ref(state))
