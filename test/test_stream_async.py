@@ -266,3 +266,21 @@ def test_provisional_graph_replays_equal_eager_passes_as_memory_changes():
             for a, b in zip((got.camera_poses, got.points, got.conf), (want.camera_poses, want.points, want.conf)):
                 torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
     assert graphs.captures == 1 and graphs.replays == 3  # one graph; the memory copied in per window
+
+
+def test_raw_camera_output_finishes_to_the_same_prediction(tiny):
+    """The graph-friendly split of the camera head (raw output in the graph, SVD after) gives the
+    normal forward's poses and points exactly (CPU, fp32)."""
+    from loger_core.model.loger import finish_raw_camera
+    from loger_core.model.state import MemoryOptions
+
+    x = torch.rand(1, 5, 3, H, W, generator=torch.Generator().manual_seed(0))
+    opts = MemoryOptions(5, 2)
+    _, state = tiny.forward_window(x, None, opts)
+    full, _ = tiny.forward_window(x, state, opts, commit=False)
+    raw, _ = tiny.forward_window(x, state, opts, commit=False, raw_camera=True)
+    assert raw.points is None and raw.camera_poses.shape == (1, 5, 12)
+    poses, points = finish_raw_camera(raw.local_points, raw.camera_poses)
+    torch.testing.assert_close(poses, full.camera_poses, rtol=0, atol=0)
+    torch.testing.assert_close(points, full.points, rtol=0, atol=0)
+    torch.testing.assert_close(raw.local_points, full.local_points, rtol=0, atol=0)

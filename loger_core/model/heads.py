@@ -72,8 +72,10 @@ class CameraHead(nn.Module):
         self.fc_t = nn.Linear(dim, 3)
         self.fc_rot = nn.Linear(dim, 9)
 
-    def forward(self, feat: Tensor, patch_h: int, patch_w: int) -> Tensor:
-        """feat: (B*N, patch_h*patch_w, dim) patch tokens."""
+    def forward(self, feat: Tensor, patch_h: int, patch_w: int, raw: bool = False) -> Tensor:
+        """feat: (B*N, patch_h*patch_w, dim) patch tokens. raw: return the (B*N, 12) float32
+        [translation, 9-d rotation] before the SVD projection (`pose_from_raw` finishes it): a CUDA
+        graph can hold everything but the SVD, whose error check copies to the host."""
         for blk in self.res_conv:
             feat = blk(feat)
         # Average over the patch grid (adaptive pooling, the same reduction the checkpoint used).
@@ -82,9 +84,21 @@ class CameraHead(nn.Module):
         with torch.autocast(device_type=feat.device.type, enabled=False):
             feat = feat.float()
             t = self.fc_t(feat)
-            R = rotation_from_9d(self.fc_rot(feat))
-        pose = torch.zeros(feat.shape[0], 4, 4, device=feat.device, dtype=torch.float32)
-        pose[:, :3, :3] = R
-        pose[:, :3, 3] = t
-        pose[:, 3, 3] = 1.0
-        return pose
+            m = self.fc_rot(feat)
+            if raw:
+                return torch.cat([t, m], dim=-1)
+            return _pose(t, rotation_from_9d(m))
+
+
+def _pose(t: Tensor, R: Tensor) -> Tensor:
+    pose = torch.zeros(t.shape[0], 4, 4, device=t.device, dtype=torch.float32)
+    pose[:, :3, :3] = R
+    pose[:, :3, 3] = t
+    pose[:, 3, 3] = 1.0
+    return pose
+
+
+def pose_from_raw(raw: Tensor) -> Tensor:
+    """(M, 12) float32 output of `CameraHead(..., raw=True)` -> (M, 4, 4) camera-to-world poses,
+    the same values the head returns without `raw`."""
+    return _pose(raw[:, :3], rotation_from_9d(raw[:, 3:]))

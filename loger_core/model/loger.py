@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .encoder import DinoEncoder
-from .heads import CameraHead, LinearPatchHead, TransformerDecoder
+from .heads import CameraHead, LinearPatchHead, TransformerDecoder, pose_from_raw
 from .layers import Block, RoPE2D, patch_positions
 from .state import MemoryOptions, MemoryState
 from .ttt import FastWeightSwiGLU
@@ -61,6 +61,14 @@ class WindowPrediction:
             torch.cat([p.local_points for p in parts], 1), torch.cat([p.conf for p in parts], 1),
             torch.cat([p.camera_poses for p in parts], 1), torch.cat([p.points for p in parts], 1),
         )
+
+
+def finish_raw_camera(local_points: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, N, H, W, 3) local points and the (B, N, 12) raw camera output of
+    `forward_window(..., raw_camera=True)` -> ((B, N, 4, 4) T_world_cam, (B, N, H, W, 3) points)."""
+    B, N = raw.shape[:2]
+    poses = pose_from_raw(raw.reshape(B * N, 12)).reshape(B, N, 4, 4)
+    return poses, transform_points(poses, local_points)
 
 
 def transform_points(T: Tensor, points: Tensor) -> Tensor:
@@ -135,6 +143,7 @@ class LoGeR(nn.Module):
         state: MemoryState | None = None,
         options: MemoryOptions = MemoryOptions(),
         commit: bool = True,
+        raw_camera: bool = False,
     ) -> tuple[WindowPrediction, MemoryState]:
         """Runs one window.
 
@@ -142,6 +151,8 @@ class LoGeR(nn.Module):
         state: memory from the previous window (None = start of a sequence).
         commit: False runs a provisional pass that reads the memory but neither updates the TTT
             fast weights nor replaces the SWA history; the returned state is then `state` itself.
+        raw_camera: the prediction's `camera_poses` are the camera head's raw (B, N, 12) output and
+            `points` is None; `finish_raw_camera` completes them (see `CameraHead`).
         Returns the window's predictions (float32, on the images' device) and the next state.
         """
         if images.dim() == 4:
@@ -158,7 +169,7 @@ class LoGeR(nn.Module):
         x = (images.to(self.image_mean.device) - self.image_mean) / self.image_std
         tokens = self.encoder(x.reshape(B * N, 3, H, W).to(self.image_mean.dtype))
         hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit)
-        pred = self._heads(hidden, pos, B, N, H, W)
+        pred = self._heads(hidden, pos, B, N, H, W, raw_camera)
         if not commit:
             return pred, incoming
         new_state = MemoryState(ttt=new_ttt, swa=new_swa, window_index=state.window_index + 1, frames_seen=state.frames_seen + N)
@@ -215,7 +226,7 @@ class LoGeR(nn.Module):
                 finals.append(hidden.reshape(BN, L, C))
         return torch.cat(finals, dim=-1), pos, new_ttt, new_swa
 
-    def _heads(self, hidden: Tensor, pos: Tensor, B: int, N: int, H: int, W: int) -> WindowPrediction:
+    def _heads(self, hidden: Tensor, pos: Tensor, B: int, N: int, H: int, W: int, raw_camera: bool = False) -> WindowPrediction:
         s = self.cfg.patch_start_idx
         point_hidden = self.point_decoder(hidden, pos)
         conf_hidden = self.conf_decoder(hidden, pos)
@@ -227,6 +238,9 @@ class LoGeR(nn.Module):
             local_points = torch.cat([xy * z, z], dim=-1)
             conf = self.conf_head(conf_hidden[:, s:].float(), H, W).reshape(B, N, H, W, 1)
             p = self.cfg.patch_size
+            if raw_camera:
+                raw = self.camera_head(camera_hidden[:, s:].float(), H // p, W // p, raw=True).reshape(B, N, 12)
+                return WindowPrediction(local_points, conf, raw, None)
             camera_poses = self.camera_head(camera_hidden[:, s:].float(), H // p, W // p).reshape(B, N, 4, 4)
             points = transform_points(camera_poses, local_points)
         return WindowPrediction(local_points, conf, camera_poses, points)

@@ -23,7 +23,7 @@ from typing import Any, Callable, ContextManager, Optional
 import torch
 
 from loger_core.model.fast_paths import eager_regions
-from loger_core.model.loger import WindowPrediction
+from loger_core.model.loger import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions, MemoryState
 
 from .preprocess import rgb_to_tensor
@@ -55,7 +55,7 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     rgb: torch.Tensor  # (n, h, w, 3) uint8, the graph's input
     state: MemoryState  # the graph's copy of the memory
-    out: WindowPrediction  # the graph's outputs, overwritten by every replay
+    out: WindowPrediction  # the graph's outputs (raw camera, no points), overwritten by every replay
     bound: Optional[weakref.ref] = None  # the memory last copied in
 
 
@@ -113,7 +113,9 @@ class ProvisionalGraphs:
         entry.graph.replay()
         self.replays += 1
         out = entry.out
-        return WindowPrediction(out.local_points.clone(), out.conf.clone(), out.camera_poses.clone(), out.points.clone())
+        local_points = out.local_points.clone()
+        poses, points = finish_raw_camera(local_points, out.camera_poses)
+        return WindowPrediction(local_points, out.conf.clone(), poses, points)
 
     def _capture(self, rgb: torch.Tensor, state: MemoryState) -> _Graph:
         static_rgb = rgb.clone()
@@ -124,9 +126,9 @@ class ProvisionalGraphs:
             # graph records kernels, so compilation would buy nothing here.
             with torch.no_grad(), self.autocast(), eager_regions():
                 pred, _ = self.model.forward_window(rgb_to_tensor(static_rgb).unsqueeze(0), static_state,
-                                                    self.options, commit=False)
-                return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
-                                        pred.points.float())
+                                                    self.options, commit=False, raw_camera=True)
+                # The camera head's SVD stays out of the graph (its error check copies to the host).
+                return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None)
 
         # Warm-up outside the graph: per-shape kernel choices (attention timing syncs) and library
         # workspaces must exist before capture.
