@@ -97,3 +97,98 @@ def test_stream_split_equals_uninterrupted(tiny, tmp_path, split, async_a, async
     second += rec2.flush()
     rec2.close()
     _assert_same_results(first + second, whole)
+
+
+# ------------------------------------------------------------------ node core
+from loger_ros.conversions import rosbags_factory  # noqa: E402
+from loger_ros.core import MappingCore  # noqa: E402
+from loger_ros.params import NodeParams  # noqa: E402
+
+F = rosbags_factory("ros2_humble")
+T0 = 1_700_000_000_000_000_000
+
+
+class ListLogger:
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {k: [] for k in ("debug", "info", "warning", "error")}
+
+    def __getattr__(self, level):
+        if level in ("debug", "info", "warning", "error"):
+            return self.lines[level].append
+        raise AttributeError(level)
+
+
+def _image_msgs(n: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        stamp_ns = T0 + i * 100_000_000
+        hdr = F.make("std_msgs/msg/Header", stamp=F.make("builtin_interfaces/msg/Time", sec=stamp_ns // 10**9,
+                                                        nanosec=stamp_ns % 10**9), frame_id="cam")
+        rgb = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        out.append(F.make("sensor_msgs/msg/Image", header=hdr, height=24, width=32, encoding="rgb8", is_bigendian=0,
+                          step=96, data=rgb.reshape(-1)))
+    return out
+
+
+def _node_params(tmp_path, **kw) -> NodeParams:
+    base = dict(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28, input_height=28,
+                window_size=4, overlap_size=1, provisional_every=0, queue_size=64, output_dir=str(tmp_path),
+                voxel_size=0.02, async_windows="off")
+    base.update(kw)
+    return NodeParams(**base)
+
+
+def _node(params, model, log=None, clock=None) -> MappingCore:
+    stream = StreamingReconstructor(params.stream_config(), model=model)
+    kw = {"monotonic_ns": clock} if clock is not None else {}
+    return MappingCore(params, F, reconstructor=stream, logger=log if log is not None else ListLogger(), **kw)
+
+
+def _feed(core, msgs):
+    for m in msgs:
+        core.on_image(m)
+        core.process_all()
+
+
+def _assert_same_map(a: MappingCore, b: MappingCore):
+    ta, tb = a.trajectory("camera"), b.trajectory("camera")
+    np.testing.assert_array_equal(ta.stamps_ns, tb.stamps_ns)
+    np.testing.assert_allclose(ta.poses, tb.poses, atol=TOL, rtol=0)
+    pa, ca, fa = a.map_snapshot()
+    pb, cb, fb = b.map_snapshot()
+    assert len(pa) == len(pb) > 0
+    np.testing.assert_allclose(pa, pb, atol=TOL, rtol=0)
+    np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_allclose(fa, fb, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("split,provisional_every,async_windows", [(6, 0, "off"), (9, 2, "off"), (7, 0, "on")])
+def test_node_restart_with_resume_equals_one_run(tiny, tmp_path, split, provisional_every, async_windows):
+    msgs = _image_msgs(15)
+    kw = dict(provisional_every=provisional_every, async_windows=async_windows)
+    whole = _node(_node_params(tmp_path / "a", **kw), tiny)
+    _feed(whole, msgs)
+    whole.flush()
+
+    session = tmp_path / "robot" / "session.loger.safetensors"
+    first = _node(_node_params(tmp_path / "b", autosave_period_s=3600.0, session_path=str(session), **kw), tiny)
+    _feed(first, msgs[:split])
+    first.stop_intake()
+    first.stop(5.0)
+    first.finish("finish")  # shutdown: the session is saved before the last window pass
+    first.reconstructor.close()
+    assert session.is_file()
+
+    log = ListLogger()
+    second = _node(_node_params(tmp_path / "c", autosave_period_s=3600.0, session_path=str(session),
+                                resume_session=str(session), **kw), tiny, log)
+    assert second.sessions.resumed_from == session and any("resumed" in line for line in log.lines["info"])
+    assert second.sessions.target == session  # it continues the session it resumed
+    _feed(second, msgs)  # the whole bag again: frames the session already has are dropped as old
+    second.flush()
+    second.reconstructor.close()
+    whole.reconstructor.close()
+    assert second.counters.dropped["out_of_order"] == split
+    _assert_same_map(whole, second)
+    assert len(second.trajectory()) == len(msgs)
