@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ def _check_name(name: str, what: str) -> None:
 def save_session(path: PathLike, session: Session) -> Path:
     """Write ``session`` to ``path`` atomically (see the module docstring); returns the path.
 
-    Temporary files of writers that were killed (``.<name>.tmp-<pid>-...``) are removed first.
+    Temporary folders of writers that were killed (``.<name>.tmp-<pid>-...``) are removed first.
     """
     from safetensors.torch import save_file
 
@@ -241,8 +242,12 @@ def save_session(path: PathLike, session: Session) -> Path:
         "tensor_count": len(tensors),
         "tensors_sha256": _hash_tensors((k, tensors[k]) for k in sorted(tensors)),
     }
-    tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # A private folder beside the target: safetensors may itself write through a temporary file,
+    # and whatever a killed writer leaves is in one place that the next save removes.
+    tmp_dir = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = tmp_dir / "session.safetensors"
     try:
+        tmp_dir.mkdir()
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header, allow_nan=True)})
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -250,12 +255,8 @@ def save_session(path: PathLike, session: Session) -> Path:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     _fsync_dir(path.parent)
     return path
 
@@ -288,10 +289,13 @@ def _remove_stale_tmp(path: Path) -> None:
             continue  # another live writer's file
         if pid_text.isdigit() and int(pid_text) == os.getpid():
             continue  # one of ours in flight on another thread
-        try:
-            entry.unlink()
-        except OSError:
-            pass
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            try:
+                entry.unlink()
+            except OSError:
+                pass
 
 
 def _pid_alive(pid: int) -> bool:

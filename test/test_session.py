@@ -29,6 +29,15 @@ H, W = 56, 84
 TOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two intra-op threads on the 2-core CI machine shared with other jobs cost seconds per window.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return fill_deterministic_(build_model("tiny", device="meta"))
@@ -192,3 +201,196 @@ def test_node_restart_with_resume_equals_one_run(tiny, tmp_path, split, provisio
     assert second.counters.dropped["out_of_order"] == split
     _assert_same_map(whole, second)
     assert len(second.trajectory()) == len(msgs)
+
+
+def test_node_autosaves_every_period_and_the_file_resumes(tiny, tmp_path):
+    now = [0]
+    clock = lambda: now[0]  # noqa: E731
+    session = tmp_path / "s.loger.safetensors"
+    params = _node_params(tmp_path, autosave_period_s=1.0, session_path=str(session), async_windows="on")
+    core = _node(params, tiny, clock=clock)
+    msgs = _image_msgs(12)
+    saved_counts = []
+    for m in msgs:
+        now[0] += 400_000_000  # 0.4 s per frame: an autosave every third frame
+        _feed(core, [m])
+        core.sessions.wait()
+        if core.sessions.last_saved is not None:
+            saved_counts.append(core.sessions.last_saved.frames)
+    assert session.is_file() and len(set(saved_counts)) >= 3
+    loaded = read_session(session)
+    # The autosave holds what was committed when it was taken (windows in flight drained first).
+    stamps = loaded.components["trajectory"].tensors["stamps_ns"].numpy()
+    assert len(stamps) == saved_counts[-1] and len(stamps) > 0
+    np.testing.assert_array_equal(stamps, core.trajectory().stamps_ns[: len(stamps)])
+    core.reconstructor.close()
+
+
+def _good_session_file(tiny, tmp_path) -> Path:
+    path = tmp_path / "robot.loger.safetensors"
+    core = _node(_node_params(tmp_path / "first"), tiny)
+    _feed(core, _image_msgs(6))
+    _, saved = core.save_session(str(path))
+    assert saved is not None and saved.path == path and saved.frames > 0
+    return path
+
+
+def _other_tiny():
+    from dataclasses import replace
+
+    from loger_core.model.config import get_config
+
+    return fill_deterministic_(build_model(replace(get_config("tiny"), ttt_base_lr=0.02), device="meta"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_model", "other_window"])
+def test_node_refuses_a_bad_session_starts_fresh_and_keeps_the_file(tiny, tmp_path, damage):
+    path = _good_session_file(tiny, tmp_path)
+    model, kw = tiny, {}
+    if damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 100)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "other_model":
+        model = _other_tiny()
+    else:
+        kw = {"window_size": 5}
+    before = path.read_bytes()
+    log = ListLogger()
+    params = _node_params(tmp_path / "second", autosave_period_s=60.0, session_path=str(path), resume_session=str(path),
+                          **kw)
+    core = _node(params, model, log)
+    reason = {"garbage": "truncated or garbage", "truncated": "truncated or garbage",
+              "other_model": "ttt_base_lr", "other_window": "stream.window_size"}[damage]
+    errors = [line for line in log.lines["error"] if "not resuming" in line]
+    assert len(errors) == 1 and str(path) in errors[0] and reason in errors[0], log.lines["error"]
+    assert core.sessions.resumed_from is None and len(core.trajectory()) == 0 and len(core.fusion) == 0
+    # A fresh map: its autosaves go next to the refused file, which stays as it was.
+    assert core.sessions.target.name.startswith(path.name + ".new-")
+    _feed(core, _image_msgs(6, seed=9))
+    core.stop_intake()
+    core.finish("finish")
+    assert path.read_bytes() == before
+    assert read_session(core.sessions.target).components["trajectory"].meta["count"] > 0
+
+
+# ------------------------------------------------------------------ refusals of the file reader
+def _small_session(version: int = SESSION_VERSION, identity=None, fill: float = 1.0, n: int = 1000) -> Session:
+    comp = SessionComponent({"x": torch.full((n,), fill), "k": torch.arange(5)}, {"fill": fill})
+    identity = identity if identity is not None else model_identity(torch.nn.Linear(2, 2))
+    return Session(identity, {"stream.window_size": 5}, {"part": comp}, version=version)
+
+
+def test_reader_refuses_missing_garbage_truncated_damaged_version_model_and_settings(tmp_path, tiny):
+    good = save_session(tmp_path / "good.safetensors", _small_session())
+    assert read_session(good).components["part"].meta == {"fill": 1.0}
+    data = good.read_bytes()
+
+    def refused(path, cls, text, **kw):
+        with pytest.raises(cls) as info:
+            load_session(path, **kw)
+        assert isinstance(info.value, SessionError) and str(path) in str(info.value) and text in str(info.value)
+
+    refused(tmp_path / "absent.safetensors", SessionNotFoundError, "does not exist")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(np.random.default_rng(0).bytes(5000))
+    refused(garbage, SessionCorruptError, "truncated or garbage")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    refused(empty, SessionCorruptError, "truncated or garbage")
+    for cut in (len(data) - 1, len(data) // 2, 20, 3):
+        cut_path = tmp_path / f"cut{cut}.safetensors"
+        cut_path.write_bytes(data[:cut])
+        refused(cut_path, SessionCorruptError, "truncated or garbage")
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
+    refused(flipped, SessionCorruptError, "checksum")
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(3)}, str(checkpoint))
+    refused(checkpoint, SessionCorruptError, "not a LoGeR session")
+    future = save_session(tmp_path / "v2.safetensors", _small_session(version=SESSION_VERSION + 1))
+    refused(future, SessionVersionError, f"format version {SESSION_VERSION + 1}")
+    made_by_tiny = save_session(tmp_path / "tiny.safetensors", _small_session(identity=model_identity(tiny)))
+    refused(made_by_tiny, SessionModelMismatchError, "ttt_base_lr", identity=model_identity(_other_tiny()))
+    other_weights = fill_deterministic_(build_model("tiny", device="meta"), rule=2)
+    refused(made_by_tiny, SessionModelMismatchError, "different weights", identity=model_identity(other_weights))
+    refused(made_by_tiny, SessionConfigMismatchError, "stream.window_size", settings={"stream.window_size": 16})
+    load_session(made_by_tiny, identity=model_identity(tiny), settings={"stream.window_size": 5, "other": 1})
+
+
+def test_capture_refuses_a_finished_stream(tiny):
+    rec = StreamingReconstructor(_config(), tiny)
+    for i, img in enumerate(_clip(3)):
+        rec.push(img, _stamp(i))
+    rec.flush()
+    with pytest.raises(SessionStateError, match="flush"):
+        rec.session_component()
+
+
+def test_voxel_map_round_trip_merges_later_frames_identically():
+    rng = np.random.default_rng(1)
+    frames = [(rng.normal(size=(3000, 3)).astype(np.float32), rng.integers(0, 255, (3000, 3), dtype=np.uint8),
+               rng.random(3000).astype(np.float32)) for _ in range(6)]
+    cfg = MapConfig(voxel_size=0.05, max_points=20_000)
+    a, b = VoxelMap(cfg), VoxelMap(cfg)
+    for f in frames[:3]:
+        a.insert(*f)
+    restore_voxel_map(b, voxel_map_component(a))
+    for f in frames[3:]:
+        a.insert(*f)
+        b.insert(*f)
+    for x, y in zip(a.snapshot(), b.snapshot()):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.hit_counts(), b.hit_counts())
+    assert a.stats() == b.stats()
+    with pytest.raises(SessionConfigMismatchError, match="voxel size"):
+        restore_voxel_map(VoxelMap(MapConfig(voxel_size=0.1)), voxel_map_component(a))
+
+
+# ------------------------------------------------------------------ kill -9 while saving
+def _writer(path: str, sessions: list) -> None:
+    k = 0
+    while True:
+        save_session(path, sessions[k % len(sessions)])
+        k += 1
+
+
+def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # the child shares the parent's imports: no torch import per kill
+    sessions = [_small_session(fill=float(g), n=2_000_000) for g in (1, 2, 3)]  # 8 MB of tensors each
+    path = tmp_path / "session.loger.safetensors"
+    save_session(path, sessions[0])
+    rng = np.random.default_rng(0)
+    leftovers = 0
+    t0 = time.monotonic()
+    for _ in range(30):
+        proc = ctx.Process(target=_writer, args=(str(path), sessions), daemon=True)
+        proc.start()
+        time.sleep(float(rng.uniform(0.0, 0.15)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        assert proc.exitcode == -signal.SIGKILL
+        # The session is always there and always one of the complete versions.
+        loaded = read_session(path)
+        fill = loaded.components["part"].meta["fill"]
+        assert fill in (1.0, 2.0, 3.0)
+        assert torch.equal(loaded.components["part"].tensors["x"], torch.full((2_000_000,), fill))
+        # What a killed writer left behind (its temporary file) is refused cleanly, never half-loaded.
+        for other in tmp_path.rglob("*"):
+            if other == path or other.is_dir():
+                continue
+            leftovers += 1
+            try:
+                got = read_session(other)
+            except SessionError:
+                continue
+            assert torch.equal(got.components["part"].tensors["x"], torch.full((2_000_000,), got.components["part"].meta["fill"]))
+    assert leftovers > 0, "no kill landed during a write: the test did not test anything"
+    assert time.monotonic() - t0 < 20
+    # The next save clears the dead writers' temporary files.
+    save_session(path, sessions[1])
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
