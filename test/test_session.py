@@ -394,3 +394,39 @@ def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
     # The next save clears the dead writers' temporary files.
     save_session(path, sessions[1])
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+# ------------------------------------------------------------------ replay and reconstruct CLIs
+def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
+    from loger_core.io.trajectory import read_tum
+    from loger_core.map import load_ply
+    from loger_core.synthetic import SynthConfig, render_frames
+    from loger_core.synthetic.rosbag_writer import write_rosbag
+    from loger_ros.replay import ReplayError, ReplayOptions, run_replay
+
+    frames = render_frames(SynthConfig(frames=13, width=64, height=48, fps=10.0, seed=5), device="cpu")
+    bag = write_rosbag(tmp_path / "in", frames, storage="mcap")
+    params = _node_params(tmp_path, window_size=4, overlap_size=1)
+
+    def replay(out, **kw):
+        stream = StreamingReconstructor(params.stream_config(), model=tiny)
+        return run_replay(ReplayOptions(bag=bag, out_dir=out, params=params, progress=False, write_bag=False, **kw),
+                          reconstructor=stream)
+
+    replay(tmp_path / "whole")
+    session = tmp_path / "part1.loger.safetensors"
+    first = replay(tmp_path / "part1", max_frames=6, session_out=session)
+    assert first.outputs["session"] == str(session)
+    second = replay(tmp_path / "part2", resume=session)  # the same bag: its first 6 frames are skipped
+    assert second.frames_in_session == 6 and second.frames_read == 7
+    whole_traj, split_traj = read_tum(tmp_path / "whole" / "trajectory.tum"), read_tum(tmp_path / "part2" / "trajectory.tum")
+    np.testing.assert_array_equal(whole_traj.stamps_ns, split_traj.stamps_ns)
+    np.testing.assert_allclose(whole_traj.poses, split_traj.poses, atol=TOL, rtol=0)
+    (pw, cw, _), (ps, cs, _) = load_ply(tmp_path / "whole" / "map.ply"), load_ply(tmp_path / "part2" / "map.ply")
+    assert len(pw) == len(ps) > 0
+    np.testing.assert_allclose(pw, ps, atol=TOL, rtol=0)
+    np.testing.assert_array_equal(cw, cs)
+    garbage = tmp_path / "garbage.loger.safetensors"
+    garbage.write_bytes(b"nonsense")
+    with pytest.raises(ReplayError, match="truncated or garbage"):
+        replay(tmp_path / "bad", resume=garbage)
