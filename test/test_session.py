@@ -430,3 +430,34 @@ def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
     garbage.write_bytes(b"nonsense")
     with pytest.raises(ReplayError, match="truncated or garbage"):
         replay(tmp_path / "bad", resume=garbage)
+
+
+def test_reconstruct_cli_split_in_two_equals_one_run(tmp_path, capsys):
+    from loger_core.cli.reconstruct import main
+    from loger_core.io.image_folder import write_image_folder
+    from loger_core.io.trajectory import read_tum
+    from loger_core.map import load_ply
+    from loger_core.synthetic import SynthConfig, render_frames
+
+    frames = render_frames(SynthConfig(scene="room", frames=13, width=112, height=84, fps=10, seed=2), device="cpu")
+    seq = write_image_folder(tmp_path / "seq", frames, fps=10)
+    fast = [str(seq), "--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet",
+            "--synthetic-weights"]
+    assert main([*fast, "--out", str(tmp_path / "whole")]) == 0
+    session = tmp_path / "half.loger.safetensors"
+    assert main([*fast, "--out", str(tmp_path / "half"), "--max-frames", "6", "--session-out", str(session)]) == 0
+    assert main([*fast, "--out", str(tmp_path / "rest"), "--resume", str(session)]) == 0
+    run = json.loads((tmp_path / "rest" / "run.json").read_text())
+    assert run["frames_in_resumed_session"] == 6 and run["frames_read"] == 7
+    whole, rest = read_tum(tmp_path / "whole" / "trajectory.tum"), read_tum(tmp_path / "rest" / "trajectory.tum")
+    np.testing.assert_array_equal(whole.stamps_ns, rest.stamps_ns)
+    np.testing.assert_allclose(whole.poses, rest.poses, atol=TOL, rtol=0)
+    (pw, cw, _), (pr, cr, _) = load_ply(tmp_path / "whole" / "map.ply"), load_ply(tmp_path / "rest" / "map.ply")
+    assert len(pw) == len(pr) > 0
+    np.testing.assert_allclose(pw, pr, atol=TOL, rtol=0)
+    np.testing.assert_array_equal(cw, cr)
+    capsys.readouterr()
+    fast[fast.index("--window") + 1] = "5"
+    assert main([*fast, "--out", str(tmp_path / "bad"), "--resume", str(session)]) == 2
+    err = capsys.readouterr().err
+    assert str(session) in err and "stream.window_size" in err
