@@ -82,7 +82,7 @@ def _assert_same_results(a, b):
 
 
 @pytest.mark.parametrize("split,async_a,async_b", [(7, "off", "off"), (11, "off", "off"), (3, "off", "off"),
-                                                    (9, "on", "off"), (8, "off", "on")])
+                                                    (17, "off", "off"), (9, "on", "off"), (8, "off", "on")])
 def test_stream_split_equals_uninterrupted(tiny, tmp_path, split, async_a, async_b):
     clip = _clip(17)
     whole: list = []

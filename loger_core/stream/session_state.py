@@ -187,12 +187,20 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
         def transform(prefix: str) -> WindowTransform:
             return WindowTransform(t[f"{prefix}.R"].to(dev), t[f"{prefix}.t"].to(dev), t[f"{prefix}.scale"].to(dev))
 
+        # A session of a lower-precision run (bf16 on a GPU) continues on a float32 run (e.g. a CPU)
+        # with float32 memory; precisions do not mix inside the network.
+        widen = rec.dtype == torch.float32
+
+        def memory(name: str) -> torch.Tensor:
+            x = t[name]
+            return (x.float() if widen and x.is_floating_point() else x).to(dev)
+
         state = None
         if meta["memory"] is not None:
             m = meta["memory"]
-            ttt = [tuple(t[f"memory.ttt.{j}.{i}"].to(dev) for i in range(3)) if present else None
+            ttt = [tuple(memory(f"memory.ttt.{j}.{i}") for i in range(3)) if present else None
                    for j, present in enumerate(m["ttt"])]
-            swa = [tuple(t[f"memory.swa.{j}.{i}"].to(dev) for i in range(2)) if present else None
+            swa = [tuple(memory(f"memory.swa.{j}.{i}") for i in range(2)) if present else None
                    for j, present in enumerate(m["swa"])]
             state = MemoryState(ttt, swa, int(m["window_index"]), int(m["frames_seen"]))
         pending = None

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from loger_core.session import (
-    Session, SessionComponent, SessionCorruptError, SessionError, SessionStateError, check_session, model_identity,
+    Session, SessionComponent, SessionCorruptError, SessionError, SessionNotFoundError, SessionStateError, check_session,
+    model_identity,
     read_session, restore_voxel_map, save_session, trajectory_component, trajectory_from_component,
     voxel_map_component,
 )
@@ -229,6 +230,9 @@ class _CorePart:
                     c.counters.dropped.update({k: int(v) for k, v in value.items() if k in c.counters.dropped})
                 elif key in known:
                     setattr(c.counters, key, value)
+            # Diagnostics report drops and errors since their last message, not the previous run's.
+            c._last_diag_dropped = c.counters.dropped_total
+            c._last_diag_errors = c.counters.dropped["inference_error"]
 
 
 # ------------------------------------------------------------------ the keeper
@@ -282,7 +286,14 @@ class SessionKeeper:
                          f"{len(self.core.fusion)} map points; continuing in the same map frame")
             except SessionError as err:
                 self.resume_error = err
-                log.error(f"not resuming: {err}. Starting a fresh map; {str(path)!r} is left untouched.")
+                # A missing file is the normal first start of a robot configured to resume its last session.
+                level = log.warning if isinstance(err, SessionNotFoundError) else log.error
+                level(f"not resuming: {err}. Starting a fresh map; {str(path)!r} is left untouched.")
+        if self.enabled:
+            try:
+                self.identity_and_settings()  # hash the weights now, not on the first autosave
+            except Exception as err:  # noqa: BLE001 - reported again when a save is tried
+                log.warning(f"the model cannot be identified for sessions: {err!r}")
         self._choose_target()
         return self.resumed_from is not None
 
