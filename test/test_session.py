@@ -461,3 +461,59 @@ def test_reconstruct_cli_split_in_two_equals_one_run(tmp_path, capsys):
     assert main([*fast, "--out", str(tmp_path / "bad"), "--resume", str(session)]) == 2
     err = capsys.readouterr().err
     assert str(session) in err and "stream.window_size" in err
+
+
+class _CounterPart:
+    """A stand-in for another stateful part of the node (e.g. a 2D grid)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value, self.resets = value, 0
+
+    def capture(self) -> SessionComponent:
+        return SessionComponent({"value": torch.tensor([self.value])}, {"kind": "counter"})
+
+    def restore(self, component: SessionComponent, path) -> None:
+        self.value = int(component.tensors["value"][0])
+
+    def reset(self) -> None:
+        self.value, self.resets = 0, self.resets + 1
+
+
+def test_a_registered_part_is_saved_and_restored_and_an_older_session_without_it_still_resumes(tiny, tmp_path):
+    session = tmp_path / "s.loger.safetensors"
+    core = _node(_node_params(tmp_path / "a"), tiny)
+    core.session_parts["grid"] = _CounterPart(41)
+    _feed(core, _image_msgs(6))
+    assert core.save_session(str(session))[1] is not None
+    assert read_session(session).components["grid"].meta == {"kind": "counter"}
+
+    resumed = _node(_node_params(tmp_path / "b"), tiny)
+    resumed.session_parts["grid"] = _CounterPart()
+    assert resumed.resume_session(str(session))
+    assert resumed.sessions.resumed_from == session and resumed.session_parts["grid"].value == 41
+    assert len(resumed.trajectory()) == len(core.trajectory())
+    # A session written before the part existed: the rest resumes, the part starts empty (logged).
+    older = tmp_path / "older.loger.safetensors"
+    del core.session_parts["grid"]
+    core.save_session(str(older))
+    log = ListLogger()
+    resumed = _node(_node_params(tmp_path / "c"), tiny, log)
+    resumed.session_parts["grid"] = _CounterPart()
+    assert resumed.resume_session(str(older)) and resumed.session_parts["grid"].value == 0
+    assert any("no 'grid' component" in line for line in log.lines["warning"])
+    # A part that refuses the session resets every part (here: the grid's) and the core starts fresh.
+    refusing = _node(_node_params(tmp_path / "d"), tiny, ListLogger())
+    grid = _CounterPart()
+    refusing.session_parts["grid"] = grid
+
+    def refuse(component, path):
+        grid.value = 7  # a part that changed something before refusing
+        raise SessionConfigMismatchError(path, "grid resolution differs")
+
+    grid.restore = refuse
+    assert not refusing.resume_session(str(session))
+    assert "grid resolution differs" in str(refusing.sessions.resume_error)
+    assert grid.value == 0 and grid.resets == 1 and len(refusing.trajectory()) == 0 and len(refusing.fusion) == 0
+    assert refusing.counters.committed == 0 and refusing.reconstructor.memory_state is None
+    _feed(refusing, _image_msgs(5))  # the fresh map works
+    assert len(refusing.trajectory()) > 0

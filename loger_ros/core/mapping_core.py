@@ -288,6 +288,14 @@ class MappingCore:
             pubs += self.save_session(reason="shutdown")[0]
         return pubs + self._finish(commit_window=partial_window == "finish")
 
+    def resume_session(self, path: str) -> bool:
+        """Continue the session at ``path`` (as the ``resume_session`` parameter does at start-up), e.g.
+        after registering another part in :attr:`session_parts`; only before the first frame. False
+        when it was refused (the reason is logged and kept in ``sessions.resume_error``)."""
+        if self.counters.received or self.sessions.resumed_from is not None:
+            raise CoreError("resume_session: the core has already taken frames or resumed a session")
+        return self.sessions.resume(path)
+
     def save_session(self, path: Optional[str] = None, reason: str = "request") -> tuple[list[Publication], Any]:
         """Capture the mapping session and write it to ``path`` (default: the autosave target) on the
         calling thread; returns the publications of windows drained for it and the

@@ -56,7 +56,17 @@ DRAIN_TIMEOUT_S = 60.0
 
 
 class SessionPart(Protocol):
-    """Captures and restores one named component of a node session."""
+    """Captures and restores one named component of a node session.
+
+    ``capture`` runs on the inference thread between frames (after the stream is drained and the
+    map fusion caught up) and returns copies; ``restore`` runs at start-up, before any thread, and
+    should check everything before changing anything (raise a SessionError subclass naming
+    ``path`` to refuse the whole session). A part may also have ``reset()``: called when another
+    part refused the session after this one was restored, to get back to a fresh state.
+
+    E.g. a 2D grid: ``core.session_parts["grid"] = GridPart(core)`` in ``MappingCore.__init__``
+    before ``self.sessions.resume(...)``.
+    """
 
     def capture(self) -> SessionComponent: ...
 
@@ -325,6 +335,10 @@ class SessionKeeper:
         from loger_ros.core.pose_tracker import PoseTracker
 
         c = self.core
+        for name, part in c.session_parts.items():
+            reset = getattr(part, "reset", None)
+            if reset is not None:
+                reset()
         rec = c.reconstructor
         rec.reset()
         rec.stats = type(rec.stats)()
@@ -333,7 +347,9 @@ class SessionKeeper:
         c.mount.unfreeze()
         with c._lock:
             c._traj_stamps, c._traj_base, c._traj_cam = [], [], []
-            c._last_stamp, c._last_odom = None, None
+            c._last_stamp, c._last_odom, c._camera_frame = None, None, None
+            c.counters = type(c.counters)()
+            c._last_diag_dropped = c._last_diag_errors = 0
 
     def _choose_target(self) -> None:
         base = self.core.params.resolved_session_path
