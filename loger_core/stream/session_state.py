@@ -251,7 +251,8 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
     rec._first_frame = first
     rec._next_index = int(meta["next_index"])
     rec._last_stamp = None if meta["last_stamp"] is None else int(meta["last_stamp"])
-    rec._resolution = resolution
+    if resolution is not None:  # else not chosen yet: the config's (or the first frame's) as in a fresh stream
+        rec._resolution = resolution
     rec._view = _CommittedView(state, al.snapshot(), list(good_tail))
     with rec._scale_lock:
         rec._scale.load_state_dict(scale_state)
