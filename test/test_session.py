@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,9 @@ from loger_core.session import (
     model_identity, read_session, restore_voxel_map, save_session, voxel_map_component,
 )
 from loger_core.stream import StreamConfig, StreamingReconstructor
+from loger_ros.conversions import rosbags_factory
+from loger_ros.core import MappingCore
+from loger_ros.params import NodeParams
 
 H, W = 56, 84
 TOL = 1e-5
@@ -109,10 +110,6 @@ def test_stream_split_equals_uninterrupted(tiny, tmp_path, split, async_a, async
 
 
 # ------------------------------------------------------------------ node core
-from loger_ros.conversions import rosbags_factory  # noqa: E402
-from loger_ros.core import MappingCore  # noqa: E402
-from loger_ros.params import NodeParams  # noqa: E402
-
 F = rosbags_factory("ros2_humble")
 T0 = 1_700_000_000_000_000_000
 
@@ -366,7 +363,6 @@ def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
     save_session(path, sessions[0])
     rng = np.random.default_rng(0)
     leftovers = 0
-    t0 = time.monotonic()
     for _ in range(30):
         proc = ctx.Process(target=_writer, args=(str(path), sessions), daemon=True)
         proc.start()
@@ -390,7 +386,6 @@ def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
                 continue
             assert torch.equal(got.components["part"].tensors["x"], torch.full((2_000_000,), got.components["part"].meta["fill"]))
     assert leftovers > 0, "no kill landed during a write: the test did not test anything"
-    assert time.monotonic() - t0 < 20
     # The next save clears the dead writers' temporary files.
     save_session(path, sessions[1])
     assert [p.name for p in tmp_path.iterdir()] == [path.name]

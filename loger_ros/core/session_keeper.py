@@ -137,14 +137,12 @@ class _TrajectoryPart:
             c._traj_cam = list(poses["T_map_cam"])
 
 
-def _opt(p: "_Arrays", name: str, value: Optional[np.ndarray]) -> bool:
+def _opt(tensors: dict, name: str, value: Optional[np.ndarray]) -> bool:
+    """Puts an optional float64 array into ``tensors``; returns whether it was there (for the meta)."""
     if value is None:
         return False
-    p[name] = torch.from_numpy(np.asarray(value, dtype=np.float64).copy())
+    tensors[name] = torch.from_numpy(np.asarray(value, dtype=np.float64).copy())
     return True
-
-
-_Arrays = dict
 
 
 class _TrackerPart:
