@@ -11,7 +11,9 @@ Shutdown: SIGINT (Ctrl-C) and SIGTERM are handled by the node, not by rclpy, so 
 the node stops taking frames, drops the queued ones, finishes or drops the incomplete window
 (``shutdown_partial_window``, bounded by ``shutdown_timeout_s``), publishes the last poses and the
 final map, saves ``map.ply``/``trajectory.tum`` atomically and logs it; only then is rclpy shut down
-(no log call after that reaches rosout) and the process exits 0.
+(no log call after that reaches rosout) and the process exits 0. With ``autosave_period_s`` > 0 the
+mapping session is saved every period and, on shutdown, before the incomplete window's last pass
+(``MappingCore.finish``); ``resume_session`` continues one at start-up (README 'Sessions').
 
 Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
 ``~/cloud`` (latest window, sensor_msgs/PointCloud2), ``~/map`` (PointCloud2, transient local),
@@ -219,6 +221,9 @@ class LogerNode(Node):
         if not stopped:
             self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
                              f"{p.shutdown_timeout_s} s: saving what is mapped")
+            if self.core.sessions.enabled:
+                self.log.warning("the mapping session is not saved on this shutdown (a window pass is still "
+                                 f"running); the last autosave stays: {self.core.sessions.target}")
         else:
             pubs: list = []
             finisher = threading.Thread(target=lambda: pubs.extend(self.core.finish(p.shutdown_partial_window)),

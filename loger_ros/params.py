@@ -253,6 +253,28 @@ class NodeParams:
         "is saved without them; the launch files give the node this plus a margin before escalating to SIGTERM.",
         minimum=0.0, maximum=3600.0, group="output")
 
+    # --------------------------------------------------------------- session
+    autosave_period_s: float = _p(
+        0.0,
+        "Save the mapping session (network memory, voxel map, trajectory, map->odom; see README 'Sessions') "
+        "atomically to session_path every N seconds of wall time and on shutdown, so that a restarted node "
+        "can continue with resume_session; 0 = off. A full-model session holds about a gigabyte of network "
+        "memory; the tiny model's a few megabytes.",
+        minimum=0.0, maximum=86400.0, group="session")
+    session_path: str = _p(
+        "",
+        "Session file of the autosaves ('~' is expanded); '' = <output_dir>/session.loger.safetensors. An "
+        "existing file that this run did not resume from is never overwritten: the autosaves then go next to "
+        "it, to '<session_path>.new-<UTC time>'.",
+        group="session")
+    resume_session: str = _p(
+        "",
+        "Session file to continue from at start-up ('' = a fresh map): the same map frame, trajectory, map and "
+        "network memory, as if the node had not stopped. A file that cannot be used (missing, truncated, "
+        "damaged, another format version, another model or other window/alignment settings) is logged with "
+        "the reason and a fresh map starts; the file is left untouched.",
+        group="session")
+
     def __post_init__(self) -> None:
         for spec in param_specs():
             value = getattr(self, spec.name)
@@ -319,6 +341,13 @@ class NodeParams:
     @property
     def resolved_output_dir(self) -> Path:
         return Path(os.path.expanduser(self.output_dir))
+
+    @property
+    def resolved_session_path(self) -> Path:
+        """The autosave file before the never-overwrite rule (see session_path)."""
+        if self.session_path:
+            return Path(os.path.expanduser(self.session_path))
+        return self.resolved_output_dir / "session.loger.safetensors"
 
     def model_selection(self) -> ModelSelection:
         """Model and weights: checkpoint_path if set, else the bundled tiny demo weights (or synthetic

@@ -10,7 +10,10 @@ frame is dropped for speed), and writes to the output folder:
   ``/loger/map``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``) shows the result;
 - ``trajectory.tum`` (committed base_link poses in the map frame), ``map.ply``, ``trajectory.png``;
 - ``metrics.json`` when the bag carries ground truth (ATE/RPE/scale drift of the camera poses);
-- ``summary.json`` (counters, frames/s, latencies).
+- ``summary.json`` (counters, frames/s, latencies);
+- with ``--session-out PATH``: the mapping session at the end of the bag, taken before the last
+  incomplete window is committed, so that ``--resume PATH`` on the next bag (or on the same bag,
+  whose frames the session already has are skipped) continues the map exactly.
 
 Ctrl-C stops reading, commits what is in the network's window, and still closes the bag and
 writes the other outputs (files are replaced atomically, so none is ever torn).
@@ -311,6 +314,8 @@ class ReplayOptions:
     write_bag: bool = True
     overwrite: bool = False
     progress: bool = True
+    resume: Optional[Path] = None
+    session_out: Optional[Path] = None
 
 
 @dataclass
@@ -321,6 +326,7 @@ class ReplaySummary:
     topics: dict
     frames_read: int = 0
     frames_processed: int = 0
+    frames_in_session: int = 0
     poses: int = 0
     map_points: int = 0
     interrupted: bool = False
@@ -397,6 +403,8 @@ def run_replay(options: ReplayOptions, reconstructor: Any = None,
     bag_path = resolve_bag_path(options.bag)
     store = _ros2_store()
     params = options.params
+    if options.resume is not None:
+        params = NodeParams.from_mapping({**params.to_dict(), "resume_session": str(options.resume)})
     if params.tf_mode != "odom_to_base":
         log.warning("replay has no external odometry in TF: using tf_mode 'odom_to_base'")
         params = NodeParams.from_mapping({**params.to_dict(), "tf_mode": "odom_to_base"})
@@ -423,6 +431,10 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
 
     tf_tree = StaticTfTree()
     core = MappingCore(params, RosbagsFactory(store), reconstructor=reconstructor, lookup=tf_tree.lookup, logger=log)
+    if options.resume is not None and core.sessions.resume_error is not None:
+        raise ReplayError(f"--resume: {core.sessions.resume_error}")
+    # Frames the resumed session already has (the same bag replayed again) are skipped, not dropped.
+    resumed_until = core._last_stamp if core.sessions.resumed_from is not None else None
     normalise = _Normaliser(reader, store)
     summary = ReplaySummary(bag=str(options.bag), topics=asdict(topics))
     gt_samples: dict[int, np.ndarray] = {}
@@ -458,6 +470,9 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
                     else:
                         out.write_message(conn.topic, conn.msgtype, time_ns, msg)
                 if conn.topic == topics.image:
+                    if resumed_until is not None and _image_stamp(msg, topics.compressed) <= resumed_until:
+                        summary.frames_in_session += 1
+                        continue
                     core.on_image(msg, topics.compressed)
                     emit(core.process_all(), time_ns)
                     summary.frames_read += 1
@@ -488,6 +503,11 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
         except Exception as err:  # a truncated or corrupt bag: keep what was read
             summary.read_error = f"reading {options.bag} failed after {summary.frames_read} frames: {err}"
             log.error(summary.read_error)
+        if options.session_out is not None:
+            pubs, saved = core.save_session(str(options.session_out), reason="end of replay")
+            emit(pubs, last_time)
+            if saved is not None:
+                summary.outputs["session"] = str(saved.path)
         try:
             emit(core.flush(), last_time)
         except KeyboardInterrupt:
@@ -515,7 +535,7 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     summary.frames_per_s = summary.frames_read / summary.wall_s if summary.wall_s > 0 else 0.0
     summary.latency_ms = core.latency.summary().to_dict()
     summary.counters = {k: v for k, v in asdict(c).items()}
-    summary.outputs = {"map": str(saved.map_ply), "trajectory": str(saved.trajectory_tum)}
+    summary.outputs = {**summary.outputs, "map": str(saved.map_ply), "trajectory": str(saved.trajectory_tum)}
     if out is not None:
         summary.outputs["rosbag"] = str(out.path)
     est_cam = core.trajectory("camera")
@@ -543,6 +563,13 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     summary_path = out_dir / "summary.json"
     summary.outputs["summary"] = str(summary_path)
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=_json_default))
+
+
+def _image_stamp(msg: Any, compressed: bool) -> int:
+    try:
+        return header_of(msg, "CompressedImage" if compressed else "Image")[0]
+    except ConversionError:
+        return 1 << 62  # undecodable: let the core count it
 
 
 def _json_default(value: Any) -> Any:
@@ -603,6 +630,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-bag", action="store_true", help="do not write the output rosbag")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--resume", type=Path, default=None, metavar="SESSION",
+                    help="continue the mapping session SESSION (same map frame, trajectory, map and network "
+                    "memory); images it already has are skipped. A session that cannot be used is an error")
+    ap.add_argument("--session-out", type=Path, default=None, metavar="SESSION",
+                    help="write the mapping session at the end of the bag (before the last incomplete window is "
+                    "committed) for a later --resume")
     return ap
 
 
@@ -627,7 +660,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     return ReplayOptions(
         bag=args.bag, out_dir=out, params=params, topic=args.topic, camera_info_topic=args.camera_info_topic,
         depth_topic=args.depth_topic, gt_topic=args.gt_topic, max_frames=args.max_frames,
-        write_bag=not args.no_bag, overwrite=args.overwrite, progress=not args.no_progress)
+        write_bag=not args.no_bag, overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
+        session_out=args.session_out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

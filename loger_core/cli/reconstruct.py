@@ -13,7 +13,11 @@ video file. Writes into ``--out`` (default ``./<input name>_loger``):
 - ``map.ply``: the fused voxel map (binary PLY with colours and confidence);
 - ``top_view.png``: trajectory (and ground truth, aligned) over the map, seen from above;
 - ``metrics.json``: ATE / RPE / scale drift against the ground truth, when the input has one;
-- ``run.json``: configuration, weights, timing and stream statistics.
+- ``run.json``: configuration, weights, timing and stream statistics;
+- with ``--session-out PATH``: the mapping session (network memory, map, trajectory, buffered
+  frames) after the last frame read and before the final incomplete window is committed, so that
+  ``--resume PATH`` continues exactly (on the rest of the sequence, or on the same input, whose
+  frames the session already has are skipped).
 
 Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model_selection`): an explicit
 ``--checkpoint``, else the trained ``tiny`` weights shipped in the package (a demo model trained on
@@ -43,6 +47,10 @@ from loger_core.map import MapConfig, MapError, VoxelMap
 from loger_core.model_selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
 from loger_core.model.checkpoint import CheckpointError
 from loger_core.plotting import plot_top_view
+from loger_core.session import (
+    Session, SessionComponent, SessionConfigMismatchError, SessionError, load_session, model_identity,
+    restore_voxel_map, save_session, trajectory_component, trajectory_from_component, voxel_map_component,
+)
 from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
@@ -114,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", default=None, metavar="SESSION",
+                   help="continue the mapping session SESSION (memory, map, trajectory); input frames it already "
+                   "has are skipped. A session of another model or with other window settings is refused")
+    p.add_argument("--session-out", default=None, metavar="SESSION",
+                   help="write the mapping session after the last frame (before the final incomplete window is "
+                   "committed) for a later --resume")
     return p
 
 
@@ -193,6 +207,43 @@ class _Outputs:
     def trajectory(self) -> Trajectory:
         return Trajectory(np.asarray(self.stamps, dtype=np.int64), np.stack(self.poses))
 
+    # Mapping sessions: the map, the trajectory and the automatic voxel size travel with the stream.
+    def session_components(self) -> dict[str, SessionComponent]:
+        comps = {"trajectory": trajectory_component(self.stamps, {"T_world_cam": np.asarray(self.poses).reshape(-1, 4, 4)}),
+                 "reconstruct": SessionComponent({}, {"voxel_size": self.voxel, "last_K": None if self.last_K is None
+                                                      else self.last_K.tolist()})}
+        if self.map is not None:
+            comps["map"] = voxel_map_component(self.map)
+        return comps
+
+    def restore(self, session: Session, path: str) -> None:
+        meta = session.component("reconstruct", path).meta
+        saved_voxel = meta["voxel_size"]
+        if self.voxel is not None and saved_voxel is not None and self.voxel != saved_voxel:
+            raise SessionConfigMismatchError(path, f"its map has voxel size {saved_voxel}, --voxel-size is {self.voxel}")
+        self.voxel = saved_voxel if saved_voxel is not None else self.voxel
+        stamps, poses = trajectory_from_component(session.component("trajectory", path), path)
+        self.stamps = [int(v) for v in stamps]
+        self.poses = list(poses["T_world_cam"])
+        self.last_K = None if meta["last_K"] is None else np.asarray(meta["last_K"], dtype=np.float64)
+        if "map" in session.components:
+            self.map = VoxelMap(MapConfig(voxel_size=self.voxel, max_points=self.max_points))
+            restore_voxel_map(self.map, session.components["map"], path)
+
+
+def _save_session(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> None:
+    outputs.add(rec.drain())  # windows in flight (async) are committed state first
+    comps = {"stream": rec.session_component(), **outputs.session_components()}
+    save_session(path, Session(model_identity(rec.model), rec.session_settings(), comps))
+
+
+def _resume(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> Optional[int]:
+    """Continue from the session at ``path``; returns the last stamp it holds (frames up to it are skipped)."""
+    session = load_session(path, model_identity(rec.model), rec.session_settings())
+    outputs.restore(session, path)
+    rec.restore_session(session.component("stream", path), path)
+    return rec._last_stamp
+
 
 def _run(args) -> int:
     selection = _selection(args)
@@ -212,6 +263,8 @@ def _run(args) -> int:
     rec = StreamingReconstructor(cfg)
     use_depth = cfg.scale.source == "depth"
     outputs = _Outputs(voxel, args.max_map_points)
+    resumed_until = _resume(args.resume, rec, outputs) if args.resume else None
+    in_session = 0
     total = None
     if isinstance(seq, ImageFolderSequence):
         total = len(range(0, len(seq), args.stride))
@@ -223,11 +276,16 @@ def _run(args) -> int:
     for i, frame in enumerate(seq):
         if i % args.stride:
             continue
+        if resumed_until is not None and frame.stamp_ns <= resumed_until:
+            in_session += 1
+            continue
         if args.max_frames is not None and used >= args.max_frames:
             break
         used += 1
         outputs.add(rec.push(frame.rgb, frame.stamp_ns, K=frame.K, depth=frame.depth if use_depth else None))
         bar.update(1)
+    if args.session_out:
+        _save_session(args.session_out, rec, outputs)
     outputs.add(rec.flush())
     bar.close()
     elapsed = time.perf_counter() - t0
@@ -274,6 +332,9 @@ def _run(args) -> int:
         "device": str(rec.device),
         "dtype": str(rec.dtype).replace("torch.", ""),
         "frames_read": used,
+        "frames_in_resumed_session": in_session,
+        "resumed_from": args.resume,
+        "session_out": args.session_out,
         "frames_out": len(est),
         "seconds": elapsed,
         "frames_per_second": used / elapsed if elapsed > 0 else None,
@@ -312,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
-    except (StreamInputError, ImageFolderError, CheckpointError, MapError) as e:
+    except (StreamInputError, ImageFolderError, CheckpointError, MapError, SessionError) as e:
         print(f"loger-reconstruct: error: {e}", file=sys.stderr)
         return 2
 

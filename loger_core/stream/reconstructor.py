@@ -332,6 +332,35 @@ class StreamingReconstructor:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
+    def drain(self, timeout_s: Optional[float] = None) -> list[FrameResult]:
+        """Waits until no window is in flight (async_windows) and returns every result not yet
+        handed over; afterwards the committed state is complete (see `session_component`).
+        A timeout returns what is ready; `windows_in_flight` then stays True."""
+        if not self._async:
+            return []
+        self._worker.wait_idle(timeout_s)
+        return self._worker.drain()
+
+    # Mapping sessions (loger_core.session): the committed state as a component, and back.
+    def session_component(self):
+        """The committed state (memory, aligner, buffered frames, scale) as a `SessionComponent`;
+        `drain()` first with async_windows. See `loger_core.stream.session_state`."""
+        from .session_state import capture_stream
+
+        return capture_stream(self)
+
+    def restore_session(self, component, path: Optional[str] = None) -> None:
+        """Continues from a `session_component()` of an earlier stream (this one must be fresh)."""
+        from .session_state import restore_stream
+
+        restore_stream(self, component, path)
+
+    def session_settings(self) -> dict:
+        """The settings a resumed stream must share with the one that saved the session."""
+        from .session_state import stream_settings
+
+        return stream_settings(self)
+
     @property
     def memory_state(self):
         """The memory state carried to the next window (None before the first window)."""

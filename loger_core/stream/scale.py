@@ -71,6 +71,15 @@ class ScaleSource:
     def reset(self) -> None:
         """Forgets all measurements (a new map)."""
 
+    def state_dict(self) -> dict:
+        """The measurements so far, JSON-able (mapping sessions)."""
+        return {"source": self.name}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores `state_dict()` of a source of the same kind."""
+        if state.get("source") != self.name:
+            raise ValueError(f"scale state of source {state.get('source')!r} cannot be loaded into {self.name!r}")
+
 
 class FixedScale(ScaleSource):
     name = "fixed"
@@ -94,6 +103,19 @@ class _RobustRatio(ScaleSource):
         self._single_sigma = math.inf
         self._taken = 0
         self._frozen = None
+
+    def state_dict(self) -> dict:
+        frozen = None if self._frozen is None else [self._frozen.scale, self._frozen.std, self._frozen.samples]
+        return {"source": self.name, "log": list(self._log), "single_sigma": self._single_sigma, "taken": self._taken,
+                "frozen": frozen}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._log = deque((float(v) for v in state["log"]), maxlen=self.cfg.history)
+        self._single_sigma = float(state["single_sigma"])
+        self._taken = int(state["taken"])
+        f = state["frozen"]
+        self._frozen = None if f is None else ScaleEstimate(float(f[0]), float(f[1]), int(f[2]), self.name, True, True)
 
     def _add(self, log_ratio: float, sigma: float = math.inf) -> None:
         if self._frozen is not None or not math.isfinite(log_ratio):
@@ -157,6 +179,15 @@ class OdometryScale(_RobustRatio):
     def reset(self) -> None:
         super().reset()
         self._anchor = None
+
+    def state_dict(self) -> dict:
+        anchor = None if self._anchor is None else [self._anchor[0].tolist(), self._anchor[1].tolist()]
+        return {**super().state_dict(), "anchor": anchor}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        a = state["anchor"]
+        self._anchor = None if a is None else (np.asarray(a[0], dtype=np.float64), np.asarray(a[1], dtype=np.float64))
 
     def observe(self, obs: ScaleObservation) -> None:
         if obs.odom_position is None or not np.all(np.isfinite(obs.position)):

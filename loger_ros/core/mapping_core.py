@@ -37,6 +37,7 @@ import numpy as np
 
 from loger_core.io.trajectory import Trajectory
 from loger_core.model_selection import ModelSelection
+from loger_core.session import SessionError
 from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError
 from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
 from loger_ros.core.errors import DROP_REASONS, CoreError
@@ -47,6 +48,7 @@ from loger_ros.core.map_fusion import MapFusion, MapJob
 from loger_ros.core.outputs import SavedOutputs, save_map_and_trajectory
 from loger_ros.core.pose_tracker import PoseTracker, TrackedPose
 from loger_ros.core.publications import MessageBuilder, Publication
+from loger_ros.core.session_keeper import SessionKeeper
 from loger_ros.core.telemetry import LatencyStats, RateMeter, gpu_memory_mb
 from loger_ros.params import NodeParams, ParamsError
 
@@ -173,6 +175,11 @@ class MappingCore:
         self._last_diag_errors = 0
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        # Mapping sessions: each part of the state is a named component; a part registered here
+        # (before the resume below) is saved and restored with the others.
+        self.sessions = SessionKeeper(self)
+        self.session_parts = self.sessions.default_parts()
+        self.sessions.resume(params.resume_session)
 
     # ================================================================ callbacks
     def on_image(self, msg: Any, compressed: bool = False) -> None:
@@ -235,7 +242,7 @@ class MappingCore:
         pubs += self._poll_windows()
         if not self.fusion.threaded:  # no mapping thread: fuse inline, after this frame's odometry
             pubs += self.fusion.run_pending()
-        return pubs
+        return pubs + self.sessions.maybe_autosave()
 
     def process_all(self) -> list[Publication]:
         """Process every queued image (synchronous use: replay, tests)."""
@@ -274,7 +281,33 @@ class MappingCore:
         if dropped:
             with self._lock:
                 self.counters.dropped["shutdown"] += dropped
-        return self._finish(commit_window=partial_window == "finish")
+        pubs: list[Publication] = []
+        if self.sessions.enabled and not self._finished:
+            # Before the last window pass: the session keeps the incomplete window's frames, so a
+            # resumed node commits them exactly as an uninterrupted one would have.
+            pubs += self.save_session(reason="shutdown")[0]
+        return pubs + self._finish(commit_window=partial_window == "finish")
+
+    def resume_session(self, path: str) -> bool:
+        """Continue the session at ``path`` (as the ``resume_session`` parameter does at start-up), e.g.
+        after registering another part in :attr:`session_parts`; only before the first frame. False
+        when it was refused (the reason is logged and kept in ``sessions.resume_error``)."""
+        if self.counters.received or self.sessions.resumed_from is not None:
+            raise CoreError("resume_session: the core has already taken frames or resumed a session")
+        return self.sessions.resume(path)
+
+    def save_session(self, path: Optional[str] = None, reason: str = "request") -> tuple[list[Publication], Any]:
+        """Capture the mapping session and write it to ``path`` (default: the autosave target) on the
+        calling thread; returns the publications of windows drained for it and the
+        :class:`~loger_ros.core.session_keeper.SavedSession` (None when it could not be captured or
+        written: the reason is logged). Call between frames (inference thread, or after :meth:`stop`)."""
+        try:
+            return self.sessions.save(path, reason)
+        except SessionError as err:
+            self.log.error(f"session not saved ({reason}): {err}")
+        except Exception as err:  # never let a save break the shutdown
+            self.log.error(f"session not saved ({reason}): {err!r}\n{traceback.format_exc()}")
+        return [], None
 
     def _finish(self, commit_window: bool) -> list[Publication]:
         pubs: list[Publication] = []
