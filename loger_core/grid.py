@@ -47,6 +47,7 @@ import numpy as np
 
 __all__ = [
     "FREE",
+    "FloorGridBuilder",
     "GridConfig",
     "GridError",
     "GridSnapshot",
@@ -122,8 +123,9 @@ class GridConfig:
                     raise GridError(f"GridConfig: {f.name} {value!r} must be a finite number")
                 setattr(self, f.name, float(value))
         c = self
+        if not c.resolution > 0:
+            raise GridError(f"GridConfig: resolution {c.resolution} must be > 0")
         checks = [
-            (c.resolution > 0, f"resolution {c.resolution} must be > 0"),
             (c.max_extent >= c.resolution, f"max_extent {c.max_extent} must be >= resolution {c.resolution}"),
             (c.max_extent / c.resolution <= 2**20,
              f"max_extent {c.max_extent} / resolution {c.resolution} must be <= 2^20 cells"),
@@ -464,6 +466,73 @@ def estimate_ground_frame(points: np.ndarray, camera_positions: np.ndarray, came
     return T
 
 
+class FloorGridBuilder:
+    """An occupancy grid for inputs without TF (image folders, videos): the floor found in the first
+    frames (:func:`estimate_ground_frame`) defines "up" and height 0.
+
+    Frames are buffered (at most ``max_buffered`` of them) until the floor is found, then inserted
+    in order; later frames go straight in. The grid lives in the floor frame ``ground``:
+    ``T_world_ground`` maps it to the reconstruction's world frame. Points are in the caller's
+    units (metres when the scale is metric).
+    """
+
+    def __init__(self, config: Optional[GridConfig] = None, min_frames: int = 8, max_buffered: int = 256) -> None:
+        self.grid = OccupancyGrid2D(config)
+        self.min_frames = min_frames
+        self.max_buffered = max_buffered
+        self.T_world_ground: Optional[np.ndarray] = None
+        self.gave_up = False
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.T_world_ground is not None
+
+    def add(self, points_world: np.ndarray, T_world_cam: np.ndarray) -> None:
+        """One committed frame: ``points_world (N, 3)``, camera pose ``T_world_cam (4, 4)`` (OpenCV axes)."""
+        if self.gave_up:
+            return
+        T = np.asarray(T_world_cam, dtype=np.float64)
+        if self.ready:
+            self._insert(points_world, T)
+            return
+        self._buffer.append((np.asarray(points_world, dtype=np.float32), T))
+        if len(self._buffer) >= self.min_frames and (len(self._buffer) % self.min_frames == 0
+                                                     or len(self._buffer) >= self.max_buffered):
+            self._try_floor()
+        if not self.ready and len(self._buffer) >= self.max_buffered:
+            self.gave_up = True
+            self._buffer.clear()
+
+    def finish(self) -> bool:
+        """Last attempt at the floor with what is buffered; True when the grid has data."""
+        if not self.ready and not self.gave_up and self._buffer:
+            self._try_floor()
+        return self.ready
+
+    def _try_floor(self) -> None:
+        points = np.concatenate([p[_spread(len(p), 4000)] for p, _ in self._buffer])
+        poses = np.stack([T for _, T in self._buffer])
+        found = estimate_ground_frame(points, poses[:, :3, 3], -poses[:, :3, 1])
+        if found is None:
+            return
+        self.T_world_ground = found
+        buffered, self._buffer = self._buffer, []
+        for points, T in buffered:
+            self._insert(points, T)
+
+    def _insert(self, points_world: np.ndarray, T_world_cam: np.ndarray) -> None:
+        T_ground_world = np.linalg.inv(self.T_world_ground)
+        p = np.asarray(points_world, dtype=np.float64) @ T_ground_world[:3, :3].T + T_ground_world[:3, 3]
+        c = T_ground_world[:3, :3] @ T_world_cam[:3, 3] + T_ground_world[:3, 3]
+        self.grid.insert(p[:, :2], p[:, 2], c[:2], float(c[2]))
+
+    def to_ground(self, positions_world: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` world positions in the floor frame."""
+        T = np.linalg.inv(self.T_world_ground)
+        return np.asarray(positions_world, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
+
+
 # ====================================================================== files
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -500,7 +569,7 @@ def write_map_server(directory: PathLike, snapshot: GridSnapshot, name: str = "m
         f"image: {name}.pgm\n"
         "mode: trinary\n"
         f"resolution: {snapshot.resolution!r}\n"
-        f"origin: [{float(snapshot.origin[0])!r}, {float(snapshot.origin[1])!r}, 0.0]\n"
+        f"origin: [{round(float(snapshot.origin[0]), 9)!r}, {round(float(snapshot.origin[1]), 9)!r}, 0.0]\n"
         "negate: 0\n"
         f"occupied_thresh: {MAP_SERVER_OCCUPIED_THRESH}\n"
         f"free_thresh: {MAP_SERVER_FREE_THRESH}\n"

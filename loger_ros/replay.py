@@ -7,8 +7,10 @@ frame is dropped for speed), and writes to the output folder:
 
 - ``rosbag/``: a rosbag2 (mcap) with the original camera topic(s), ``/tf``, ``/tf_static`` and the
   node's outputs (``/loger/odom``, ``/loger/path``, ``/loger/cloud``,
-  ``/loger/map``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``) shows the result;
+  ``/loger/map``, ``/loger/grid``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``)
+  shows the result;
 - ``trajectory.tum`` (committed base_link poses in the map frame), ``map.ply``, ``trajectory.png``;
+- with the occupancy grid on (``grid_enabled``): ``map.pgm`` + ``map.yaml`` (nav2_map_server) and ``grid.png``;
 - ``metrics.json`` when the bag carries ground truth (ATE/RPE/scale drift of the camera poses);
 - ``summary.json`` (counters, frames/s, latencies).
 
@@ -31,6 +33,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from loger_core.eval import EvalError, evaluate
+from loger_core.grid import render_grid_png
 from loger_core.io.trajectory import Trajectory
 from loger_core.model_selection import MODEL_CHOICES
 from loger_core.plotting import plot_top_view
@@ -264,7 +267,7 @@ class OutputBag:
     def _connection(self, topic: str, msgtype: str, source: Any = None) -> Any:
         if topic in self._connections:
             return self._connections[topic]
-        latched = _latched_qos() if topic in (self._topics["map"], "/tf_static") else ()
+        latched = _latched_qos() if topic in (self._topics["map"], self._topics["grid"], "/tf_static") else ()
         if source is not None and source.msgdef.data and source.digest:
             conn = self._writer.add_connection(topic, msgtype, msgdef=source.msgdef.data, rihs01=source.digest,
                                                offered_qos_profiles=latched)
@@ -518,6 +521,13 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     summary.outputs = {"map": str(saved.map_ply), "trajectory": str(saved.trajectory_tum)}
     if out is not None:
         summary.outputs["rosbag"] = str(out.path)
+    if saved.grid_yaml is not None:
+        summary.outputs.update(grid_yaml=str(saved.grid_yaml), grid_pgm=str(saved.grid_pgm))
+    if core.grid is not None:
+        base = core.trajectory("base")
+        png = render_grid_png(out_dir / "grid.png", core.grid.snapshot(), base.poses[:, :2, 3] if len(base) else None,
+                              title=f"loger-replay: {Path(summary.bag).name}")
+        summary.outputs["grid_png"] = str(png)
     est_cam = core.trajectory("camera")
     points, colors, _ = core.map_snapshot()
     gt = _trajectory_from(gt_samples) if gt_samples else None

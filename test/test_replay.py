@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
+from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -87,8 +88,18 @@ def check_outputs(out: Path, summary, n_frames: int, image_topic: str, with_gt: 
     assert saved["poses"] == n_frames and saved["counters"]["committed"] == n_frames
     messages = read_bag(out / "rosbag")
     assert len(messages[image_topic]) == n_frames
-    for channel in ("odom", "path", "cloud", "map", "tf"):
+    for channel in ("odom", "path", "cloud", "map", "grid", "tf"):
         assert messages[TOPICS[channel]], f"no {channel} in the output bag"
+    # The occupancy grid: in the bag (latched, map frame), as nav2_map_server files and as a picture.
+    grid = messages[TOPICS["grid"]][-1]
+    assert grid.header.frame_id == "map" and grid.info.width * grid.info.height == len(grid.data) > 0
+    assert set(np.unique(grid.data).tolist()) <= {-1, 0, 100}
+    with AnyReader([out / "rosbag"]) as reader:
+        qos = [c.ext.offered_qos_profiles for c in reader.connections if c.topic == TOPICS["grid"]]
+    assert qos[0][0].durability == QosDurability.TRANSIENT_LOCAL
+    assert (out / "map.pgm").stat().st_size > 15 and (out / "map.yaml").is_file()
+    assert (out / "grid.png").stat().st_size > 1000
+    assert {"grid_yaml", "grid_pgm", "grid_png"} <= set(json.loads((out / "summary.json").read_text())["outputs"])
     assert len(messages[TOPICS["path"]][-1].poses) == n_frames
     assert {(t.header.frame_id, t.child_frame_id) for m in messages["/tf"] for t in m.transforms} == {
         ("odom", "base_link"), ("map", "odom")}
