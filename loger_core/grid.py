@@ -251,17 +251,17 @@ class OccupancyGrid2D:
             raise GridError(f"points_xy has {len(xy)} points but heights has {len(h)}")
         if cam.shape != (2,) or not np.all(np.isfinite(cam)) or not math.isfinite(float(camera_height)):
             raise GridError(f"camera_xy {cam.tolist()} / camera_height {camera_height!r} must be finite, shape (2,) / scalar")
-        ok = np.all(np.isfinite(xy), axis=1) & np.isfinite(h)
-        xy, h = xy[ok], h[ok]
+        ok = np.isfinite(xy[:, 0]) & np.isfinite(xy[:, 1]) & np.isfinite(h)
+        if not ok.all():
+            xy, h = xy[ok], h[ok]
         h0 = float(camera_height)
         stats = UpdateStats(points=len(xy))
 
         d = xy - cam
         dh = h - h0
-        dist = np.sqrt((d * d).sum(axis=1) + dh * dh)
+        dist = np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + dh * dh)
         reached = dist <= cfg.max_range
-        in_band = (h >= cfg.min_height) & (h <= cfg.max_height)
-        hit_xy = xy[reached & in_band]
+        hit_xy = xy[reached & (h >= cfg.min_height) & (h <= cfg.max_height)]
         ground_xy = xy[reached & (h < cfg.min_height)]
 
         ray_idx = _spread(len(xy), cfg.rays_per_frame)
@@ -269,25 +269,30 @@ class OccupancyGrid2D:
         free_xy = self._ray_samples(cam, h0, d[ray_idx], dh[ray_idx], dist[ray_idx])
         stats.samples = len(free_xy)
 
-        cells = [self._cells(a) for a in (hit_xy, free_xy, ground_xy)]
-        inside = [self._inside(c) for c in cells]
-        stats.outside_extent = int(sum(len(c) - int(m.sum()) for c, m in zip(cells, inside)))
-        hit_c, free_c, ground_c = (c[m] for c, m in zip(cells, inside))
-        everything = np.concatenate([hit_c, free_c, ground_c])
-        if len(everything) == 0:
+        # Everything this frame touches lies within max_range of its camera: that box (clipped to the
+        # extent) bounds the work and is the only part of the map read or written.
+        reach = int(math.ceil(cfg.max_range / cfg.resolution)) + 1
+        cx, cy = (int(math.floor(v / cfg.resolution)) for v in cam)
+        lo = np.array([max(cx - reach, -self._half), max(cy - reach, -self._half)])
+        hi = np.array([min(cx + reach, self._half - 1), min(cy + reach, self._half - 1)])
+        if np.any(hi < lo):  # the camera is beyond the extent
+            stats.outside_extent = len(hit_xy) + len(free_xy) + len(ground_xy)
             self.updates += 1
             self.last_stats = stats
             return stats
-        lo, hi = everything.min(axis=0), everything.max(axis=0)
-        self._ensure(lo, hi)
-        # One observation per cell and frame, on a mask of this frame's bounding box only.
-        shape = tuple(int(v) for v in (hi - lo + 1)[::-1])  # (rows = y, cols = x)
+        shape = (int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1))  # (rows = y, cols = x)
         hit = np.zeros(shape, dtype=bool)
         free = np.zeros(shape, dtype=bool)
-        hit[hit_c[:, 1] - lo[1], hit_c[:, 0] - lo[0]] = True
-        free[free_c[:, 1] - lo[1], free_c[:, 0] - lo[0]] = True
-        free[ground_c[:, 1] - lo[1], ground_c[:, 0] - lo[0]] = True
+        outside = 0
+        for target, pts in ((hit, hit_xy), (free, free_xy), (free, ground_xy)):
+            col = np.floor(pts[:, 0] / cfg.resolution).astype(np.int64) - lo[0]
+            row = np.floor(pts[:, 1] / cfg.resolution).astype(np.int64) - lo[1]
+            keep = (col >= 0) & (col < shape[1]) & (row >= 0) & (row < shape[0])
+            outside += len(pts) - int(np.count_nonzero(keep))
+            target[row[keep], col[keep]] = True
+        stats.outside_extent = outside
         free &= ~hit
+        self._ensure(lo, hi)
         rows = slice(int(lo[1] - self._y0), int(hi[1] - self._y0 + 1))
         cols = slice(int(lo[0] - self._x0), int(hi[0] - self._x0 + 1))
         L = self._log_odds[rows, cols]
@@ -295,8 +300,8 @@ class OccupancyGrid2D:
         L[free] += cfg.miss_log_odds
         np.clip(L, cfg.min_log_odds, cfg.max_log_odds, out=L)
         self._seen[rows, cols] |= hit | free
-        stats.occupied_cells = int(hit.sum())
-        stats.free_cells = int(free.sum())
+        stats.occupied_cells = int(np.count_nonzero(hit))
+        stats.free_cells = int(np.count_nonzero(free))
         stats.cells_touched = stats.occupied_cells + stats.free_cells
         self.updates += 1
         self.last_stats = stats
@@ -322,24 +327,17 @@ class OccupancyGrid2D:
         keep = (t_hi > t_lo) & (span > 0)
         if not np.any(keep):
             return np.zeros((0, 2))
-        d, t_lo, t_hi, span, length_xy = d[keep], t_lo[keep], t_hi[keep], span[keep], length_xy[keep]
-        n = np.ceil(span / (_STEP * cfg.resolution)).astype(np.int64) + 1
+        d, t_lo, t_hi, length_xy = d[keep], t_lo[keep], t_hi[keep], length_xy[keep]
+        # A segment ending at its point (a ray ending in the band) stops half a step short of it, so
+        # that the obstacle's own cell is not counted as seen through.
+        t_far = np.maximum(t_lo, t_hi - np.where(t_hi >= 1.0, 0.5 * _STEP * cfg.resolution / length_xy, 0.0))
+        start = cam + d * t_lo[:, None]
+        end = cam + d * t_far[:, None]
+        n = np.ceil((t_far - t_lo) * length_xy / (_STEP * cfg.resolution)).astype(np.int64) + 1
+        step = (end - start) / np.maximum(n - 1, 1)[:, None]
         ray = np.repeat(np.arange(len(n)), n)
-        first = np.cumsum(n) - n
-        k = np.arange(int(n.sum())) - np.repeat(first, n)  # sample index within its ray
-        frac = k / np.maximum(n - 1, 1)[ray]
-        t = t_lo[ray] + (t_hi[ray] - t_lo[ray]) * frac
-        # The segment's far end is the point itself for rays ending in the band: stop half a step
-        # short of it so that the obstacle's own cell is not counted as seen through.
-        t = np.minimum(t, t_hi[ray] - np.where(t_hi[ray] >= 1.0, 0.5 * _STEP * cfg.resolution / length_xy[ray], 0.0))
-        t = np.maximum(t, t_lo[ray])
-        return cam + d[ray] * t[:, None]
-
-    def _cells(self, xy: np.ndarray) -> np.ndarray:
-        return np.floor(xy / self.config.resolution).astype(np.int64).reshape(-1, 2)
-
-    def _inside(self, cells: np.ndarray) -> np.ndarray:
-        return np.all((cells >= -self._half) & (cells < self._half), axis=1)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # sample index within its ray
+        return start[ray] + step[ray] * k[:, None]
 
     def _ensure(self, lo: np.ndarray, hi: np.ndarray) -> None:
         """Grow the storage to hold global cells ``lo..hi`` (x, y), geometrically, within the extent."""

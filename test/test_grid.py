@@ -3,6 +3,7 @@ the node core's ~/grid and the floor frame used where there is no TF."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -389,3 +390,26 @@ def test_floor_grid_builder_maps_the_room_in_the_floor_frame():
     centres = (occupied[:, ::-1] + 0.5) * snap.resolution + np.asarray(snap.origin)
     dist = np.linalg.norm(centres, axis=1)
     assert np.mean(np.abs(dist - np.clip(dist, 2.0, 5.5)) < 1e-9) > 0.95  # walls, not floor noise near the camera
+
+
+def test_the_mapping_thread_publishes_the_grid_periodically(tmp_path):
+    params = NodeParams(allow_synthetic_weights=True, window_size=3, overlap_size=0, grid_resolution=0.1,
+                        grid_publish_period_s=0.05, output_dir=str(tmp_path))
+    core = MappingCore(params, F, reconstructor=WallStream(), lookup=mount_lookup, logger=_Quiet())
+    published = []
+    clock = iter(range(0, 10**12, 10**8))  # the node clock: 0.1 s per call
+    core.start(published.append, lambda: next(clock))
+    try:
+        for i in range(6):
+            core.on_image(image(i))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not [p for p in published if p.channel == "grid"
+                                                   and p.msg.info.width > 0 and core.grid.frames == 6]:
+            time.sleep(0.05)
+    finally:
+        assert core.stop(10)
+    grids = [p for p in published if p.channel == "grid"]
+    assert grids and core.grid.frames == 6
+    values = core.diagnostics_values()
+    assert values["grid_known_cells"] > 0 and values["grid_frames"] == 6
+    assert values["grid_last_window_cells_touched"] > 0

@@ -15,6 +15,7 @@ The grid is published (``nav_msgs/OccupancyGrid`` in ``map_frame``, transient lo
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,6 +48,7 @@ class GridMapping:
         self._published_version = 0
         self._last_ns: Optional[int] = None
         self.window_stats = UpdateStats()  # of the last window (summed over its frames)
+        self.window_ms = 0.0
         self.frames = 0
 
     # ------------------------------------------------------------------ input
@@ -54,6 +56,7 @@ class GridMapping:
         """Add a committed window: ``(points (N, 3) map frame, camera centre (3,) map frame,
         T_map_base (4, 4))`` per frame. Returns the window's summed :class:`UpdateStats`."""
         total = UpdateStats()
+        t0 = time.perf_counter()
         ground_z = self.config.ground_z
         for points, centre, T_map_base in frames:
             heights = heights_above_ground(points, T_map_base, ground_z)
@@ -64,6 +67,7 @@ class GridMapping:
                 self._version += 1
                 self.frames += 1
         self.window_stats = total
+        self.window_ms = (time.perf_counter() - t0) * 1e3
         return total
 
     def clear(self) -> None:
@@ -71,6 +75,15 @@ class GridMapping:
             self.grid.clear()
             self._version += 1
             self.frames = 0
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Diagnostics keys: grid size, known cells, the last window's update cost."""
+        with self._lock:
+            known = self.grid.known_cells()
+            rows, cols = self.grid.storage_shape
+        return {"grid_known_cells": known, "grid_storage_cells": rows * cols, "grid_frames": self.frames,
+                "grid_last_window_cells_touched": self.window_stats.cells_touched,
+                "grid_last_window_ms": self.window_ms}
 
     # ------------------------------------------------------------------ output
     def snapshot(self) -> GridSnapshot:

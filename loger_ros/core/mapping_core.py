@@ -636,6 +636,8 @@ class MappingCore:
                 "map_backlog_windows": self.fusion.backlog(),
                 "trajectory_poses": len(self._traj_stamps),
             }
+        if self.grid is not None:
+            values.update(self.grid.diagnostics())
         stats = getattr(self.reconstructor, "stats", None)
         if stats is not None:
             values["stream_windows_run"] = stats.windows_run
