@@ -48,6 +48,7 @@ __all__ = [
     "ReplaySummary",
     "SelectedTopics",
     "StaticTfTree",
+    "camera_mount_matrix",
     "discover_bags",
     "main",
     "output_topic_names",
@@ -232,6 +233,32 @@ class StaticTfTree:
         return best.get(source)
 
 
+# The fixed rotation camera_link (REP-103 body: x forward, y left, z up) -> optical frame (z forward,
+# x right, y down), as launch/loger.launch.py publishes it.
+_T_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def camera_mount_matrix(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """``T_base_cam (4, 4)`` of a camera mounted at ``x, y, z`` (m) with body ``roll, pitch, yaw`` (rad)
+    in base_frame, the optical frame rotated from the body axes as the launch file's camera_* arguments do."""
+    from scipy.spatial.transform import Rotation
+
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("xyz", [roll, pitch, yaw]).as_matrix()
+    T[:3, 3] = (x, y, z)
+    return T @ _T_LINK_OPTICAL
+
+
+def _with_mount(tree: StaticTfTree, base_frame: str, T_base_cam: np.ndarray):
+    """A lookup that answers ``base_frame <- camera`` with the given mount when /tf_static does not."""
+    def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> Optional[np.ndarray]:
+        found = tree.lookup(target, source, stamp_ns)
+        if found is None and target == base_frame and source != base_frame:
+            return T_base_cam.copy()
+        return found
+    return lookup
+
+
 # ====================================================================== output bag
 def output_topic_names(node_name: str = NODE_NAME) -> dict[str, str]:
     """channel -> topic in the output bag: the node's resolved names (``~/odom`` -> ``/loger/odom``)."""
@@ -314,6 +341,7 @@ class ReplayOptions:
     write_bag: bool = True
     overwrite: bool = False
     progress: bool = True
+    camera_mount: Optional[tuple[float, float, float, float, float, float]] = None
 
 
 @dataclass
@@ -335,6 +363,7 @@ class ReplaySummary:
     outputs: dict = field(default_factory=dict)
     metrics: Optional[dict] = None
     bag_message_counts: dict = field(default_factory=dict)
+    camera_mount: str = ""
 
 
 def _ros2_store():
@@ -425,7 +454,10 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
     from tqdm import tqdm
 
     tf_tree = StaticTfTree()
-    core = MappingCore(params, RosbagsFactory(store), reconstructor=reconstructor, lookup=tf_tree.lookup, logger=log)
+    lookup = tf_tree.lookup
+    if options.camera_mount is not None:
+        lookup = _with_mount(tf_tree, params.base_frame, camera_mount_matrix(*options.camera_mount))
+    core = MappingCore(params, RosbagsFactory(store), reconstructor=reconstructor, lookup=lookup, logger=log)
     normalise = _Normaliser(reader, store)
     summary = ReplaySummary(bag=str(options.bag), topics=asdict(topics))
     gt_samples: dict[int, np.ndarray] = {}
@@ -503,6 +535,7 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
             out.close()
             summary.bag_message_counts = dict(out.counts)
     summary.wall_s = time.perf_counter() - t0
+    summary.camera_mount = core.mount.source
     _write_outputs(options.out_dir, core, summary, gt_samples, out)
     return summary
 
@@ -609,6 +642,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     help="without a checkpoint, use deterministic untrained weights instead (tests only)")
     ap.add_argument("--device", default=None, help="device (auto, cpu, cuda, ...)")
     ap.add_argument("--dtype", default=None, help="dtype (auto, float32, bfloat16, float16)")
+    ap.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
+                    help="camera mount in base_frame when the bag's /tf_static has none (m, rad; body axes, as the "
+                    "launch file's camera_* arguments): base_link poses and the occupancy grid need it")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
     ap.add_argument("--no-bag", action="store_true", help="do not write the output rosbag")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
@@ -634,10 +670,18 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     else:
         params = NodeParams.from_mapping(overrides)
     out = args.out if args.out is not None else Path.cwd() / f"{Path(args.bag).name.removesuffix('.bag')}_loger"
+    mount = None
+    if args.camera_mount is not None:
+        try:
+            mount = tuple(float(v) for v in args.camera_mount.split(","))
+        except ValueError:
+            mount = ()
+        if len(mount) != 6 or not all(np.isfinite(mount)):
+            raise ReplayError(f"--camera-mount {args.camera_mount!r} must be six numbers X,Y,Z,ROLL,PITCH,YAW")
     return ReplayOptions(
         bag=args.bag, out_dir=out, params=params, topic=args.topic, camera_info_topic=args.camera_info_topic,
         depth_topic=args.depth_topic, gt_topic=args.gt_topic, max_frames=args.max_frames,
-        write_bag=not args.no_bag, overwrite=args.overwrite, progress=not args.no_progress)
+        write_bag=not args.no_bag, overwrite=args.overwrite, progress=not args.no_progress, camera_mount=mount)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

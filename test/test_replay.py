@@ -24,6 +24,7 @@ from loger_ros.params import NodeParams
 from loger_ros.replay import (
     ReplayError,
     ReplayOptions,
+    camera_mount_matrix,
     discover_bags,
     main,
     output_topic_names,
@@ -244,6 +245,13 @@ def test_cli_runs_and_reports_errors(tmp_path, frames, capsys):
               "-p", "input_height:=28", "-p", "window_size:=3", "-p", "overlap_size:=1", "--no-progress"]
     assert main([str(bag), "-o", str(tmp_path / "out"), *common]) == 0
     assert "4 frames, 4 poses" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["camera_mount"] == "identity_fallback"
+    # A bag without the camera mount in /tf_static: --camera-mount gives it (base_link poses, grid heights).
+    assert main([str(bag), "-o", str(tmp_path / "mounted"), *common, "--camera-mount", "0.1,0,1.2,0,0.3,0"]) == 0
+    assert json.loads((tmp_path / "mounted" / "summary.json").read_text())["camera_mount"] == "tf"
+    np.testing.assert_allclose(camera_mount_matrix(0, 0, 1.2, 0, 0, 0)[:3, :3] @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    assert main([str(bag), "-o", str(tmp_path / "bad"), *common, "--camera-mount", "1,2,3"]) == 2
+    assert "--camera-mount '1,2,3' must be six numbers" in capsys.readouterr().err
     assert main([str(bag), "-o", str(tmp_path / "out"), *common]) == 2  # the output bag exists
     assert "pass --overwrite" in capsys.readouterr().err
     assert main([str(bag), "-o", str(tmp_path / "out2"), "--topic", "/nope", *common]) == 2
