@@ -413,3 +413,106 @@ def test_the_mapping_thread_publishes_the_grid_periodically(tmp_path):
     values = core.diagnostics_values()
     assert values["grid_known_cells"] > 0 and values["grid_frames"] == 6
     assert values["grid_last_window_cells_touched"] > 0
+
+
+# ------------------------------------------------------------------ frames end to end
+class GroundTruthStream:
+    """Replays rendered frames as a StreamingReconstructor would: poses and points in the network's
+    world (the first camera's frame), windows of 4 frames, all committed."""
+
+    def __init__(self, frames):
+        self.frames, self.buffer, self.next, self.device, self.stats = frames, [], 0, "cpu", None
+        self.T_c0_world = np.linalg.inv(frames[0].T_world_cam)
+
+    @property
+    def buffered_frames(self):
+        return len(self.buffer)
+
+    def result(self, i, stamp_ns):
+        f = self.frames[i]
+        pts = back_project(f.depth, f.K, f.T_world_cam)
+        pts = (pts @ self.T_c0_world[:3, :3].T + self.T_c0_world[:3, 3]).astype(np.float32)
+        n = len(pts)
+        return FrameResult(
+            index=i, stamp_ns=stamp_ns, T_world_cam=self.T_c0_world @ f.T_world_cam, depth=f.depth,
+            confidence=np.ones_like(f.depth), valid=np.isfinite(f.depth), points=pts, colors=np.zeros((n, 3), np.uint8),
+            point_confidence=np.ones(n, np.float32), K=f.K, K_model=f.K, image_size=(4, 4), model_size=(4, 4),
+            scale=1.0, scale_std=0.0, scale_valid=True, window_index=i // 4, provisional=False)
+
+    def push(self, image, stamp_ns, K=None, depth=None, odom=None):
+        self.buffer.append(stamp_ns)
+        if len(self.buffer) < 4:
+            return []
+        out = [self.result(self.next + k, s) for k, s in enumerate(self.buffer)]
+        self.next, self.buffer = self.next + len(self.buffer), []
+        return out
+
+    def flush(self):
+        return []
+
+    def reset(self):
+        self.buffer = []
+
+
+def back_project(depth, K, T_world_cam):
+    h, w = depth.shape
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    ok = np.isfinite(depth) & (depth > 0)
+    z = depth[ok].astype(np.float64)
+    cam = np.stack([(u[ok] - K[0, 2]) / K[0, 0] * z, (v[ok] - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    return cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def base_of(T_world_cam):
+    """The ground robot's base: on the floor under the camera, x along the camera's heading, z up."""
+    fwd = T_world_cam[:3, 2].copy()
+    fwd[2] = 0.0
+    fwd /= np.linalg.norm(fwd)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2] = fwd, np.cross([0.0, 0.0, 1.0], fwd), (0.0, 0.0, 1.0)
+    T[:2, 3] = T_world_cam[:2, 3]
+    return T
+
+
+def test_the_node_grid_from_ground_truth_lands_on_the_world_geometry(tmp_path):
+    """Ground-truth depth and poses through the node core with the camera mount in TF: the grid (map
+    frame = base_link at the start) equals the grid built directly in the z-up world, moved by
+    T_world_map. Checks the anchoring, T_base_cam and the base-frame heights together."""
+    from loger_core.synthetic import SynthConfig, render_frames
+
+    frames = render_frames(SynthConfig(scene="corridor", trajectory="ground_robot", frames=24, width=96, height=72,
+                                       fps=10, seed=3), device="cpu")
+    T_world_base0 = base_of(frames[0].T_world_cam)
+    T_base_cam = np.linalg.inv(T_world_base0) @ frames[0].T_world_cam  # constant for a ground robot
+    assert np.allclose(np.linalg.inv(base_of(frames[-1].T_world_cam)) @ frames[-1].T_world_cam, T_base_cam, atol=1e-6)
+
+    def lookup(target, source, stamp_ns):
+        return T_base_cam.copy() if (target, source) == ("base_link", "camera_optical_frame") else None
+
+    params = NodeParams(allow_synthetic_weights=True, window_size=4, overlap_size=0, grid_resolution=0.1,
+                        output_dir=str(tmp_path))
+    core = MappingCore(params, F, reconstructor=GroundTruthStream(frames), lookup=lookup, logger=_Quiet())
+    for i in range(len(frames)):
+        core.on_image(image(i))
+        core.process_all()
+    assert core.grid.frames == 24 and core.mount.source == "tf"
+    node = core.grid.snapshot()
+
+    direct = OccupancyGrid2D(GridConfig(resolution=0.1))
+    for f in frames:
+        pts = back_project(f.depth, f.K, f.T_world_cam)
+        direct.insert(pts[:, :2], pts[:, 2], f.T_world_cam[:2, 3], float(f.T_world_cam[2, 3]))
+    world = direct.snapshot()
+
+    def centres(snap, value):
+        cells = np.argwhere(snap.data == value)[:, ::-1]
+        return (cells + 0.5) * snap.resolution + np.asarray(snap.origin)
+
+    for value, share in ((OCCUPIED, 0.9), (FREE, 0.97)):
+        mine = centres(node, value) @ T_world_base0[:2, :2].T + T_world_base0[:2, 3]
+        assert len(mine) > 20
+        agree = np.array([world.value_at(x, y) == value or
+                          any(world.value_at(x + dx, y + dy) == value for dx in (-0.1, 0, 0.1) for dy in (-0.1, 0, 0.1))
+                          for x, y in mine])
+        assert agree.mean() > share, (value, agree.mean())
+    assert abs(node.counts()["occupied"] - world.counts()["occupied"]) < 0.25 * world.counts()["occupied"]
