@@ -516,3 +516,26 @@ def test_the_node_grid_from_ground_truth_lands_on_the_world_geometry(tmp_path):
                           for x, y in mine])
         assert agree.mean() > share, (value, agree.mean())
     assert abs(node.counts()["occupied"] - world.counts()["occupied"]) < 0.25 * world.counts()["occupied"]
+
+
+def test_a_failing_grid_update_loses_neither_the_map_nor_its_messages(tmp_path):
+    class Logger(_Quiet):
+        errors: list = []
+
+        def error(self, text):
+            self.errors.append(text)
+
+    params = NodeParams(allow_synthetic_weights=True, window_size=3, overlap_size=0, output_dir=str(tmp_path))
+    logger = Logger()
+    core = MappingCore(params, F, reconstructor=WallStream(), lookup=mount_lookup, logger=logger)
+
+    def broken(frames):
+        raise RuntimeError("grid bug")
+
+    core.grid.insert_window = broken
+    pubs = []
+    for i in range(3):
+        core.on_image(image(i))
+        pubs += core.process_all()
+    assert {"cloud", "path"} <= {p.channel for p in pubs} and len(core.fusion) > 0
+    assert any("occupancy grid" in e and "grid bug" in e for e in logger.errors)

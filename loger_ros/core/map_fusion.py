@@ -162,7 +162,11 @@ class MapFusion:
                 self._version += 1
             clouds.append((points, colors, confidence))
         if self.grid is not None and job.base_poses is not None:
-            self.grid.insert_window([(c[0], f[3], T) for c, f, T in zip(clouds, job.frames, job.base_poses)])
+            try:
+                self.grid.insert_window([(c[0], f[3], T) for c, f, T in zip(clouds, job.frames, job.base_poses)])
+            except Exception as err:  # the grid must not cost the map its cloud and path messages
+                self.log.error(f"updating the occupancy grid with the window ending at {job.newest_stamp} ns "
+                               f"failed: {err!r}")
         points = np.concatenate([c[0] for c in clouds])
         colors = np.concatenate([c[1] for c in clouds])
         confidence = np.concatenate([c[2] for c in clouds])
