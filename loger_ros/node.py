@@ -17,7 +17,7 @@ mapping session is saved every period and, on shutdown, before the incomplete wi
 
 Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
 ``~/cloud`` (latest window, sensor_msgs/PointCloud2), ``~/map`` (PointCloud2, transient local),
-``/diagnostics``, TF. Inputs: ``image_topic`` (+ ``camera_info_topic``, ``depth_topic``,
+``~/grid`` (nav_msgs/OccupancyGrid for Nav2, transient local), ``/diagnostics``, TF. Inputs: ``image_topic`` (+ ``camera_info_topic``, ``depth_topic``,
 ``odometry_topic``). Honours ``use_sim_time`` (node clock for the map/diagnostics periods).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import OccupancyGrid, Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
@@ -116,6 +116,7 @@ class LogerNode(Node):
             "path": self.create_publisher(Path, OUTPUT_TOPICS["path"], 10),
             "cloud": self.create_publisher(PointCloud2, OUTPUT_TOPICS["cloud"], 5),
             "map": self.create_publisher(PointCloud2, OUTPUT_TOPICS["map"], _MAP_QOS),
+            "grid": self.create_publisher(OccupancyGrid, OUTPUT_TOPICS["grid"], _MAP_QOS),
             "diagnostics": self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10),
         }
         self._subscribe()
@@ -128,7 +129,7 @@ class LogerNode(Node):
         selection = self.core.selection.describe() if self.core.selection is not None else self.params.model_config
         self.log.info(
             f"{READY_MESSAGE}: mapping {self.params.image_topic} with {selection} "
-            f"(window {self.core.window_size}); publishing on ~/odom, ~/path, ~/cloud, ~/map "
+            f"(window {self.core.window_size}); publishing on ~/odom, ~/path, ~/cloud, ~/map, ~/grid "
             f"(tf_mode {self.params.tf_mode})")
 
     # ------------------------------------------------------------ parameters
@@ -205,6 +206,8 @@ class LogerNode(Node):
             return response
         response.success = True
         response.message = f"wrote {saved.points} points to {saved.map_ply} and {saved.poses} poses to {saved.trajectory_tum}"
+        if saved.grid_yaml is not None:
+            response.message += f"; occupancy grid to {saved.grid_yaml} ({saved.grid_pgm.name})"
         return response
 
     # --------------------------------------------------------------- shutdown

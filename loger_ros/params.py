@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from loger_core.grid import GridConfig, GridError
 from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelection, ModelSelectionError, select_model
 
 __all__ = [
@@ -46,6 +48,7 @@ OUTPUT_TOPICS: dict[str, str] = {
     "path": "~/path",
     "cloud": "~/cloud",
     "map": "~/map",
+    "grid": "~/grid",
 }
 SERVICES: dict[str, str] = {"reset": "~/reset", "save_map": "~/save_map"}
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -65,6 +68,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class ParamsError(ValueError):
     """An invalid node parameter (name and value in the message) or parameter file."""
+
+
+_GRID = GridConfig()  # the grid parameters' defaults
 
 
 def _p(default: Any, description: str, *, choices: Optional[tuple] = None,
@@ -211,6 +217,41 @@ class NodeParams:
     path_max_poses: int = _p(2000, "~/path carries the newest N committed poses (0 = all; the saved "
                              "trajectory always has all).", minimum=0, maximum=10_000_000, group="map")
 
+    # ------------------------------------------------------------------ grid
+    # Defaults come from GridConfig: grid_<name> is GridConfig.<name> (see grid_config()).
+    grid_enabled: bool = _p(True, "Build the 2D occupancy grid for Nav2 (~/grid, and map.pgm/map.yaml on "
+                            "~/save_map and shutdown).", group="grid")
+    grid_publish_period_s: float = _p(2.0, "Period of ~/grid (transient-local nav_msgs/OccupancyGrid in map_frame) "
+                                      "in seconds of the node clock; published only when it changed.",
+                                      minimum=0.01, maximum=3600.0, group="grid")
+    grid_resolution: float = _p(_GRID.resolution, "Edge of one occupancy grid cell (m).", minimum=0.005, maximum=10.0, group="grid")
+    grid_max_extent: float = _p(_GRID.max_extent, "The grid reaches at most this far from the map origin along x "
+                                "and y (m); observations beyond are ignored. Bounds memory: (2 max_extent / "
+                                "resolution)^2 cells at most.", minimum=0.1, maximum=100_000.0, group="grid")
+    grid_ground_z: float = _p(_GRID.ground_z, "z of the ground in base_frame (m): 0 when base_frame lies on the "
+                              "ground (base_footprint), negative when base_link is above it (e.g. -0.1 at a 10 cm "
+                              "axle). Heights are measured in the base_frame of the frame that saw each point.",
+                              minimum=-100.0, maximum=100.0, group="grid")
+    grid_min_height: float = _p(_GRID.min_height, "Bottom of the obstacle band above the ground (m): lower points "
+                                "are floor (free).", minimum=-100.0, maximum=100.0, group="grid")
+    grid_max_height: float = _p(_GRID.max_height, "Top of the obstacle band above the ground (m), e.g. the robot's "
+                                "height: higher points (ceilings) are not obstacles.", minimum=-100.0, maximum=1000.0,
+                                group="grid")
+    grid_max_range: float = _p(_GRID.max_range, "Points farther than this from the camera are not mapped and rays "
+                               "are cut here (m): far depth is the least reliable.", minimum=0.01, maximum=1000.0,
+                               group="grid")
+    grid_rays_per_frame: int = _p(_GRID.rays_per_frame, "Free-space rays cast per committed frame (camera centre "
+                                  "to an observed point, evenly spread over its points); bounds the cost per "
+                                  "update.", minimum=0, maximum=10_000_000, group="grid")
+    grid_hit_log_odds: float = _p(_GRID.hit_log_odds, "Log-odds added to a cell that holds an obstacle point in a "
+                                  "frame (> 0).", minimum=1e-6, maximum=100.0, group="grid")
+    grid_miss_log_odds: float = _p(_GRID.miss_log_odds, "Log-odds added to a cell a ray passes through in a frame "
+                                   "(< 0).", minimum=-100.0, maximum=-1e-6, group="grid")
+    grid_min_log_odds: float = _p(_GRID.min_log_odds, "Lower clamp of a cell's log-odds (how quickly a freed cell "
+                                  "can become occupied again).", minimum=-100.0, maximum=-1e-6, group="grid")
+    grid_max_log_odds: float = _p(_GRID.max_log_odds, "Upper clamp of a cell's log-odds.", minimum=1e-6,
+                                  maximum=100.0, group="grid")
+
     # ---------------------------------------------------------------- frames
     map_frame: str = _p("map", "Global frame (REP-105).", group="frames")
     odom_frame: str = _p("odom", "Continuous odometry frame (REP-105).", group="frames")
@@ -304,6 +345,7 @@ class NodeParams:
             raise ParamsError(f"point_voxel_size {self.point_voxel_size} must be -1 (auto), 0 (off) or > 0")
         if not self.image_topic:
             raise ParamsError("image_topic '' must name a topic")
+        self.grid_config()  # cross-field checks of the grid (e.g. grid_max_height > grid_min_height)
         if self.scale_source == "depth" and not self.depth_topic:
             raise ParamsError("scale_source 'depth' needs depth_topic (it is '')")
         if self.scale_source == "odometry" and not self.odometry_topic:
@@ -418,6 +460,19 @@ class NodeParams:
         from loger_core.map import MapConfig
 
         return MapConfig(voxel_size=self.voxel_size, max_points=self.max_map_points, policy="drop_far")
+
+    def grid_config(self) -> GridConfig:
+        """The :class:`~loger_core.grid.GridConfig` of the occupancy grid: ``grid_<name>`` -> ``<name>``."""
+        from dataclasses import fields as dc_fields
+
+        values = {f.name: getattr(self, f"grid_{f.name}") for f in dc_fields(GridConfig)}
+        try:
+            return GridConfig(**values)
+        except GridError as err:
+            text = str(err).removeprefix("GridConfig: ")
+            for name in values:  # report the node's parameter names
+                text = re.sub(rf"\b{name}\b", f"grid_{name}", text)
+            raise ParamsError(f"parameter {text}") from None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "parameters") -> "NodeParams":

@@ -7,8 +7,10 @@ frame is dropped for speed), and writes to the output folder:
 
 - ``rosbag/``: a rosbag2 (mcap) with the original camera topic(s), ``/tf``, ``/tf_static`` and the
   node's outputs (``/loger/odom``, ``/loger/path``, ``/loger/cloud``,
-  ``/loger/map``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``) shows the result;
+  ``/loger/map``, ``/loger/grid``, ``/diagnostics``), so ``ros2 bag play`` + RViz (``rviz/loger.rviz``)
+  shows the result;
 - ``trajectory.tum`` (committed base_link poses in the map frame), ``map.ply``, ``trajectory.png``;
+- with the occupancy grid on (``grid_enabled``): ``map.pgm`` + ``map.yaml`` (nav2_map_server) and ``grid.png``;
 - ``metrics.json`` when the bag carries ground truth (ATE/RPE/scale drift of the camera poses);
 - ``summary.json`` (counters, frames/s, latencies);
 - with ``--session-out PATH``: the mapping session at the end of the bag, taken before the last
@@ -34,6 +36,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from loger_core.eval import EvalError, evaluate
+from loger_core.grid import render_grid_png
 from loger_core.io.trajectory import Trajectory
 from loger_core.model_selection import MODEL_CHOICES
 from loger_core.plotting import plot_top_view
@@ -48,6 +51,7 @@ __all__ = [
     "ReplaySummary",
     "SelectedTopics",
     "StaticTfTree",
+    "camera_mount_matrix",
     "discover_bags",
     "main",
     "output_topic_names",
@@ -232,6 +236,32 @@ class StaticTfTree:
         return best.get(source)
 
 
+# The fixed rotation camera_link (REP-103 body: x forward, y left, z up) -> optical frame (z forward,
+# x right, y down), as launch/loger.launch.py publishes it.
+_T_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def camera_mount_matrix(x: float, y: float, z: float, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """``T_base_cam (4, 4)`` of a camera mounted at ``x, y, z`` (m) with body ``roll, pitch, yaw`` (rad)
+    in base_frame, the optical frame rotated from the body axes as the launch file's camera_* arguments do."""
+    from scipy.spatial.transform import Rotation
+
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("xyz", [roll, pitch, yaw]).as_matrix()
+    T[:3, 3] = (x, y, z)
+    return T @ _T_LINK_OPTICAL
+
+
+def _with_mount(tree: StaticTfTree, base_frame: str, T_base_cam: np.ndarray):
+    """A lookup that answers ``base_frame <- camera`` with the given mount when /tf_static does not."""
+    def lookup(target: str, source: str, stamp_ns: Optional[int] = None) -> Optional[np.ndarray]:
+        found = tree.lookup(target, source, stamp_ns)
+        if found is None and target == base_frame and source != base_frame:
+            return T_base_cam.copy()
+        return found
+    return lookup
+
+
 # ====================================================================== output bag
 def output_topic_names(node_name: str = NODE_NAME) -> dict[str, str]:
     """channel -> topic in the output bag: the node's resolved names (``~/odom`` -> ``/loger/odom``)."""
@@ -267,7 +297,7 @@ class OutputBag:
     def _connection(self, topic: str, msgtype: str, source: Any = None) -> Any:
         if topic in self._connections:
             return self._connections[topic]
-        latched = _latched_qos() if topic in (self._topics["map"], "/tf_static") else ()
+        latched = _latched_qos() if topic in (self._topics["map"], self._topics["grid"], "/tf_static") else ()
         if source is not None and source.msgdef.data and source.digest:
             conn = self._writer.add_connection(topic, msgtype, msgdef=source.msgdef.data, rihs01=source.digest,
                                                offered_qos_profiles=latched)
@@ -316,6 +346,7 @@ class ReplayOptions:
     progress: bool = True
     resume: Optional[Path] = None
     session_out: Optional[Path] = None
+    camera_mount: Optional[tuple[float, float, float, float, float, float]] = None
 
 
 @dataclass
@@ -338,6 +369,7 @@ class ReplaySummary:
     outputs: dict = field(default_factory=dict)
     metrics: Optional[dict] = None
     bag_message_counts: dict = field(default_factory=dict)
+    camera_mount: str = ""
 
 
 def _ros2_store():
@@ -430,7 +462,10 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
     from tqdm import tqdm
 
     tf_tree = StaticTfTree()
-    core = MappingCore(params, RosbagsFactory(store), reconstructor=reconstructor, lookup=tf_tree.lookup, logger=log)
+    lookup = tf_tree.lookup
+    if options.camera_mount is not None:
+        lookup = _with_mount(tf_tree, params.base_frame, camera_mount_matrix(*options.camera_mount))
+    core = MappingCore(params, RosbagsFactory(store), reconstructor=reconstructor, lookup=lookup, logger=log)
     if options.resume is not None and core.sessions.resume_error is not None:
         raise ReplayError(f"--resume: {core.sessions.resume_error}")
     # Frames the resumed session already has (the same bag replayed again) are skipped, not dropped.
@@ -520,6 +555,7 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
             out.close()
             summary.bag_message_counts = dict(out.counts)
     summary.wall_s = time.perf_counter() - t0
+    summary.camera_mount = core.mount.source
     _write_outputs(options.out_dir, core, summary, gt_samples, out)
     return summary
 
@@ -538,6 +574,13 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     summary.outputs = {**summary.outputs, "map": str(saved.map_ply), "trajectory": str(saved.trajectory_tum)}
     if out is not None:
         summary.outputs["rosbag"] = str(out.path)
+    if saved.grid_yaml is not None:
+        summary.outputs.update(grid_yaml=str(saved.grid_yaml), grid_pgm=str(saved.grid_pgm))
+    if core.grid is not None:
+        base = core.trajectory("base")
+        png = render_grid_png(out_dir / "grid.png", core.grid.snapshot(), base.poses[:, :2, 3] if len(base) else None,
+                              title=f"loger-replay: {Path(summary.bag).name}")
+        summary.outputs["grid_png"] = str(png)
     est_cam = core.trajectory("camera")
     points, colors, _ = core.map_snapshot()
     gt = _trajectory_from(gt_samples) if gt_samples else None
@@ -626,6 +669,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     help="without a checkpoint, use deterministic untrained weights instead (tests only)")
     ap.add_argument("--device", default=None, help="device (auto, cpu, cuda, ...)")
     ap.add_argument("--dtype", default=None, help="dtype (auto, float32, bfloat16, float16)")
+    ap.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
+                    help="camera mount in base_frame when the bag's /tf_static has none (m, rad; body axes, as the "
+                    "launch file's camera_* arguments): base_link poses and the occupancy grid need it")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
     ap.add_argument("--no-bag", action="store_true", help="do not write the output rosbag")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
@@ -657,11 +703,19 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     else:
         params = NodeParams.from_mapping(overrides)
     out = args.out if args.out is not None else Path.cwd() / f"{Path(args.bag).name.removesuffix('.bag')}_loger"
+    mount = None
+    if args.camera_mount is not None:
+        try:
+            mount = tuple(float(v) for v in args.camera_mount.split(","))
+        except ValueError:
+            mount = ()
+        if len(mount) != 6 or not all(np.isfinite(mount)):
+            raise ReplayError(f"--camera-mount {args.camera_mount!r} must be six numbers X,Y,Z,ROLL,PITCH,YAW")
     return ReplayOptions(
         bag=args.bag, out_dir=out, params=params, topic=args.topic, camera_info_topic=args.camera_info_topic,
         depth_topic=args.depth_topic, gt_topic=args.gt_topic, max_frames=args.max_frames,
         write_bag=not args.no_bag, overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
-        session_out=args.session_out)
+        session_out=args.session_out, camera_mount=mount)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -187,6 +187,12 @@ def test_rviz_shows_map_window_odometry_path_tf_and_camera():
     assert by_topic[topics["cloud"]]["Class"] == "rviz_default_plugins/PointCloud2"
     assert by_topic[topics["odom"]]["Class"] == "rviz_default_plugins/Odometry"
     assert by_topic[topics["path"]]["Class"] == "rviz_default_plugins/Path"
+    # The Nav2 occupancy grid, latched like the map and listed before it (drawn under the cloud).
+    assert by_topic[topics["grid"]]["Class"] == "rviz_default_plugins/Map"
+    assert by_topic[topics["grid"]]["Topic"]["Durability Policy"] == "Transient Local"
+    assert by_topic[topics["grid"]]["Draw Behind"] is True
+    names = [d.get("Topic", {}).get("Value") for d in _displays()]
+    assert names.index(topics["grid"]) < names.index(topics["map"])
     assert by_topic[DEFAULTS.image_topic]["Class"] == "rviz_default_plugins/Image"
     # Camera drivers publish images best effort (sensor data QoS).
     assert by_topic[DEFAULTS.image_topic]["Topic"]["Reliability Policy"] == "Best Effort"

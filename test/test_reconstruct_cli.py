@@ -7,6 +7,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from loger_core.cli.reconstruct import main
@@ -88,15 +89,17 @@ def test_plain_folder_without_ground_truth_and_video(synth_dir, tmp_path):
         writer.write(cv2.imread(str(p)))
     writer.release()
     out = tmp_path / "out_video"
-    assert main([str(video), "--out", str(out), *FAST]) == 0
+    assert main([str(video), "--out", str(out), *FAST, "--no-grid"]) == 0
     assert len(read_tum(out / "trajectory.tum")) == 7
     assert not (out / "metrics.json").exists()
+    assert not (out / "map.yaml").exists() and json.loads((out / "run.json").read_text())["grid"] is None
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--resolution", "80x56"], "multiples of the patch size"),
     (["--voxel-size", "-1"], "--voxel-size"),
     (["--stride", "0"], "--stride"),
+    (["--grid-min-height", "2.0"], "--grid-*: GridConfig: max_height 1.5 must be > min_height 2.0"),
     (["--checkpoint", "/nonexistent/latest.pt"], "checkpoint not found"),
     (["--window", "3", "--overlap", "3"], "overlap_size"),
 ])
@@ -115,6 +118,14 @@ def test_no_flags_runs_the_bundled_tiny_weights_sized_for_a_cpu(synth_dir, tmp_p
     assert run["config"]["checkpoint"] == str(BUNDLED_CHECKPOINT) and "bundled demo weights" in run["weights"]
     assert run["resolution"] == [112, 84] and run["frames_out"] == N
     assert "bundled demo weights" in json.loads((tmp_path / "seq_loger" / "metrics.json").read_text())["warning"]
+    # The occupancy grid for Nav2, in the floor frame found under the cameras (grid.json says where).
+    out = tmp_path / "seq_loger"
+    assert run["grid"]["written"], run["grid"]
+    meta = yaml.safe_load((out / "map.yaml").read_text())
+    assert meta["image"] == "map.pgm" and meta["mode"] == "trinary" and (out / "map.pgm").stat().st_size > 15
+    assert Image.open(out / "grid.png").format == "PNG"
+    T_world_ground = np.asarray(json.loads((out / "grid.json").read_text())["T_world_ground"])
+    np.testing.assert_allclose(T_world_ground[:3, :3].T @ T_world_ground[:3, :3], np.eye(3), atol=1e-9)
     # The old flag name still works; a full model without a checkpoint is refused with what to pass.
     assert main([str(synth_dir), "--out", str(tmp_path / "o"), "--config", "loger", "--quiet"]) == 2
     assert "'loger' needs a checkpoint" in capsys.readouterr().err

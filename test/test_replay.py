@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
+from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -23,6 +24,7 @@ from loger_ros.params import NodeParams
 from loger_ros.replay import (
     ReplayError,
     ReplayOptions,
+    camera_mount_matrix,
     discover_bags,
     main,
     output_topic_names,
@@ -87,8 +89,18 @@ def check_outputs(out: Path, summary, n_frames: int, image_topic: str, with_gt: 
     assert saved["poses"] == n_frames and saved["counters"]["committed"] == n_frames
     messages = read_bag(out / "rosbag")
     assert len(messages[image_topic]) == n_frames
-    for channel in ("odom", "path", "cloud", "map", "tf"):
+    for channel in ("odom", "path", "cloud", "map", "grid", "tf"):
         assert messages[TOPICS[channel]], f"no {channel} in the output bag"
+    # The occupancy grid: in the bag (latched, map frame), as nav2_map_server files and as a picture.
+    grid = messages[TOPICS["grid"]][-1]
+    assert grid.header.frame_id == "map" and grid.info.width * grid.info.height == len(grid.data) > 0
+    assert set(np.unique(grid.data).tolist()) <= {-1, 0, 100}
+    with AnyReader([out / "rosbag"]) as reader:
+        qos = [c.ext.offered_qos_profiles for c in reader.connections if c.topic == TOPICS["grid"]]
+    assert qos[0][0].durability == QosDurability.TRANSIENT_LOCAL
+    assert (out / "map.pgm").stat().st_size > 15 and (out / "map.yaml").is_file()
+    assert (out / "grid.png").stat().st_size > 1000
+    assert {"grid_yaml", "grid_pgm", "grid_png"} <= set(json.loads((out / "summary.json").read_text())["outputs"])
     assert len(messages[TOPICS["path"]][-1].poses) == n_frames
     assert {(t.header.frame_id, t.child_frame_id) for m in messages["/tf"] for t in m.transforms} == {
         ("odom", "base_link"), ("map", "odom")}
@@ -233,6 +245,13 @@ def test_cli_runs_and_reports_errors(tmp_path, frames, capsys):
               "-p", "input_height:=28", "-p", "window_size:=3", "-p", "overlap_size:=1", "--no-progress"]
     assert main([str(bag), "-o", str(tmp_path / "out"), *common]) == 0
     assert "4 frames, 4 poses" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["camera_mount"] == "identity_fallback"
+    # A bag without the camera mount in /tf_static: --camera-mount gives it (base_link poses, grid heights).
+    assert main([str(bag), "-o", str(tmp_path / "mounted"), *common, "--camera-mount", "0.1,0,1.2,0,0.3,0"]) == 0
+    assert json.loads((tmp_path / "mounted" / "summary.json").read_text())["camera_mount"] == "tf"
+    np.testing.assert_allclose(camera_mount_matrix(0, 0, 1.2, 0, 0, 0)[:3, :3] @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    assert main([str(bag), "-o", str(tmp_path / "bad"), *common, "--camera-mount", "1,2,3"]) == 2
+    assert "--camera-mount '1,2,3' must be six numbers" in capsys.readouterr().err
     assert main([str(bag), "-o", str(tmp_path / "out"), *common]) == 2  # the output bag exists
     assert "pass --overwrite" in capsys.readouterr().err
     assert main([str(bag), "-o", str(tmp_path / "out2"), "--topic", "/nope", *common]) == 2

@@ -18,6 +18,9 @@ video file. Writes into ``--out`` (default ``./<input name>_loger``):
   frames) after the last frame read and before the final incomplete window is committed, so that
   ``--resume PATH`` continues exactly (on the rest of the sequence, or on the same input, whose
   frames the session already has are skipped).
+- ``map.pgm`` + ``map.yaml`` (``nav2_map_server``) and ``grid.png``: a 2D occupancy grid. An image
+  folder has no TF, so "up" comes from the floor found in the first frames; the grid is in that floor
+  frame, whose pose in the trajectory's world frame ``grid.json`` gives (``--no-grid``: none).
 
 Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model_selection`): an explicit
 ``--checkpoint``, else the trained ``tiny`` weights shipped in the package (a demo model trained on
@@ -41,6 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from loger_core.eval import EvalError, evaluate
+from loger_core.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
 from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
 from loger_core.io.trajectory import Trajectory, write_tum
 from loger_core.map import MapConfig, MapError, VoxelMap
@@ -121,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="frame rate for stamps when the input has none")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    p.add_argument("--no-grid", action="store_true", help="do not build the 2D occupancy grid (map.pgm/map.yaml)")
+    defaults = GridConfig()
+    p.add_argument("--grid-resolution", type=float, default=defaults.resolution, help="grid cell edge (output units)")
+    p.add_argument("--grid-min-height", type=float, default=defaults.min_height,
+                   help="bottom of the obstacle band above the floor (lower points are floor)")
+    p.add_argument("--grid-max-height", type=float, default=defaults.max_height,
+                   help="top of the obstacle band above the floor (higher points are not obstacles)")
+    p.add_argument("--grid-max-range", type=float, default=defaults.max_range,
+                   help="points farther than this from the camera are not put in the grid")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", default=None, metavar="SESSION",
                    help="continue the mapping session SESSION (memory, map, trajectory); input frames it already "
@@ -181,8 +194,9 @@ class _Outputs:
     """Accumulates what the run writes: the trajectory (grows with the frames, by nature) and the
     bounded voxel map."""
 
-    def __init__(self, voxel: Optional[float], max_points: int) -> None:
+    def __init__(self, voxel: Optional[float], max_points: int, grid: Optional[FloorGridBuilder] = None) -> None:
         self.voxel = voxel
+        self.grid = grid
         self.max_points = max_points
         self.map: Optional[VoxelMap] = None
         self.stamps: list[int] = []
@@ -200,6 +214,8 @@ class _Outputs:
                     self.voxel = max(median * AUTO_VOXEL_FRACTION, 1e-6)
                 self.map = VoxelMap(MapConfig(voxel_size=self.voxel, max_points=self.max_points))
             self.map.insert(r.points, r.colors, r.point_confidence, sensor_origin=r.position)
+            if self.grid is not None:
+                self.grid.add(r.points, r.T_world_cam)
             self.stamps.append(r.stamp_ns)
             self.poses.append(r.T_world_cam)
             self.last_K = r.K
@@ -262,7 +278,14 @@ def _run(args) -> int:
 
     rec = StreamingReconstructor(cfg)
     use_depth = cfg.scale.source == "depth"
-    outputs = _Outputs(voxel, args.max_map_points)
+    grid = None
+    if not args.no_grid:
+        try:
+            grid = FloorGridBuilder(GridConfig(resolution=args.grid_resolution, min_height=args.grid_min_height,
+                                               max_height=args.grid_max_height, max_range=args.grid_max_range))
+        except GridError as err:
+            raise StreamInputError(f"--grid-*: {err}") from None
+    outputs = _Outputs(voxel, args.max_map_points, grid)
     resumed_until = _resume(args.resume, rec, outputs) if args.resume else None
     in_session = 0
     total = None
@@ -322,6 +345,7 @@ def _run(args) -> int:
         plot_gt = gt.poses
         title += f", ATE {metrics['ate']['rmse']:.3f}"
     plot_top_view(out / "top_view.png", plot_est, gt=plot_gt, map_points=plot_map, map_colors=map_cols, title=title)
+    grid_info = _write_grid(out, grid, est) if grid is not None else None
 
     run = {
         "input": str(args.input),
@@ -340,6 +364,7 @@ def _run(args) -> int:
         "frames_per_second": used / elapsed if elapsed > 0 else None,
         "voxel_size": outputs.voxel,
         "map": outputs.map.stats(),
+        "grid": grid_info,
         "stream": rec.stats.to_dict(),
         "scale": asdict(rec.scale_estimate()),
         "last_K": outputs.last_K.tolist() if outputs.last_K is not None else None,
@@ -354,6 +379,25 @@ def _run(args) -> int:
     elif selection.bundled:
         print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
     return 0
+
+
+def _write_grid(out: Path, grid: FloorGridBuilder, est: Trajectory) -> dict:
+    """map.pgm / map.yaml / grid.png / grid.json in the floor frame, or the reason there is none."""
+    if not grid.finish():
+        text = "no floor found under the cameras in the first frames: no occupancy grid written"
+        log.warning(text)
+        return {"written": False, "reason": text}
+    snap = grid.grid.snapshot()
+    if snap.width == 0:
+        return {"written": False, "reason": "no point fell in the grid"}
+    pgm, yml = write_map_server(out, snap)
+    render_grid_png(out / "grid.png", snap, grid.to_ground(est.poses[:, :3, 3]), title="loger-reconstruct: occupancy grid")
+    info = {"written": True, "map_yaml": yml.name, "map_pgm": pgm.name, "grid_png": "grid.png",
+            "frame": "floor frame: z up from the floor found under the cameras, height 0 on it",
+            "T_world_ground": grid.T_world_ground.tolist(), "resolution": snap.resolution,
+            "size_cells": [snap.width, snap.height], "cells": snap.counts()}
+    (out / "grid.json").write_text(json.dumps(info, indent=2))
+    return info
 
 
 def _no_nan(obj):

@@ -6,7 +6,7 @@ typestore messages in tests and replay). Writers build messages through a
 unsupported or malformed input raises :class:`~loger_ros.errors.ConversionError`.
 
 Modules (one job each): ``stamps``, ``factory``, ``image``, ``compressed_image``,
-``camera_info``, ``pointcloud``, ``geometry``, ``odometry``.
+``camera_info``, ``pointcloud``, ``geometry``, ``odometry``, ``occupancy_grid``.
 """
 from loger_ros.conversions.camera_info import DISTORTION_MODELS, CameraModel, Undistorter, camera_info_to_camera
 from loger_ros.conversions.compressed_image import COMPRESSED_FORMATS, compressed_to_rgb
@@ -22,6 +22,11 @@ from loger_ros.conversions.geometry import (
     validate_rigid_transform,
 )
 from loger_ros.conversions.image import DEPTH_ENCODINGS, RGB_ENCODINGS, image_to_depth_m, image_to_rgb
+from loger_ros.conversions.occupancy_grid import (
+    OccupancyGridArrays,
+    occupancy_grid_from_array,
+    occupancy_grid_to_array,
+)
 from loger_ros.conversions.odometry import CovarianceModel, odometry_from_poses, twist_from_poses
 from loger_ros.conversions.pointcloud import PointCloudArrays, pointcloud2_from_points, pointcloud2_to_arrays
 from loger_ros.conversions.stamps import make_header, make_time, ns_to_stamp_fields, stamp_to_ns
@@ -36,6 +41,7 @@ __all__ = [
     "ConversionError",
     "CovarianceModel",
     "MessageFactory",
+    "OccupancyGridArrays",
     "PointCloudArrays",
     "RclpyFactory",
     "RosbagsFactory",
@@ -51,6 +57,8 @@ __all__ = [
     "matrix_from_pose",
     "matrix_from_transform",
     "ns_to_stamp_fields",
+    "occupancy_grid_from_array",
+    "occupancy_grid_to_array",
     "odometry_from_poses",
     "path_from_poses",
     "pointcloud2_from_points",

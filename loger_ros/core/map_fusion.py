@@ -39,6 +39,7 @@ class MapJob:
     camera centre (3,) map frame, weights (N,) int32 or None)``; weights are ``FrameResult.point_weights``
     (points already merged per voxel on the model's device, each standing for that many pixels) or
     None (one pixel per point). path: ``(stamps_ns, T_map_base (M, 4, 4))`` of the path message.
+    base_poses: ``T_map_base (4, 4)`` of each frame (for the occupancy grid's heights) or None.
     """
 
     T_map_world: np.ndarray
@@ -46,6 +47,7 @@ class MapJob:
     newest_stamp: int
     path: tuple[list[int], np.ndarray]
     generation: int = 0
+    base_poses: Optional[list[np.ndarray]] = None
 
 
 class MapFusion:
@@ -78,6 +80,7 @@ class MapFusion:
         self._last_map_ns: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self.grid: Optional[Any] = None  # a GridMapping fed with every fused frame (set by the core)
 
     # ------------------------------------------------------------------ queue
     @property
@@ -158,6 +161,12 @@ class MapFusion:
                     self.map.insert(points, colors, confidence, sensor_origin=origin, weights=weights)
                 self._version += 1
             clouds.append((points, colors, confidence))
+        if self.grid is not None and job.base_poses is not None:
+            try:
+                self.grid.insert_window([(c[0], f[3], T) for c, f, T in zip(clouds, job.frames, job.base_poses)])
+            except Exception as err:  # the grid must not cost the map its cloud and path messages
+                self.log.error(f"updating the occupancy grid with the window ending at {job.newest_stamp} ns "
+                               f"failed: {err!r}")
         points = np.concatenate([c[0] for c in clouds])
         colors = np.concatenate([c[1] for c in clouds])
         confidence = np.concatenate([c[2] for c in clouds])
@@ -175,6 +184,8 @@ class MapFusion:
             self._jobs.clear()
             self.map.clear()
             self._version += 1
+            if self.grid is not None:
+                self.grid.clear()
 
     # ------------------------------------------------------------------ output
     def __len__(self) -> int:
@@ -234,6 +245,8 @@ class MapFusion:
             try:
                 pubs = self._fuse_claimed(job) if job is not None else []
                 pubs += self.periodic(clock_ns(), period_s)
+                if self.grid is not None:
+                    pubs += self.grid.periodic(clock_ns())
             except Exception as err:  # a bug must not kill the mapping thread
                 self.log.error(f"unexpected error in the mapping loop: {err!r}\n{traceback.format_exc()}")
                 continue

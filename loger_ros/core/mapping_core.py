@@ -43,6 +43,7 @@ from loger_ros.conversions import ConversionError, MessageFactory, validate_rigi
 from loger_ros.core.errors import DROP_REASONS, CoreError
 from loger_ros.core.extrinsics import CameraMount, LookupFn
 from loger_ros.core.frame_queue import DropOldestQueue
+from loger_ros.core.grid_mapping import GridMapping
 from loger_ros.core.inputs import DecodedImage, InputDecoder
 from loger_ros.core.map_fusion import MapFusion, MapJob
 from loger_ros.core.outputs import SavedOutputs, save_map_and_trajectory
@@ -153,6 +154,11 @@ class MappingCore:
         self.mount = CameraMount(params.base_frame, lookup, self.log)
         self.tracker = PoseTracker(params.tf_mode)
         self.fusion = MapFusion(params.map_config(), self.builder, params.map_frame, params.cloud_max_points, self.log)
+        self.grid: Optional[GridMapping] = None
+        if params.grid_enabled:
+            self.grid = GridMapping(params.grid_config(), self.builder, params.map_frame, params.grid_publish_period_s)
+            self.fusion.grid = self.grid
+        self._grid_mount_warned = False
         self.counters = CoreCounters()
         self.latency = LatencyStats()
         self.rate_in = RateMeter()
@@ -330,7 +336,9 @@ class MappingCore:
             self.fusion.wait_idle()
         else:
             pubs += self.fusion.run_pending()
-        final_map = self.fusion.publication(self._last_stamp or 0, force=True)
+        if self.grid is not None:
+            pubs.append(self.grid.publication(self._last_stamp or 0, force=True))
+        final_map = self.fusion.publication(self._last_stamp or 0, force=True)  # last: the map is what counts
         return pubs + ([final_map] if final_map is not None else [])
 
     def _process(self, item: _QueuedImage) -> list[Publication]:
@@ -534,6 +542,7 @@ class MappingCore:
         T_map_world = self.tracker.T_map_world
         T_cam_base = np.linalg.inv(T_base_cam)
         frames = []
+        base_poses = []
         with self._lock:
             for r in committed:
                 T_map_cam = T_map_world @ r.T_world_cam
@@ -541,6 +550,7 @@ class MappingCore:
                 self._traj_stamps.append(int(r.stamp_ns))
                 self._traj_cam.append(T_map_cam)
                 self._traj_base.append(T_map_cam @ T_cam_base)
+                base_poses.append(self._traj_base[-1])
                 self._receive_ns.pop(r.stamp_ns, None)
             self.counters.committed += len(committed)
             newest = max(int(r.stamp_ns) for r in committed)
@@ -550,8 +560,16 @@ class MappingCore:
             first = max(0, len(self._traj_stamps) - p.path_max_poses) if p.path_max_poses else 0
             path = (self._traj_stamps[first:], np.asarray(self._traj_base[first:]))
             generation = self.fusion.generation
-        self.fusion.submit(MapJob(T_map_world, frames, newest, path, generation))
+        self._warn_grid_without_mount()
+        self.fusion.submit(MapJob(T_map_world, frames, newest, path, generation, base_poses))
         return []
+
+    def _warn_grid_without_mount(self) -> None:
+        if self.grid is not None and self.mount.source == "identity_fallback" and not self._grid_mount_warned:
+            self._grid_mount_warned = True
+            self.log.warning(f"~/grid measures heights along {self.params.base_frame}'s z axis, but the camera mount "
+                             f"is unknown ({self.params.base_frame} is the camera optical frame, z forward): the grid "
+                             "is not meaningful until TF has the mount (publish base_frame -> camera frame)")
 
     # ================================================================== resets
     def _apply_reset(self, clear_map: Optional[bool] = None) -> list[Publication]:
@@ -576,12 +594,16 @@ class MappingCore:
             cleared = self.fusion.publication(self._last_stamp, force=True)
             if cleared is not None:
                 pubs.append(cleared)
+            if self.grid is not None:
+                pubs.append(self.grid.publication(self._last_stamp, force=True))
         return pubs
 
     # ============================================================ map / output
     def periodic(self, now_ns: int) -> list[Publication]:
-        """The map when ``map_publish_period_s`` of the node clock (``now_ns``) has passed (synchronous use)."""
-        return self.fusion.periodic(now_ns, self.params.map_publish_period_s)
+        """The map when ``map_publish_period_s`` of the node clock (``now_ns``) has passed, the grid when
+        ``grid_publish_period_s`` has (synchronous use)."""
+        pubs = self.fusion.periodic(now_ns, self.params.map_publish_period_s)
+        return pubs + (self.grid.periodic(now_ns) if self.grid is not None else [])
 
     def trajectory(self, body: str = "base") -> Trajectory:
         """Committed poses in the map frame: ``body`` 'base' (T_map_base) or 'camera' (T_map_cam)."""
@@ -598,13 +620,19 @@ class MappingCore:
 
     def save_map(self, directory: Optional[str] = None) -> SavedOutputs:
         """Write ``map.ply`` and ``trajectory.tum`` (base_link in the map frame) to ``directory``
-        (default ``output_dir``). The map is copied under the lock and written outside it."""
+        (default ``output_dir``), and with the grid on ``map.pgm`` + ``map.yaml`` (nav2_map_server;
+        not while the grid is empty). The map is copied under the lock and written outside it."""
         if self.fusion.threaded:
             self.fusion.wait_idle()  # committed windows still queued for fusion belong in the saved map
         points, colors, conf = self.map_snapshot()
         trajectory = self.trajectory("base")
         target = directory if directory is not None else self.params.resolved_output_dir
-        return save_map_and_trajectory(target, points, colors, conf, trajectory)
+        saved = save_map_and_trajectory(target, points, colors, conf, trajectory)
+        if self.grid is not None:
+            written = self.grid.save(saved.map_ply.parent)
+            if written is not None:
+                saved.grid_pgm, saved.grid_yaml = written
+        return saved
 
     # ============================================================= diagnostics
     def diagnostics_values(self) -> dict[str, Any]:
@@ -641,6 +669,8 @@ class MappingCore:
                 "map_backlog_windows": self.fusion.backlog(),
                 "trajectory_poses": len(self._traj_stamps),
             }
+        if self.grid is not None:
+            values.update(self.grid.diagnostics())
         stats = getattr(self.reconstructor, "stats", None)
         if stats is not None:
             values["stream_windows_run"] = stats.windows_run

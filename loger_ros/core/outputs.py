@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -31,12 +31,15 @@ _PLY_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
 
 @dataclass
 class SavedOutputs:
-    """Paths written by :func:`save_map_and_trajectory` and what they hold."""
+    """Paths written by :func:`save_map_and_trajectory` and what they hold (``grid_*``: the
+    nav2_map_server files the core adds when its occupancy grid is on and not empty)."""
 
     map_ply: Path
     trajectory_tum: Path
     points: int
     poses: int
+    grid_pgm: Optional[Path] = None
+    grid_yaml: Optional[Path] = None
 
 
 def write_ply_atomic(path: PathLike, points: np.ndarray, colors: np.ndarray, confidence: np.ndarray) -> Path:

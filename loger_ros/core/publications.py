@@ -17,6 +17,7 @@ from loger_ros.conversions import (
     RosbagsFactory,
     make_header,
     make_time,
+    occupancy_grid_from_array,
     odometry_from_poses,
     path_from_poses,
     pointcloud2_from_points,
@@ -32,6 +33,7 @@ CHANNEL_TYPES: dict[str, str] = {
     "path": "nav_msgs/msg/Path",
     "cloud": "sensor_msgs/msg/PointCloud2",
     "map": "sensor_msgs/msg/PointCloud2",
+    "grid": "nav_msgs/msg/OccupancyGrid",
     "tf": "tf2_msgs/msg/TFMessage",
     "tf_static": "tf2_msgs/msg/TFMessage",
     "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
@@ -88,6 +90,12 @@ class MessageBuilder:
             raise CoreError(f"cloud channel {channel!r} must be 'cloud' or 'map'")
         header = make_header(self.factory, stamp_ns, frame_id)
         return Publication(channel, pointcloud2_from_points(self.factory, header, points, colors, confidence), stamp_ns)
+
+    def grid(self, stamp_ns: int, frame_id: str, data: np.ndarray, resolution: float,
+             origin_xy: tuple[float, float], origin_z: float = 0.0) -> Publication:
+        """``nav_msgs/OccupancyGrid`` of ``data (H, W)`` (0 / 100 / -1, row 0 = lowest y) in ``frame_id``."""
+        msg = occupancy_grid_from_array(self.factory, stamp_ns, frame_id, data, resolution, origin_xy, origin_z)
+        return Publication("grid", msg, stamp_ns)
 
     def diagnostics(self, stamp_ns: int, name: str, hardware_id: str, level: str, message: str,
                     values: Mapping[str, Any]) -> Publication:

@@ -22,7 +22,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry, Path as PathMsg
+from nav_msgs.msg import OccupancyGrid, Odometry, Path as PathMsg
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -243,10 +243,17 @@ class Client:
 
     def latched_map(self, timeout_s: float = 30.0) -> PointCloud2:
         """Subscribe now (a late subscriber) and return the first ~/map message delivered."""
+        return self.latched("/loger/map", PointCloud2, timeout_s)
+
+    def latched_grid(self, timeout_s: float = 30.0) -> OccupancyGrid:
+        """Subscribe now (a late subscriber) and return the first ~/grid message delivered."""
+        return self.latched("/loger/grid", OccupancyGrid, timeout_s)
+
+    def latched(self, topic: str, msg_type: type, timeout_s: float = 30.0):
         got: list = []
-        sub = self.node.create_subscription(PointCloud2, "/loger/map", got.append, LATCHED)
+        sub = self.node.create_subscription(msg_type, topic, got.append, LATCHED)
         try:
-            self.wait_until(lambda: bool(got), timeout_s, "the latched /loger/map")
+            self.wait_until(lambda: bool(got), timeout_s, f"the latched {topic}")
         finally:
             self.node.destroy_subscription(sub)
         return got[0]

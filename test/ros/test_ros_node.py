@@ -125,11 +125,17 @@ def test_embedded_default_raw_images_tf_map_services_diagnostics_and_malformed_i
         # -- the latched map reaches a late subscriber.
         map_msg = client.latched_map()
         assert map_msg.width > 0 and map_msg.header.frame_id == "map"
+        # -- and so does the occupancy grid for Nav2 (values 0 / 100 / -1 only).
+        grid_msg = client.latched_grid()
+        assert grid_msg.header.frame_id == "map" and grid_msg.info.width * grid_msg.info.height == len(grid_msg.data)
+        assert set(np.frombuffer(bytes(np.asarray(grid_msg.data, dtype=np.int8)), np.int8).tolist()) <= {-1, 0, 100}
 
         # -- services.
         saved = client.call(Trigger, "/loger/save_map")
         assert saved.success and "map.ply" in saved.message
         assert (out / "map.ply").is_file() and len(read_tum(out / "trajectory.tum")) > 0
+        if grid_msg.info.width:  # a non-empty grid is saved for nav2_map_server beside the map
+            assert "map.yaml" in saved.message and (out / "map.yaml").is_file() and (out / "map.pgm").is_file()
         reset = client.call(Trigger, "/loger/reset")
         assert reset.success and "reset" in reset.message
 
