@@ -29,9 +29,9 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -46,7 +46,7 @@ from loger_core.plotting import plot_top_view
 from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
 
 log = logging.getLogger("loger-reconstruct")
 
@@ -194,7 +194,24 @@ class _Outputs:
         return Trajectory(np.asarray(self.stamps, dtype=np.int64), np.stack(self.poses))
 
 
-def _run(args) -> int:
+@dataclass
+class ReconstructOutcome:
+    """What :func:`run_reconstruct` wrote: ``out`` folder, the ``run.json`` content and the metrics
+    (None without ground truth)."""
+
+    out: Path
+    run: dict
+    metrics: Optional[dict]
+
+
+def run_reconstruct(args: argparse.Namespace,
+                    model_loader: Optional[Callable[[StreamConfig], Any]] = None) -> ReconstructOutcome:
+    """The whole of ``loger-reconstruct`` for parsed ``args`` (:func:`build_parser`); prints its summary.
+
+    ``model_loader(stream_config) -> model`` supplies the network (``loger-batch`` passes a
+    per-process cache); default: loaded from the configuration. Raises StreamInputError,
+    ImageFolderError, CheckpointError or MapError for bad input.
+    """
     selection = _selection(args)
     cfg = _stream_config(args, selection)
     voxel = _voxel_size(args.voxel_size)
@@ -209,7 +226,7 @@ def _run(args) -> int:
     if selection.bundled:
         log.warning(selection.warning())
 
-    rec = StreamingReconstructor(cfg)
+    rec = StreamingReconstructor(cfg, model=model_loader(cfg) if model_loader is not None else None)
     use_depth = cfg.scale.source == "depth"
     outputs = _Outputs(voxel, args.max_map_points)
     total = None
@@ -292,7 +309,7 @@ def _run(args) -> int:
         print("NOTE: synthetic weights were used; the results are not meaningful geometry.")
     elif selection.bundled:
         print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
-    return 0
+    return ReconstructOutcome(out, run, metrics)
 
 
 def _no_nan(obj):
@@ -311,7 +328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args)
+        run_reconstruct(args)
+        return 0
     except (StreamInputError, ImageFolderError, CheckpointError, MapError) as e:
         print(f"loger-reconstruct: error: {e}", file=sys.stderr)
         return 2
