@@ -125,11 +125,12 @@ def _publish(tmp: Path, final: Path) -> None:
     only after the new one is complete, so OUT/<name> is always a whole result."""
     old = None
     if final.exists():
-        old = tmp.parent / f"{final.name}.old.{uuid.uuid4().hex[:8]}"
+        old = tmp.parent / f"old.{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def run_job(spec: JobSpec) -> JobResult:
@@ -141,7 +142,8 @@ def run_job(spec: JobSpec) -> JobResult:
 
     t0 = time.perf_counter()
     out_root = Path(spec.out_root)
-    tmp = out_root / PARTIAL_DIR / f"{spec.input.name}.{uuid.uuid4().hex[:8]}"
+    # One folder per input under .partial: the runner removes an attempt's leftovers by name alone.
+    tmp = out_root / PARTIAL_DIR / spec.input.name / uuid.uuid4().hex[:8]
     tmp.mkdir(parents=True)
     loads = model_cache_loads()
     cuda = torch.cuda.is_available()
@@ -154,11 +156,11 @@ def run_job(spec: JobSpec) -> JobResult:
         result.output = str(out_root / spec.input.name)
     except Exception as err:  # any failure of one input is reported, and the batch goes on
         log.exception("loger-batch: %s failed", spec.input.path)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
         result = JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "failed",
                            error=f"{type(err).__name__}: {err}")
     except SystemExit as err:  # argparse: options the tool does not accept
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
         result = JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "failed",
                            error=f"bad options for {TOOLS[spec.input.kind]}: {' '.join(spec.argv)} (exit {err.code})")
     result.job_seconds = time.perf_counter() - t0

@@ -172,6 +172,7 @@ def run_batch(inputs: Sequence[BatchInput], options: BatchOptions,
         _run_on_ray(specs, options, manifest, final, bar, on_result)
     bar.close()
     wall = time.perf_counter() - t0
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # empty unless a worker died between retries
     results = [final[item.name] for item in inputs]
     doc = write_summary(out, results, wall, extra={"out_dir": str(out), "address": options.address,
                                                     "max_retries": options.max_retries})
@@ -190,7 +191,7 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
     # max_calls=0 keeps a worker (and its cached model) alive across tasks: Ray's default for GPU
     # tasks is one task per worker process, which would reload the weights for every input. Ray's
     # own retries are off: ours count application failures and dead workers alike.
-    task = ray.remote(run_job).options(num_cpus=options.cpus_per_job, num_gpus=gpus, max_calls=0, max_retries=0)
+    task = ray.remote(max_calls=0)(run_job).options(num_cpus=options.cpus_per_job, num_gpus=gpus, max_retries=0)
     attempts = {name: 1 for name in specs}
     pending = {task.remote(spec): name for name, spec in specs.items()}
     while pending:
@@ -205,6 +206,9 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
             result = JobResult(name, str(spec.input.path), spec.input.kind, "crashed",
                                error=f"{type(err).__name__}: {text[:_ERROR_CHARS]}")
         result.attempts = attempts[name]
+        if result.status == "crashed":
+            # A dead worker never cleaned up; no other attempt of this input is running.
+            shutil.rmtree(Path(spec.out_root) / PARTIAL_DIR / name, ignore_errors=True)
         if result.status != "ok" and attempts[name] <= options.max_retries:
             log.warning("loger-batch: %s attempt %d/%d %s: %s; retrying", name, attempts[name],
                         options.max_retries + 1, result.status, (result.error or "")[:200])
@@ -221,8 +225,9 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
             on_result(result)
 
 
-def print_report(report: BatchReport, out_dir: Path, file=sys.stdout) -> None:
-    """The summary table and where the files are."""
+def print_report(report: BatchReport, out_dir: Path, file: Any = None) -> None:
+    """The summary table and where the files are (on ``file``, default stdout)."""
+    file = file if file is not None else sys.stdout
     print(format_table(report.results), file=file)
     counts = report.summary.get("status_counts", {})
     print(f"loger-batch: {len(report.results)} inputs ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) "
