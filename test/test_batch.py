@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,6 @@ from loger_ros.replay import main as replay_main
 ray = pytest.importorskip("ray", reason="Ray is the optional extra 'batch' (pip install .[batch]); "
                           "requirements-test.txt installs it, the numpy-1.26 venv does not")
 
-REPO = Path(__file__).resolve().parents[1]
 # The tool options of a tiny, fast replay: one window per 8-frame bag, untrained deterministic weights.
 TOOL_ARGS = ["--model", "tiny", "--synthetic-weights", "--device", "cpu", "-p", "input_width:=28",
              "-p", "input_height:=28", "-p", "window_size:=8", "-p", "overlap_size:=1", "-p", "voxel_size:=0.02"]
@@ -144,3 +140,24 @@ def test_killed_worker_is_retried_and_outputs_complete(tmp_path, bags, reference
     assert not (out / PARTIAL_DIR).exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["bravo"]["status"] == "ok" and manifest["inputs"]["bravo"]["attempts"] == 2
+
+
+def test_image_folder_runs_loger_reconstruct(tmp_path, ray_local):
+    from loger_core.cli.reconstruct import main as reconstruct_main
+    from loger_core.io.image_folder import write_image_folder
+
+    frames = render_frames(SynthConfig(frames=8, width=64, height=48, fps=10.0, seed=5), device="cpu")
+    seq = write_image_folder(tmp_path / "inputs" / "room", frames, fps=10)
+    recon = ["--resolution", "28x28", "--window", "8", "--overlap", "1", "--voxel-size", "0.02"]
+    common = ["--model", "tiny", "--synthetic-weights", "--device", "cpu"]
+    assert reconstruct_main([str(seq), "--out", str(tmp_path / "ref"), "--quiet", *common, *recon]) == 0
+    out = tmp_path / "maps"
+    code = batch_main([str(tmp_path / "inputs"), "--out", str(out), "--no-progress", *common,
+                       "--reconstruct-args", " ".join(recon)])
+    assert code == 0
+    (result,) = json.loads((out / "summary.json").read_text())["results"]
+    assert result["kind"] == "images" and result["status"] == "ok" and result["frames"] == 8
+    assert result["ate_rmse"] is not None
+    assert sorted(p.name for p in (out / "room").iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
+    for name in ("trajectory.tum", "map.ply", "metrics.json"):
+        assert (out / "room" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name

@@ -3,13 +3,11 @@ is missing, and that nothing but the batch runner imports Ray."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from loger_ros.batch import BatchInputError, Manifest, collect_inputs, input_fingerprint, job_key

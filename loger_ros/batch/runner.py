@@ -80,8 +80,7 @@ def tool_settings(kind: str, argv: Sequence[str], probe: Path, model_ids: dict) 
 
     try:
         if kind == "bag":
-            from loger_ros.params import ParamsError
-            from loger_ros.replay import ReplayError, build_arg_parser, options_from_args
+            from loger_ros.replay import build_arg_parser, options_from_args
 
             args = build_arg_parser().parse_args([str(probe), "--out", "unused", *argv])
             options = options_from_args(args)
