@@ -416,12 +416,19 @@ def run_replay(options: ReplayOptions, reconstructor: Any = None,
             **params.to_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info or "",
             "depth_topic": topics.depth or "", "queue_size": max(params.queue_size, 1)})
         bag_dir = _prepare_out_dir(options)
+        owned = None
         if reconstructor is None and model_loader is not None:
             from loger_core.stream import StreamingReconstructor
 
             stream_config = params.stream_config()
-            reconstructor = StreamingReconstructor(stream_config, model=model_loader(stream_config))
-        return _replay(options, params, reader, topics, store, bag_dir, reconstructor, on_frame)
+            reconstructor = owned = StreamingReconstructor(stream_config, model=model_loader(stream_config))
+        try:
+            return _replay(options, params, reader, topics, store, bag_dir, reconstructor, on_frame)
+        finally:
+            # A process that replays many bags (loger-batch) must not keep each one's worker
+            # thread, and the sequence state it references, alive.
+            if owned is not None:
+                owned.close()
     finally:
         reader.close()
 

@@ -95,3 +95,34 @@ def test_nothing_but_the_batch_runner_imports_ray():
             "loger_ros.params, loger_ros.core, loger_ros.batch, loger_ros.batch.cli, loger_ros.batch.runner; "
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_run_job_in_one_process_loads_the_model_once_and_leaves_no_threads(tmp_path):
+    """What a Ray worker does for each of its inputs, here without Ray: the model comes from the
+    process cache, and no per-input thread (window worker, preprocessing pool) outlives its job."""
+    import threading
+
+    from loger_core.stream.model_loading import clear_model_cache, model_cache_loads
+    from loger_core.synthetic import SynthConfig, render_frames
+    from loger_core.synthetic.rosbag_writer import write_rosbag
+    from loger_ros.batch import JobSpec, run_job
+    from loger_ros.batch.jobs import PARTIAL_DIR
+
+    frames = render_frames(SynthConfig(frames=6, width=64, height=48, fps=10.0, seed=4), device="cpu")
+    write_rosbag(tmp_path / "in" / "one", frames, storage="mcap")
+    write_rosbag(tmp_path / "in" / "two", frames, storage="sqlite3")
+    argv = ("--model", "tiny", "--synthetic-weights", "--device", "cpu", "-p", "input_width:=28", "-p",
+            "input_height:=28", "-p", "window_size:=4", "-p", "overlap_size:=1", "-p", "async_windows:='on'",
+            "-p", "preprocess_threads:=1", "--no-bag")
+    clear_model_cache()
+    loads = model_cache_loads()
+    results = [run_job(JobSpec(item, str(tmp_path / "out"), argv, "key")) for item in collect_inputs([str(tmp_path / "in")])]
+    assert [(r.name, r.status, r.frames) for r in results] == [("one", "ok", 6), ("two", "ok", 6)]
+    assert [r.model_loaded for r in results] == [True, False] and model_cache_loads() == loads + 1
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("loger-")]  # windows, preprocessing
+    for r in results:
+        assert {p.name for p in Path(r.output).iterdir()} >= {"trajectory.tum", "map.ply", "summary.json"}
+    assert not (tmp_path / "out" / PARTIAL_DIR).exists() or not any((tmp_path / "out" / PARTIAL_DIR).iterdir())
+    # A bad option is a failed job with the reason, not an exception.
+    bad = run_job(JobSpec(collect_inputs([str(tmp_path / "in" / "one")])[0], str(tmp_path / "bad"), ("--no-such",), "k"))
+    assert bad.status == "failed" and "--no-such" in bad.error and not (tmp_path / "bad" / "one").exists()

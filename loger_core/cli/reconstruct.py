@@ -222,11 +222,21 @@ def run_reconstruct(args: argparse.Namespace,
     seq = _open_input(Path(args.input), args.fps)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
     out.mkdir(parents=True, exist_ok=True)
-    synthetic = selection.synthetic  # the model loader logs a loud warning then
-    if selection.bundled:
+    if selection.bundled:  # (synthetic weights: the model loader logs a loud warning)
         log.warning(selection.warning())
 
     rec = StreamingReconstructor(cfg, model=model_loader(cfg) if model_loader is not None else None)
+    try:
+        return _reconstruct(args, cfg, selection, seq, out, voxel, rec)
+    finally:
+        # A process that runs many inputs (loger-batch) must not keep each one's worker thread,
+        # and the sequence state it references, alive.
+        rec.close()
+
+
+def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: Path, voxel: Optional[float],
+                 rec: StreamingReconstructor) -> ReconstructOutcome:
+    synthetic = selection.synthetic
     use_depth = cfg.scale.source == "depth"
     outputs = _Outputs(voxel, args.max_map_points)
     total = None
