@@ -92,6 +92,7 @@ def run_once(bags: list, workers: int, args, replay_argv: tuple, out_root: Path)
     gpu = [r.gpu_peak_mb for r in ok if r.gpu_peak_mb is not None]
     return {
         "workers": workers,
+        "load_average_1min": os.getloadavg()[0],
         "inputs": len(report.results),
         "ok": len(ok),
         "failed": [(r.name, r.error) for r in report.results if r.status != "ok"],
@@ -152,7 +153,8 @@ def main() -> int:
 
     device_name = torch.cuda.get_device_name(0) if args.gpus and torch.cuda.is_available() else cpu_name()
     print(f"loger-batch scaling: {len(bags)} bags x {args.frames} frames ({width}x{height}), model {args.model}, "
-          f"{'GPU' if args.gpus else 'CPU'} ({device_name}), {os.cpu_count()} CPUs, cpus/job {args.cpus_per_job}")
+          f"{'GPU' if args.gpus else 'CPU'} ({device_name}), {os.cpu_count()} CPUs, cpus/job {args.cpus_per_job}, "
+          f"load average after each run {[round(r['load_average_1min'], 1) for r in rows]}")
     head = ("workers", "wall s", "inputs/h", "frames/s", "frames/s/worker", "efficiency", "job frames/s", "GPU MiB/worker",
             "model loads", "ray init s")
     table = [head]
