@@ -126,3 +126,18 @@ def test_run_job_in_one_process_loads_the_model_once_and_leaves_no_threads(tmp_p
     # A bad option is a failed job with the reason, not an exception.
     bad = run_job(JobSpec(collect_inputs([str(tmp_path / "in" / "one")])[0], str(tmp_path / "bad"), ("--no-such",), "k"))
     assert bad.status == "failed" and "--no-such" in bad.error and not (tmp_path / "bad" / "one").exists()
+
+
+def test_setup_declares_the_batch_extra_and_console_script():
+    import ast
+    import re
+
+    setup = ast.parse((REPO / "setup.py").read_text())
+    keywords = {k.arg: k.value for c in ast.walk(setup) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", None) == "setup" for k in c.keywords}
+    extras = ast.literal_eval(keywords["extras_require"])
+    assert [r for r in extras["batch"] if r.startswith("ray")]
+    assert not [r for r in ast.literal_eval(keywords["install_requires"]) if r.startswith("ray")]  # optional
+    scripts = ast.literal_eval(keywords["entry_points"])["console_scripts"]
+    assert "loger-batch = loger_ros.batch.cli:main" in scripts
+    assert re.search(r"^ray==[\d.]+$", (REPO / "requirements-test.txt").read_text(), re.M)

@@ -7,7 +7,7 @@ Example::
     loger-batch /data/bags --out /data/maps --address auto      # on a running Ray cluster
 
 Exit status: 0 when every input is mapped (or was already), 1 when some failed after their
-retries, 2 for bad options or inputs, 3 when Ray is not installed.
+retries, 2 for bad options or inputs, 3 when Ray is not installed, 130 on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -117,6 +117,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (BatchInputError, BatchError) as err:
         print(f"loger-batch: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"loger-batch: interrupted; finished inputs are in {args.out}/manifest.json, a rerun maps the rest",
+              file=sys.stderr)
+        return 130
     print_report(report, args.out)
     return 1 if report.failed else 0
 

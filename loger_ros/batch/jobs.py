@@ -157,6 +157,8 @@ def run_job(spec: JobSpec) -> JobResult:
     except Exception as err:  # any failure of one input is reported, and the batch goes on
         log.exception("loger-batch: %s failed", spec.input.path)
         shutil.rmtree(tmp.parent, ignore_errors=True)
+        if cuda:
+            torch.cuda.empty_cache()  # after an out-of-memory error, give the next input the whole GPU
         result = JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "failed",
                            error=f"{type(err).__name__}: {err}")
     except SystemExit as err:  # argparse: options the tool does not accept

@@ -146,7 +146,7 @@ def run_batch(inputs: Sequence[BatchInput], options: BatchOptions,
     except ValueError as err:
         raise BatchError(str(err)) from None
     model_ids: dict = {}
-    settings: dict[str, _ToolSettings] = {}
+    settings: dict[tuple, _ToolSettings] = {}
     specs: dict[str, JobSpec] = {}
     final: dict[str, JobResult] = {}
     fault_dir = os.environ.get(FAULT_DIR_ENV)
