@@ -1,6 +1,6 @@
 """loger-batch throughput against the number of Ray workers (one input per worker at a time).
 
-Makes --bags synthetic bags (or takes those in --bags-dir, e.g. made with ``loger-synth --bag mcap``),
+Makes --bags synthetic bags (or takes the bags below --bags-dir, e.g. made with ``loger-synth --bag mcap``),
 then for each worker count W starts a local Ray instance sized to W workers (W GPUs with --gpus,
 else W x --cpus-per-job CPUs), maps every bag with ``run_batch`` (``--force``: nothing skipped)
 and reports: wall time (from the first submission to the last result, including worker start-up
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loger_ros.batch import collect_inputs  # noqa: E402
 from loger_ros.batch.runner import BatchOptions, run_batch  # noqa: E402
+from loger_ros.replay import discover_bags  # noqa: E402
 
 
 def make_bags(root: Path, count: int, frames: int, size: tuple[int, int], device: str) -> None:
@@ -141,7 +142,9 @@ def main() -> int:
         t0 = time.perf_counter()
         make_bags(bags_dir, args.bags, args.frames, (width, height), "cuda" if args.gpus else "cpu")
         make_s = time.perf_counter() - t0
-        bags = collect_inputs([str(bags_dir)])
+        # Bags only: a loger-synth output folder is also an image folder, which loger-batch would map
+        # with loger-reconstruct instead.
+        bags = collect_inputs([str(b) for b in discover_bags(bags_dir)])
         rows = [run_once(bags, w, args, tuple(replay_argv), work / "out") for w in worker_counts(args.workers, args.gpus)]
     finally:
         shutil.rmtree(work / "out", ignore_errors=True)
