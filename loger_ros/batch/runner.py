@@ -183,7 +183,10 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
     import ray
     from ray.exceptions import RayError
 
-    init_ray(options)
+    try:
+        init_ray(options)
+    except (ConnectionError, RuntimeError, ValueError) as err:  # no cluster at that address, bad address
+        raise BatchError(f"cannot start or join Ray (--address {options.address}): {err}") from None
     gpus = options.gpus_per_job
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
