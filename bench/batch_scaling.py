@@ -23,12 +23,14 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from loger_ros.batch import collect_inputs  # noqa: E402
 from loger_ros.batch.runner import BatchOptions, run_batch  # noqa: E402
@@ -36,18 +38,17 @@ from loger_ros.replay import discover_bags  # noqa: E402
 
 
 def make_bags(root: Path, count: int, frames: int, size: tuple[int, int], device: str) -> None:
-    from loger_core.synthetic import SynthConfig
-    from loger_core.synthetic.rosbag_writer import write_rosbag
-    from loger_core.synthetic.sequence import generate_sequence
-
+    """``count`` synthetic mcap bags ``root/synth_NN/bag_mcap`` made by ``loger-synth``, in a child
+    process: the renderer's CUDA context must not sit on a GPU that the workers are measured on."""
     root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         path = root / f"synth_{i:02d}"
         if path.exists():
             continue
-        cfg = SynthConfig(scene=("room", "corridor")[i % 2], frames=frames, width=size[0], height=size[1],
-                          fps=30.0, seed=100 + i)
-        write_rosbag(path, generate_sequence(cfg, device=device), storage="mcap")
+        subprocess.run([sys.executable, "-m", "loger_core.synthetic.cli", "--scene", ("room", "corridor")[i % 2],
+                        "--frames", str(frames), "--size", f"{size[0]}x{size[1]}", "--seed", str(100 + i),
+                        "--out", str(path), "--no-folder", "--bag", "mcap", "--device", device, "--quiet"],
+                       check=True, cwd=REPO)
 
 
 def cpu_name() -> str:
