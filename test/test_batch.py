@@ -97,7 +97,7 @@ def test_batch_equals_replay_reports_corrupt_and_reruns_nothing(tmp_path, bags, 
     assert not (out / PARTIAL_DIR).exists(), "a temporary output was left behind"
     # The model is loaded once per worker process, however many inputs the worker maps.
     ok = [by_name[n] for n in GOOD]
-    assert sum(r["model_loaded"] for r in ok) == len({r["pid"] for r in ok})
+    assert sum(r["model_loaded"] for r in ok) == len({r["pid"] for r in ok}) <= 2  # 2 CPUs: 2 workers
     with open(out / "summary.csv") as f:
         rows = {row["name"]: row for row in csv.DictReader(f)}
     assert rows["broken"]["status"] == "failed" and rows["broken"]["error"] and rows["alpha"]["frames"] == "8"

@@ -1,7 +1,7 @@
 """``loger-batch``: map many recordings (bags, image folders, videos) on a Ray cluster or locally.
 
-One Ray task per input runs the code of ``loger-replay`` (bags) or ``loger-reconstruct`` (image
-folders, videos) into ``OUT/<input name>/``, through a temporary folder renamed when complete. A
+One Ray actor call per input runs the code of ``loger-replay`` (bags) or ``loger-reconstruct``
+(image folders, videos) on a pool of long-lived workers that keep their model, into ``OUT/<input name>/``, through a temporary folder renamed when complete. A
 manifest (``OUT/manifest.json``) keyed by input path + size + mtime + parameters + model hash makes a
 rerun skip what is done. Failed tasks are retried, then reported in ``OUT/summary.json`` / ``.csv``.
 

@@ -33,7 +33,7 @@ RAY_MISSING = (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loger-batch",
-        description="Map many recordings with Ray: one task per input running loger-replay (bags) or "
+        description="Map many recordings with Ray: one actor call per input running loger-replay (bags) or "
         "loger-reconstruct (image folders, videos) into OUT/<input name>/. Resumable: a rerun skips "
         "inputs whose outputs are complete and current.")
     p.add_argument("inputs", nargs="+", help="bags (rosbag2 directory, .mcap, .db3, ROS 1 .bag), image folders, "

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from .inputs import BatchInput
 
-__all__ = ["FAULT_DIR_ENV", "JobResult", "JobSpec", "PARTIAL_DIR", "TOOLS", "run_job"]
+__all__ = ["FAULT_DIR_ENV", "BatchWorker", "JobResult", "JobSpec", "PARTIAL_DIR", "TOOLS", "run_job"]
 
 log = logging.getLogger("loger_ros.batch")
 
@@ -172,3 +172,21 @@ def run_job(spec: JobSpec) -> JobResult:
     if cuda:
         result.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+class BatchWorker:
+    """The body of a loger-batch Ray actor: one long-lived process that maps inputs one at a time
+    and keeps its model between them. An actor, not a plain task: Ray pins an actor's GPU for its
+    whole life, whereas a task worker reused across tasks may be handed another GPU than the one its
+    CUDA context (and cached model) already lives on."""
+
+    def ready(self) -> int:
+        """Imports what a job needs (start-up cost paid before the first input); returns the pid."""
+        import torch
+        from loger_ros import replay
+
+        del torch, replay
+        return os.getpid()
+
+    def run(self, spec: JobSpec) -> JobResult:
+        return run_job(spec)

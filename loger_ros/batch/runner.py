@@ -1,4 +1,4 @@
-"""Runs a batch on Ray: one task per input, retries, the manifest, progress and the summary.
+"""Runs a batch on Ray: one actor call per input, retries, the manifest, progress and the summary.
 
 The only module of the package that imports Ray (at call time, so that importing it is free).
 """
@@ -9,13 +9,14 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .inputs import BatchInput
-from .jobs import FAULT_DIR_ENV, PARTIAL_DIR, TOOLS, JobResult, JobSpec, run_job
+from .jobs import FAULT_DIR_ENV, PARTIAL_DIR, TOOLS, BatchWorker, JobResult, JobSpec
 from .manifest import Manifest, input_fingerprint, job_key, model_identity
 from .summary import format_table, write_summary
 
@@ -190,23 +191,40 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
     gpus = options.gpus_per_job
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    # max_calls=0 keeps a worker (and its cached model) alive across tasks: Ray's default for GPU
-    # tasks is one task per worker process, which would reload the weights for every input. Ray's
-    # own retries are off: ours count application failures and dead workers alike.
-    task = ray.remote(max_calls=0)(run_job).options(num_cpus=options.cpus_per_job, num_gpus=gpus, max_retries=0)
+    actors = _worker_pool(ray, options.cpus_per_job, gpus, len(specs))
+    idle = list(actors)
+    queue = deque(specs)
     attempts = {name: 1 for name in specs}
-    pending = {task.remote(spec): name for name, spec in specs.items()}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+    pending: dict = {}  # ref of a run() call -> (input name, actor)
+    reviving: dict = {}  # ref of a ready() call on an actor that died -> actor
+    while queue or pending:
+        while queue and idle:
+            name = queue.popleft()
+            actor = idle.pop()
+            pending[actor.run.remote(specs[name])] = (name, actor)
+        ready, _ = ray.wait(list(pending) + list(reviving), num_returns=1)
         ref = ready[0]
-        name = pending.pop(ref)
+        if ref in reviving:
+            actor = reviving.pop(ref)
+            try:
+                ray.get(ref)
+                idle.append(actor)
+            except RayError as err:  # it cannot come back (its node is gone): a fresh one takes its place
+                log.warning("loger-batch: a worker could not restart (%s); starting another", type(err).__name__)
+                idle.append(_replace_worker(ray, actor, options.cpus_per_job, gpus))
+            continue
+        name, actor = pending.pop(ref)
         spec = specs[name]
         try:
             result: JobResult = ray.get(ref)
+            idle.append(actor)
         except RayError as err:  # the worker died (killed, out of host memory, node lost)
             text = str(err).strip()
             result = JobResult(name, str(spec.input.path), spec.input.kind, "crashed",
                                error=f"{type(err).__name__}: {text[:_ERROR_CHARS]}")
+            # Ray restarts the actor (max_restarts); a call made while it restarts fails at once,
+            # so it gets work again only once a ready() call (retried until it lands) returns.
+            reviving[actor.ready.options(max_task_retries=-1).remote()] = actor
         result.attempts = attempts[name]
         if result.status == "crashed":
             # A dead worker never cleaned up; no other attempt of this input is running.
@@ -215,7 +233,7 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
             log.warning("loger-batch: %s attempt %d/%d %s: %s; retrying", name, attempts[name],
                         options.max_retries + 1, result.status, (result.error or "")[:200])
             attempts[name] += 1
-            pending[task.remote(spec)] = name
+            queue.append(name)
             continue
         if result.status == "crashed":
             result.status = "failed"
@@ -225,6 +243,48 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
         bar.set_postfix(failed=sum(r.status == "failed" for r in final.values()), refresh=False)
         if on_result is not None:
             on_result(result)
+
+
+# Actors of this driver, by (Ray node + job, CPUs and GPUs per job): a later batch in the same
+# process (a benchmark, a service) reuses them and their loaded models. They end with the driver.
+_POOLS: dict[tuple, list] = {}
+
+
+def _worker_pool(ray: Any, cpus: float, gpus: float, jobs: int) -> list:
+    """As many BatchWorker actors as the cluster fits at ``cpus``/``gpus`` each (at most one per
+    job); raises BatchError when it fits none."""
+    resources = ray.cluster_resources()
+    if gpus > 0:
+        fits = int(resources.get("GPU", 0) // gpus + 1e-9)
+        if not fits:
+            raise BatchError(f"--gpus-per-job {gpus:g} but the Ray cluster has {resources.get('GPU', 0):g} GPUs "
+                             "(use --gpus-per-job 0 to run on CPUs)")
+    else:
+        fits = int(resources.get("CPU", 0) // cpus + 1e-9) if cpus > 0 else jobs
+        if not fits:
+            raise BatchError(f"--cpus-per-job {cpus:g} but the Ray cluster has {resources.get('CPU', 0):g} CPUs")
+    pool = _POOLS.setdefault(_pool_key(ray, cpus, gpus), [])
+    if len(pool) < min(fits, jobs):
+        pool.extend(_new_worker(ray, cpus, gpus) for _ in range(min(fits, jobs) - len(pool)))
+    return pool[: max(1, min(fits, jobs))]
+
+
+def _pool_key(ray: Any, cpus: float, gpus: float) -> tuple:
+    context = ray.get_runtime_context()
+    return (context.get_node_id(), context.get_job_id(), cpus, gpus)
+
+
+def _new_worker(ray: Any, cpus: float, gpus: float) -> Any:
+    # Ray's own task retries are off: ours count application failures and dead workers alike.
+    cls = ray.remote(BatchWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0)
+    return cls.remote()
+
+
+def _replace_worker(ray: Any, dead: Any, cpus: float, gpus: float) -> Any:
+    pool = _POOLS.get(_pool_key(ray, cpus, gpus), [])
+    fresh = _new_worker(ray, cpus, gpus)
+    pool[:] = [fresh if a is dead else a for a in pool]
+    return fresh
 
 
 def print_report(report: BatchReport, out_dir: Path, file: Any = None) -> None:
