@@ -28,6 +28,9 @@ setup(
     description="ROS 2 mapping node (odometry, TF, point-cloud map) over the LoGeR long-context 3D reconstruction network.",
     license="Apache-2.0",
     tests_require=["pytest"],
+    # loger-batch (Ray); the rest of the package never imports ray. CI pins the version it tests
+    # in requirements-test.txt.
+    extras_require={"batch": ["ray>=2.40"]},
     entry_points={
         "console_scripts": [
             "loger_node = loger_ros.node:main",
@@ -35,6 +38,7 @@ setup(
             "loger-reconstruct = loger_core.cli.reconstruct:main",
             "loger-synth = loger_core.synthetic.cli:main",
             "loger-train = loger_core.training.train:main",
+            "loger-batch = loger_ros.batch.cli:main",
         ],
     },
 )

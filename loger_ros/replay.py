@@ -423,8 +423,12 @@ def _prepare_out_dir(options: ReplayOptions) -> Path:
 
 
 def run_replay(options: ReplayOptions, reconstructor: Any = None,
-               on_frame: Optional[Callable[[int], None]] = None) -> ReplaySummary:
+               on_frame: Optional[Callable[[int], None]] = None,
+               model_loader: Optional[Callable[[Any], Any]] = None) -> ReplaySummary:
     """Replay ``options.bag`` (see module docstring). ``on_frame(n)`` is called after each image (tests).
+
+    ``model_loader(stream_config) -> model`` supplies the network when no ``reconstructor`` is given
+    (``loger-batch`` passes a per-process cache); default: loaded from the parameters for this bag.
 
     Raises ReplayError when the bag cannot be opened or has no usable image topic. A read error in the
     middle of the bag stops the replay; the outputs of what was read are still written and the error is
@@ -452,7 +456,19 @@ def run_replay(options: ReplayOptions, reconstructor: Any = None,
             **params.to_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info or "",
             "depth_topic": topics.depth or "", "queue_size": max(params.queue_size, 1)})
         bag_dir = _prepare_out_dir(options)
-        return _replay(options, params, reader, topics, store, bag_dir, reconstructor, on_frame)
+        owned = None
+        if reconstructor is None and model_loader is not None:
+            from loger_core.stream import StreamingReconstructor
+
+            stream_config = params.stream_config()
+            reconstructor = owned = StreamingReconstructor(stream_config, model=model_loader(stream_config))
+        try:
+            return _replay(options, params, reader, topics, store, bag_dir, reconstructor, on_frame)
+        finally:
+            # A process that replays many bags (loger-batch) must not keep each one's worker
+            # thread, and the sequence state it references, alive.
+            if owned is not None:
+                owned.close()
     finally:
         reader.close()
 

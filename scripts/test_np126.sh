@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI's second step: the conversions, stream, map and node-core tests under numpy 1.26, the numpy of
+# CI's second step: the conversions, stream, map, node-core and batch tests under numpy 1.26, the numpy of
 # the ROS 2 Python (Jazzy; cv_bridge there is compiled against numpy 1.x). Creates ./.venv-np126 on
-# first use from requirements-np126.txt (torch==2.13.0 CPU). Extra args go to pytest.
+# first use from requirements-np126.txt (torch==2.13.0 CPU; no Ray: test_batch.py skips, saying so).
+# Extra args go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-np126"
@@ -22,4 +23,4 @@ cd "$ROOT"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
   test/test_conversions.py test/test_malformed_messages.py test/test_map.py test/test_node_core.py \
   test/test_params.py test/test_stream_bounded.py test/test_stream_geometry.py test/test_stream_inputs.py \
-  test/test_stream_preprocess.py test/test_stream_scale.py test/test_session.py test/test_grid.py "$@"
+  test/test_stream_preprocess.py test/test_stream_scale.py test/test_session.py test/test_grid.py test/test_batch_offline.py test/test_batch.py "$@"

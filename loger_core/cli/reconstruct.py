@@ -36,9 +36,9 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -58,7 +58,7 @@ from loger_core.session import (
 from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
 
 log = logging.getLogger("loger-reconstruct")
 
@@ -261,7 +261,24 @@ def _resume(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> Option
     return rec._last_stamp
 
 
-def _run(args) -> int:
+@dataclass
+class ReconstructOutcome:
+    """What :func:`run_reconstruct` wrote: ``out`` folder, the ``run.json`` content and the metrics
+    (None without ground truth)."""
+
+    out: Path
+    run: dict
+    metrics: Optional[dict]
+
+
+def run_reconstruct(args: argparse.Namespace,
+                    model_loader: Optional[Callable[[StreamConfig], Any]] = None) -> ReconstructOutcome:
+    """The whole of ``loger-reconstruct`` for parsed ``args`` (:func:`build_parser`); prints its summary.
+
+    ``model_loader(stream_config) -> model`` supplies the network (``loger-batch`` passes a
+    per-process cache); default: loaded from the configuration. Raises StreamInputError,
+    ImageFolderError, CheckpointError or MapError for bad input.
+    """
     selection = _selection(args)
     cfg = _stream_config(args, selection)
     voxel = _voxel_size(args.voxel_size)
@@ -272,11 +289,21 @@ def _run(args) -> int:
     seq = _open_input(Path(args.input), args.fps)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
     out.mkdir(parents=True, exist_ok=True)
-    synthetic = selection.synthetic  # the model loader logs a loud warning then
-    if selection.bundled:
+    if selection.bundled:  # (synthetic weights: the model loader logs a loud warning)
         log.warning(selection.warning())
 
-    rec = StreamingReconstructor(cfg)
+    rec = StreamingReconstructor(cfg, model=model_loader(cfg) if model_loader is not None else None)
+    try:
+        return _reconstruct(args, cfg, selection, seq, out, voxel, rec)
+    finally:
+        # A process that runs many inputs (loger-batch) must not keep each one's worker thread,
+        # and the sequence state it references, alive.
+        rec.close()
+
+
+def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: Path, voxel: Optional[float],
+                 rec: StreamingReconstructor) -> ReconstructOutcome:
+    synthetic = selection.synthetic
     use_depth = cfg.scale.source == "depth"
     grid = None
     if not args.no_grid:
@@ -378,7 +405,7 @@ def _run(args) -> int:
         print("NOTE: synthetic weights were used; the results are not meaningful geometry.")
     elif selection.bundled:
         print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
-    return 0
+    return ReconstructOutcome(out, run, metrics)
 
 
 def _write_grid(out: Path, grid: FloorGridBuilder, est: Trajectory) -> dict:
@@ -416,7 +443,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args)
+        run_reconstruct(args)
+        return 0
     except (StreamInputError, ImageFolderError, CheckpointError, MapError, SessionError) as e:
         print(f"loger-reconstruct: error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import torch
 
@@ -34,3 +36,50 @@ def load_stream_model(config: StreamConfig) -> torch.nn.Module:
         log.info("GPU fast paths on: %s", fast)
         enable_fast_paths(model, fast)
     return model.eval()
+
+
+# One model per process and configuration: a batch worker (loger-batch) maps many inputs with the
+# same weights, and loading a full checkpoint costs seconds and GBs of host memory each time.
+_MODEL_CACHE: dict[tuple, torch.nn.Module] = {}
+_CACHE_LOADS = 0
+_CACHE_LOCK = threading.Lock()
+
+
+def model_cache_key(config: StreamConfig) -> tuple:
+    """What decides the loaded model: weights, device and the fast paths patched into it."""
+    checkpoint = config.checkpoint
+    stamp = None
+    if checkpoint:
+        # A file replaced in place (retrained weights) must not hit the old entry.
+        st = os.stat(checkpoint)
+        stamp = (st.st_size, st.st_mtime_ns)
+    return (config.model, checkpoint, stamp, config.allow_pickle, str(config.torch_device()),
+            repr(config.fast_path_config()))
+
+
+def cached_stream_model(config: StreamConfig) -> torch.nn.Module:
+    """:func:`load_stream_model`, once per process and :func:`model_cache_key`.
+
+    The model carries no per-sequence state (memory lives in the reconstructor's ``StreamState``),
+    so one instance serves every sequence of a process, one at a time.
+    """
+    global _CACHE_LOADS
+    key = model_cache_key(config)
+    with _CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = load_stream_model(config)
+            _MODEL_CACHE[key] = model
+            _CACHE_LOADS += 1
+        return model
+
+
+def model_cache_loads() -> int:
+    """How many models :func:`cached_stream_model` has loaded in this process (batch statistics)."""
+    return _CACHE_LOADS
+
+
+def clear_model_cache() -> None:
+    """Drops the cached models (frees their memory once no reconstructor holds them)."""
+    with _CACHE_LOCK:
+        _MODEL_CACHE.clear()
