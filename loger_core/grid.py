@@ -232,6 +232,24 @@ class OccupancyGrid2D:
         self.updates = 0
         self.last_stats = UpdateStats()
 
+    def state(self) -> dict:
+        """Copies of everything the grid holds: ``log_odds`` (H, W) float32, ``seen`` (H, W) bool,
+        ``origin_cell`` (x0, y0) of storage [0, 0] and ``updates`` (for saving a session)."""
+        return {"log_odds": self._log_odds.copy(), "seen": self._seen.copy(),
+                "origin_cell": (int(self._x0), int(self._y0)), "updates": int(self.updates)}
+
+    def load_state(self, state: dict) -> None:
+        """Inverse of `state` (same config); raises GridError on arrays that do not fit."""
+        log_odds = np.asarray(state["log_odds"], dtype=np.float32)
+        seen = np.asarray(state["seen"], dtype=bool)
+        if log_odds.ndim != 2 or log_odds.shape != seen.shape:
+            raise GridError(f"grid state arrays of shapes {log_odds.shape} / {seen.shape} do not fit")
+        if max(log_odds.shape, default=0) > 2 * self._half + 1:
+            raise GridError(f"grid state of {log_odds.shape} cells exceeds max_extent {self.config.max_extent} m")
+        self._log_odds, self._seen = log_odds.copy(), seen.copy()
+        self._x0, self._y0 = (int(v) for v in state["origin_cell"])
+        self.updates = int(state["updates"])
+
     # ------------------------------------------------------------------ update
     def insert(self, points_xy: np.ndarray, heights: np.ndarray, camera_xy: np.ndarray,
                camera_height: float) -> UpdateStats:

@@ -167,6 +167,11 @@ def _assert_same_map(a: MappingCore, b: MappingCore):
     np.testing.assert_allclose(pa, pb, atol=TOL, rtol=0)
     np.testing.assert_array_equal(ca, cb)
     np.testing.assert_allclose(fa, fb, atol=TOL, rtol=0)
+    # The Nav2 grid resumes too: the same evidence as one run (its session part).
+    ga, gb = a.grid.grid.state(), b.grid.grid.state()
+    assert ga["updates"] == gb["updates"] > 0 and ga["origin_cell"] == gb["origin_cell"]
+    np.testing.assert_array_equal(ga["seen"], gb["seen"])
+    np.testing.assert_allclose(ga["log_odds"], gb["log_odds"], atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("split,provisional_every,async_windows", [(6, 0, "off"), (9, 2, "off"), (7, 0, "on")])

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 import numpy as np
 import torch
 
+from loger_core.grid import GridError
+
 from loger_core.session import (
     Session, SessionComponent, SessionCorruptError, SessionError, SessionNotFoundError, SessionStateError, check_session,
     model_identity,
@@ -112,6 +114,41 @@ class _MapPart:
         with fusion._lock:
             restore_voxel_map(fusion.map, component, path)
             fusion._version += 1  # the restored map is published at the next period
+
+
+class _GridPart:
+    """The 2D occupancy grid's evidence. A session from a run with other grid settings (or none)
+    leaves the grid empty with a warning; the rest of the session still resumes."""
+
+    def __init__(self, core: "MappingCore") -> None:
+        self.core = core
+
+    def capture(self) -> SessionComponent:
+        gm = self.core.grid
+        with gm._lock:
+            st = gm.grid.state()
+        return SessionComponent(
+            tensors={"log_odds": torch.from_numpy(st["log_odds"]), "seen": torch.from_numpy(st["seen"])},
+            meta={"origin_cell": list(st["origin_cell"]), "updates": st["updates"], "config": asdict(gm.config)})
+
+    def restore(self, component: SessionComponent, path: Optional[str]) -> None:
+        gm = self.core.grid
+        if component.meta.get("config") != asdict(gm.config):
+            self.core.log.warning(f"session {path}: its grid was made with other grid_* settings; the grid starts empty")
+            return
+        try:
+            state = {"log_odds": component.tensors["log_odds"].numpy(), "seen": component.tensors["seen"].numpy(),
+                     "origin_cell": tuple(component.meta["origin_cell"]), "updates": component.meta["updates"]}
+            with gm._lock:
+                gm.grid.load_state(state)
+                gm._version += 1  # published at the next period
+        except (KeyError, TypeError, ValueError, GridError) as err:
+            raise SessionCorruptError(path, f"its grid component is unreadable ({err})") from None
+
+    def reset(self) -> None:
+        gm = self.core.grid
+        with gm._lock:
+            gm.grid.clear()
 
 
 class _TrajectoryPart:
@@ -264,8 +301,11 @@ class SessionKeeper:
     # ------------------------------------------------------------------ parts
     def default_parts(self) -> "OrderedDict[str, SessionPart]":
         c = self.core
-        return OrderedDict(stream=_StreamPart(c), map=_MapPart(c), trajectory=_TrajectoryPart(c),
-                           tracker=_TrackerPart(c), core=_CorePart(c))
+        parts = OrderedDict(stream=_StreamPart(c), map=_MapPart(c), trajectory=_TrajectoryPart(c),
+                            tracker=_TrackerPart(c), core=_CorePart(c))
+        if c.grid is not None:
+            parts["grid"] = _GridPart(c)
+        return parts
 
     def identity_and_settings(self):
         rec = self.core.reconstructor
