@@ -164,6 +164,10 @@ class NodeParams:
         "without committing its memory and publish the newest frame's pose at once (0 = only committed "
         "windows, i.e. poses in bursts of a window).",
         minimum=0, maximum=1024, group="streaming")
+    provisional_budget: float = _p(
+        0.5, "Largest share of the inference thread's time the low-latency passes may take (0, 1]: after a pass "
+        "of t seconds the next waits t*(1-budget)/budget, so slow passes are thinned out instead of making the "
+        "node drop camera frames.", minimum=0.01, maximum=1.0, group="streaming")
     fast_paths: str = _p("auto", "GPU fast paths (fastest attention kernel per shape, bf16 weights, compiled "
                          "blocks): 'auto' = on for CUDA with bfloat16, 'on', 'off' (eager reference path).",
                          choices=("auto", "on", "off"), group="streaming")
@@ -173,8 +177,9 @@ class NodeParams:
                             "while new frames keep getting provisional poses on a high-priority stream: "
                             "'auto' = on for CUDA, 'on', 'off' (the window blocks the inference thread).",
                             choices=("auto", "on", "off"), group="streaming")
-    cuda_graphs: bool = _p(True, "With async windows on CUDA: provisional passes replay a CUDA graph per input "
-                           "shape (one launch instead of thousands from Python).", group="streaming")
+    cuda_graphs: bool = _p(False, "With async windows on CUDA: provisional passes replay a CUDA graph per input "
+                           "shape (one launch instead of thousands from Python). Experimental: not yet verified "
+                           "on a GPU.", group="streaming")
     alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
                         "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
 
@@ -435,6 +440,7 @@ class NodeParams:
             conf_threshold=self.confidence_threshold,
             conf_percentile=self.confidence_percentile,
             provisional_every=self.provisional_every,
+            provisional_budget=self.provisional_budget,
             fast_paths=self.fast_paths,
             preprocess_threads=self.preprocess_threads,
             async_windows=self.async_windows,

@@ -454,7 +454,10 @@ def run_replay(options: ReplayOptions, reconstructor: Any = None,
                                options.depth_topic, options.gt_topic)
         params = NodeParams.from_mapping({
             **params.to_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info or "",
-            "depth_topic": topics.depth or "", "queue_size": max(params.queue_size, 1)})
+            "depth_topic": topics.depth or "", "queue_size": max(params.queue_size, 1),
+            # No live camera to keep up with: every low-latency pass runs, so a replay's output
+            # does not depend on how fast this machine is.
+            "provisional_budget": 1.0})
         bag_dir = _prepare_out_dir(options)
         owned = None
         if reconstructor is None and model_loader is not None:

@@ -173,7 +173,7 @@ class FakeStream:
 
 
 def make_core(stream=None, lookup=None, logger=None, clock=None, **overrides):
-    params = NodeParams(**{"allow_synthetic_weights": True, "queue_size": 64, "window_size": 4,
+    params = NodeParams(**{"allow_synthetic_weights": True, "queue_size": 64, "window_size": 4, "provisional_budget": 1.0,
                            "overlap_size": 1, "voxel_size": 0.01, **overrides})
     kwargs = {"monotonic_ns": clock} if clock is not None else {}
     core = MappingCore(params, F, reconstructor=stream or FakeStream(), lookup=lookup,
@@ -617,7 +617,8 @@ def test_real_tiny_model_streams_provisional_then_committed_poses():
     from loger_core.stream import StreamingReconstructor
 
     params = NodeParams(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28,
-                        input_height=28, window_size=4, overlap_size=1, provisional_every=1, queue_size=16)
+                        input_height=28, window_size=4, overlap_size=1, provisional_every=1, queue_size=16,
+                        provisional_budget=1.0)
     model = fill_deterministic_(build_model("tiny", device="meta")).to("cpu").eval()
     stream = StreamingReconstructor(params.stream_config(), model=model)
     core = MappingCore(params, F, reconstructor=stream, logger=ListLogger())
@@ -745,7 +746,7 @@ def test_async_windows_in_the_threaded_node_core_commit_every_frame_and_count_wi
 
     params = NodeParams(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28,
                         input_height=28, window_size=4, overlap_size=1, provisional_every=1, queue_size=64,
-                        async_windows="on", confidence_percentile=0.0)
+                        async_windows="on", confidence_percentile=0.0, provisional_budget=1.0)
     stream = StreamingReconstructor(params.stream_config(), model=FailsThirdWindow())
     log = ListLogger()
     core = MappingCore(params, F, reconstructor=stream, logger=log)

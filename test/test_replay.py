@@ -54,7 +54,8 @@ def frames():
 def tiny_params(**overrides) -> NodeParams:
     # One window for a whole test bag keeps the CPU cost at one or two network passes per replay.
     values = dict(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28, input_height=28,
-                  window_size=8, overlap_size=1, provisional_every=0, voxel_size=0.02)
+                  window_size=8, overlap_size=1, provisional_every=0, voxel_size=0.02,
+                  provisional_budget=1.0)  # as the replay CLI sets it: no live camera
     values.update(overrides)
     return NodeParams(**values)
 

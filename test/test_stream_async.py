@@ -28,6 +28,7 @@ def _clip(n: int, seed: int = 0) -> np.ndarray:
 
 def _config(**kw) -> StreamConfig:
     base = dict(model="tiny", device="cpu", resolution=(W, H), window_size=5, overlap_size=2, conf_percentile=20.0,
+                provisional_budget=1.0,  # every pass runs: these tests check which frames get one
                 alignment="se3")
     base.update(kw)
     return StreamConfig(**base)
@@ -202,7 +203,7 @@ def test_async_on_cuda_equals_sync_and_provisional_never_fails(dtype):
     cfg = dict(device="cuda", dtype=dtype, provisional_every=2)
     sync = StreamingReconstructor(_config(async_windows="off", **cfg), model)
     sync_c, _ = _run(sync, clip)
-    rec = StreamingReconstructor(_config(async_windows="on", **cfg), model)
+    rec = StreamingReconstructor(_config(async_windows="on", cuda_graphs=True, **cfg), model)
     async_c, async_p = _run(rec, clip, poll_every=3)
     errors = rec.take_errors()
     rec.close()
@@ -284,3 +285,36 @@ def test_raw_camera_output_finishes_to_the_same_prediction(tiny):
     torch.testing.assert_close(poses, full.camera_poses, rtol=0, atol=0)
     torch.testing.assert_close(points, full.points, rtol=0, atol=0)
     torch.testing.assert_close(raw.local_points, full.local_points, rtol=0, atol=0)
+
+
+def test_provisional_budget_thins_out_slow_passes_and_loses_no_frame(tiny):
+    """Provisional passes that cost more than the camera period would make the caller fall behind:
+    with a budget they take at most about that share of the wall time, are counted as skipped, and
+    every frame still gets its committed result."""
+    clip = _clip(40)
+    rec = StreamingReconstructor(_config(async_windows="off", provisional_every=1, provisional_budget=0.25,
+                                         window_size=8, overlap_size=2), tiny)
+    real = rec._provisional_pass
+    spans: list[tuple[float, float]] = []
+
+    def slow_pass():
+        t = time.perf_counter()
+        time.sleep(0.03)
+        out = real()
+        spans.append((t, time.perf_counter()))
+        return out
+
+    rec._provisional_pass = slow_pass
+    committed, provisional = _run(rec, clip)
+    assert [r.index for r in committed] == list(range(40))
+    assert rec.stats.provisional_skipped_budget > 0 and len(spans) == rec.stats.provisional_runs > 1
+    # budget 0.25: after a pass of c seconds none starts for 3c, so passes take <= 1/4 of the time.
+    for (s0, e0), (s1, _) in zip(spans, spans[1:]):
+        assert s1 - e0 >= 3 * (e0 - s0)
+
+
+def test_provisional_budget_must_be_a_share():
+    with pytest.raises(Exception, match="provisional_budget"):
+        _config(provisional_budget=0.0)
+    with pytest.raises(Exception, match="provisional_budget"):
+        _config(provisional_budget=1.5)

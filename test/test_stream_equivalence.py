@@ -23,7 +23,8 @@ def _clip(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _config(**kw) -> StreamConfig:
-    base = dict(model="tiny", device="cpu", resolution=(W, H), window_size=4, overlap_size=1, conf_percentile=0.0)
+    base = dict(model="tiny", device="cpu", resolution=(W, H), window_size=4, overlap_size=1, conf_percentile=0.0,
+                provisional_budget=1.0)  # every due pass runs: these tests count them
     base.update(kw)
     return StreamConfig(**base)
 
@@ -80,7 +81,7 @@ def test_results_come_out_as_windows_complete(tiny):
 def test_provisional_passes_do_not_change_committed_results(tiny):
     n = 9
     clip = _clip(n, seed=5)
-    cfg = _config(alignment="sim3", reset_every=2, provisional_every=2)
+    cfg = _config(alignment="sim3", reset_every=2, provisional_every=2, provisional_budget=1.0)
     rec = StreamingReconstructor(cfg, model=tiny)
     committed, provisional = [], []
     for i, img in enumerate(clip):

@@ -190,6 +190,7 @@ class StreamingReconstructor:
         self._scale = make_scale_source(cfg.scale)
         self._pool = ThreadPoolExecutor(cfg.preprocess_threads, "loger-preprocess") if cfg.preprocess_threads else None
         self._scale_lock = threading.Lock()
+        self._prov_next_s = 0.0  # perf_counter time before which provisional passes are skipped
         self._errors: list[str] = []
         self._async = cfg.async_enabled()
         self._worker: Optional[WindowWorker] = None
@@ -205,7 +206,7 @@ class StreamingReconstructor:
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.cuda_graphs:
-                    self._graphs = ProvisionalGraphs(self.model, self.options, self._autocast)
+                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(
                 stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext)
@@ -271,7 +272,7 @@ class StreamingReconstructor:
         if len(self._buffer) >= cfg.window_size:
             return self._commit(final=False)
         new = len(self._buffer) - self._head
-        if cfg.provisional_every and new % cfg.provisional_every == 0:
+        if cfg.provisional_every and new % cfg.provisional_every == 0 and self._provisional_allowed():
             return self._provisional()
         return []
 
@@ -401,10 +402,15 @@ class StreamingReconstructor:
         self._good_tail: list[_Frame] = []
         self._view = _CommittedView(None, self._aligner.snapshot(), [])
 
-    def _autocast(self):
+    def _autocast(self, cache_enabled: bool = True):
         if self.dtype == torch.float32:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
+
+    def _graph_autocast(self):
+        # CUDA graphs must not capture autocast's weight-cast cache: its copies are freed after the
+        # capture and their memory reused, so a replay would read garbage weights.
+        return self._autocast(cache_enabled=False)
 
     def _stack(self, frames: list[_Frame]) -> torch.Tensor:
         """(n, h, w, 3) uint8 images of `frames` on the host, pinned for CUDA."""
@@ -479,6 +485,19 @@ class StreamingReconstructor:
         self._pending = None
         return self._emit(frames, pred, rgb, 0, window_index, provisional=False)
 
+    def _provisional_allowed(self) -> bool:
+        """A provisional pass is due; False (and counted) while `provisional_budget` is spent."""
+        if time.perf_counter() >= self._prov_next_s:
+            return True
+        self.stats.provisional_skipped_budget += 1
+        return False
+
+    def _spend_provisional(self, t0: float) -> None:
+        now = time.perf_counter()
+        cost, budget = now - t0, self.config.provisional_budget
+        self.stats.provisional_s_total += cost
+        self._prov_next_s = now + cost * (1.0 - budget) / budget
+
     def _provisional(self) -> list[FrameResult]:
         """An uncommitted pass over anchor frames plus the `provisional_every` newest frames, not
         the whole partial window, so its cost is bounded and does not grow as the window fills.
@@ -489,7 +508,7 @@ class StreamingReconstructor:
         try:
             return self._provisional_pass()
         finally:
-            self.stats.provisional_s_total += time.perf_counter() - t0
+            self._spend_provisional(t0)
 
     def _provisional_pass(self) -> list[FrameResult]:
         buffer, head = self._buffer, self._head
@@ -516,11 +535,11 @@ class StreamingReconstructor:
         provisional: list[FrameResult] = []
         new = self._buffer[self._head :]
         if len(self._buffer) >= cfg.window_size:
-            if every:
+            if every and self._provisional_allowed():
                 # The frames since the last provisional pass get a pose now, not when the window is in.
                 provisional = self._provisional_async(new[-every:])
             self._submit(final=False)
-        elif every and len(new) % every == 0:
+        elif every and len(new) % every == 0 and self._provisional_allowed():
             provisional = self._provisional_async(new[-every:])
         return self._worker.drain() + provisional
 
@@ -571,7 +590,7 @@ class StreamingReconstructor:
             self._errors.append(msg)
             return []
         finally:
-            self.stats.provisional_s_total += time.perf_counter() - t0
+            self._spend_provisional(t0)
 
     # Worker stages (window_worker.WindowWorker), all on the worker thread, in window order.
     def _w_enqueue(self, job: _Job) -> _Queued:

@@ -77,6 +77,7 @@ class StreamStats:
     windows_failed_error: int = 0  # the model raised (e.g. out of memory); the exception propagated
     frames_dropped_error: int = 0
     provisional_runs: int = 0
+    provisional_skipped_budget: int = 0  # passes not run: provisional_budget was spent
     provisional_dropped_nonfinite: int = 0
     resets: int = 0
     state_bytes: int = 0  # current memory state (TTT fast weights + SWA cache)
