@@ -209,7 +209,8 @@ class StreamingReconstructor:
                     self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(
-                stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext)
+                stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext,
+                overlap=commit_stream is not None)
         self._start_map()
 
     # ------------------------------------------------------------------ public

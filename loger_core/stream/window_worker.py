@@ -10,6 +10,7 @@ running provisional passes; the worker runs, for each window in order:
 When the next window is already waiting, its forward is queued between `settle` and `finish`
 of the one before, so the device computes window k+1 while the host builds window k's results
 (the next forward needs window k's memory, which `settle` decides; nothing is speculative).
+With `overlap=False` (a device whose forward runs inside `enqueue`, the CPU) `finish` comes first.
 A stage that raises hands the window to `on_error`, whose results (e.g. a pending tail) are
 delivered like any others; the worker goes on with the next window.
 
@@ -47,7 +48,11 @@ class WindowWorker:
     """
 
     def __init__(self, stages: WindowStages, context: Callable[[], AbstractContextManager] = nullcontext,
-                 name: str = "loger-windows") -> None:
+                 name: str = "loger-windows", overlap: bool = True) -> None:
+        # overlap: queue the next window before finishing this one. Only worth it where `enqueue`
+        # returns before the forward is done (CUDA); where it computes the whole window (CPU), it
+        # would hold this window's results back by one window.
+        self.overlap = overlap
         self.stages = stages
         self._context = context
         self._name = name
@@ -108,6 +113,8 @@ class WindowWorker:
                 job, queued = current
                 current = None
                 settled = self._guard(job, self.stages.settle, queued)
+                if not self.overlap:
+                    self._finish(job, settled)
                 stop = False
                 try:
                     nxt = self._jobs.get_nowait()
@@ -118,12 +125,16 @@ class WindowWorker:
                 elif nxt is not None:
                     # The device starts on the next window while this one's results are built.
                     current = self._enqueue(nxt)
-                if settled is not _FAILED:
-                    results = self._guard(job, self.stages.finish, settled)
-                    if results is not _FAILED:
-                        self._deliver(job, results)
+                if self.overlap:
+                    self._finish(job, settled)
                 if stop:
                     return
+
+    def _finish(self, job: Any, settled: Any) -> None:
+        if settled is not _FAILED:
+            results = self._guard(job, self.stages.finish, settled)
+            if results is not _FAILED:
+                self._deliver(job, results)
 
     def _enqueue(self, job: Any):
         queued = self._guard(job, self.stages.enqueue, job)
