@@ -406,6 +406,23 @@ def test_callbacks_never_block_while_inference_runs():
     assert any(p.channel == "odom" for p in received)
 
 
+def test_malformed_raw_images_are_dropped_on_arrival_not_queued():
+    """A malformed frame is reported when it arrives, even while inference is behind and the queue is
+    full: it neither waits to be displaced unseen nor displaces a good frame."""
+    log = ListLogger()
+    core = make_core(FakeStream(window=3, overlap=1), logger=log, queue_size=2)
+    core.on_image(image_msg(0))
+    core.on_image(image_msg(1))  # the queue is full; nothing has been processed
+    truncated = image_msg(2)
+    truncated.data = truncated.data[:-5]
+    core.on_image(truncated)
+    core.on_image(image_msg(3, encoding="32FC4"))
+    assert core.counters.dropped["decode"] == 2 and core.counters.dropped["queue_full"] == 0
+    assert len(core.queue) == 2
+    warnings = "\n".join(log.lines["warning"])
+    assert "dropped an undecodable image" in warnings and "Image.data has" in warnings and "32FC4" in warnings
+
+
 def test_bad_inputs_are_logged_drops_and_lose_no_map_data():
     log = ListLogger()
     core = make_core(FakeStream(window=3, overlap=1), logger=log)

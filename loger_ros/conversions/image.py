@@ -80,8 +80,24 @@ RGB_ENCODINGS: tuple[str, ...] = (
 DEPTH_ENCODINGS: tuple[str, ...] = ("16UC1", "32FC1")
 
 
+def check_image(msg: Any) -> None:
+    """Raises ConversionError where `image_to_rgb` would on the message's layout (encoding,
+    sizes, step, data length), without touching the pixels: cheap enough for a subscription
+    callback, so a malformed frame is reported when it arrives, not displaced from a full queue."""
+    _check_layout(msg, _RGB_LAYOUTS, RGB_ENCODINGS)
+
+
 def _read_pixels(msg: Any, layouts: dict[str, _Layout], supported: tuple[str, ...]) -> tuple[str, np.ndarray]:
     """Validate an Image and return (lower-case encoding, pixels (H, W, C) native-endian, read-only view)."""
+    key, layout, height, width, step, big_endian, data = _check_layout(msg, layouts, supported)
+    row_bytes = width * layout.bytes_per_pixel
+    rows = data.reshape(height, step)[:, :row_bytes]
+    dtype = np.dtype(layout.dtype).newbyteorder(">" if big_endian else "<")
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, layout.channels)
+    return key, pixels.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _check_layout(msg: Any, layouts: dict[str, _Layout], supported: tuple[str, ...]):
     encoding = as_str(get_field(msg, "Image", "encoding"), "Image.encoding")
     key = encoding.lower()
     if key not in layouts:
@@ -115,10 +131,7 @@ def _read_pixels(msg: Any, layouts: dict[str, _Layout], supported: tuple[str, ..
             field="Image.data",
             value=data.size,
         )
-    rows = data.reshape(height, step)[:, :row_bytes]
-    dtype = np.dtype(layout.dtype).newbyteorder(">" if big_endian else "<")
-    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, layout.channels)
-    return key, pixels.astype(dtype.newbyteorder("="), copy=False)
+    return key, layout, height, width, step, big_endian, data
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:

@@ -40,6 +40,7 @@ from loger_core.model_selection import ModelSelection
 from loger_core.session import SessionError
 from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError
 from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
+from loger_ros.conversions.image import check_image
 from loger_ros.core.errors import DROP_REASONS, CoreError
 from loger_ros.core.extrinsics import CameraMount, LookupFn
 from loger_ros.core.frame_queue import DropOldestQueue
@@ -198,6 +199,12 @@ class MappingCore:
         if self._intake_closed:
             self._count_drop("shutdown", "dropped an image that arrived while the node is shutting down")
             return
+        if not compressed:
+            try:
+                check_image(msg)
+            except ConversionError as err:
+                self._count_drop("decode", f"dropped an undecodable image: {err}", getattr(err, "field", None) or "")
+                return
         if self.queue.put(_QueuedImage(msg, bool(compressed), now)) is not None:
             self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
                              "dropped the oldest waiting frame (inference is slower than the camera)")
