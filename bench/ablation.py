@@ -26,19 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loger_core.model import load_checkpoint  # noqa: E402
-from loger_core.model.state import MemoryOptions  # noqa: E402
-from loger_core.training.heldout import HeldOutCase, render_case, run_poses, trajectory_metrics  # noqa: E402
+from loger_core.training.heldout import (  # noqa: E402
+    ABLATION_VARIANTS as VARIANTS, HeldOutCase, ablation_options, render_case, run_poses, trajectory_metrics)
 
-VARIANTS = ("both", "ttt_off", "swa_off", "both_off", "one_window")
 # Held-out seeds (training skips them: training.data.HELD_OUT_SEEDS).
 SCENES = {"room": HeldOutCase("room", "handheld", 4096, 51), "loop": HeldOutCase("loop", "ground_robot", 4096, 53)}
-
-
-def options(variant: str, frames: int, window: int, overlap: int) -> MemoryOptions:
-    if variant == "one_window":
-        return MemoryOptions(window_size=frames, overlap_size=0)
-    return MemoryOptions(window_size=window, overlap_size=overlap, use_ttt=variant in ("both", "swa_off"),
-                         use_swa=variant in ("both", "ttt_off"))
 
 
 def main(argv=None) -> int:
@@ -81,7 +73,7 @@ def main(argv=None) -> int:
                     row.update(skipped=f"longer than --one-window-max {one_max}")
                     rows.append(row)
                     continue
-                opts = options(variant, n, args.window, args.overlap)
+                opts = ablation_options(variant, n, args.window, args.overlap)
                 try:
                     est, seconds = run_poses(model, images[:n], opts, args.alignment, amp)
                 except torch.OutOfMemoryError:

@@ -27,7 +27,22 @@ from loger_core.model.state import MemoryOptions
 from loger_core.model.windowing import WindowAligner, window_schedule
 from loger_core.synthetic import SynthConfig, prepare
 
-__all__ = ["HeldOutCase", "HELD_OUT_CASES", "render_case", "run_poses", "trajectory_metrics", "evaluate_case"]
+__all__ = ["HeldOutCase", "HELD_OUT_CASES", "ABLATION_VARIANTS", "ablation_options", "render_case", "run_poses",
+           "trajectory_metrics", "evaluate_case"]
+
+# Memory ablations (bench/ablation.py): which memories a variant keeps; "one_window" runs the whole
+# sequence as a single window (no memory needed).
+ABLATION_VARIANTS = ("both", "ttt_off", "swa_off", "both_off", "one_window")
+
+
+def ablation_options(variant: str, frames: int, window: int, overlap: int) -> MemoryOptions:
+    """The `MemoryOptions` of an ablation variant for a sequence of `frames` frames."""
+    if variant not in ABLATION_VARIANTS:
+        raise ValueError(f"unknown ablation variant {variant!r}; choose from {ABLATION_VARIANTS}")
+    if variant == "one_window":
+        return MemoryOptions(window_size=frames, overlap_size=0)
+    return MemoryOptions(window_size=window, overlap_size=overlap, use_ttt=variant in ("both", "swa_off"),
+                         use_swa=variant in ("both", "ttt_off"))
 
 
 @dataclass(frozen=True)

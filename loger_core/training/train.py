@@ -145,8 +145,24 @@ def _data_config(args) -> ClipDataConfig:
     )
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _save(model: LoGeR, out: Path, meta: dict) -> None:
-    save_checkpoint(model, out, {"training": meta})
+    """Weights plus their JSON record, which carries the weights file's SHA-256 (a test checks the
+    shipped file against it, so weights and record cannot drift apart)."""
+    weights = save_checkpoint(model, out, {"training": meta})
+    record = out.with_suffix(".json")
+    data = json.loads(record.read_text())
+    data["sha256"] = file_sha256(weights)
+    record.write_text(json.dumps(data, indent=2))
 
 
 def state_path(out: Path) -> Path:
