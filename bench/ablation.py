@@ -59,6 +59,17 @@ def main(argv=None) -> int:
     lengths = [int(v) for v in args.lengths.split(",")]
     model = load_checkpoint(args.checkpoint, device=device).eval()
     rows = []
+
+    def save(rows: list[dict]) -> None:
+        result = {"checkpoint": str(args.checkpoint), "model": model.cfg.name, "device": str(device),
+                  "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                  else f"cpu x{torch.get_num_threads()} threads"),
+                  "size": args.size, "window": args.window, "overlap": args.overlap, "alignment": args.alignment,
+                  "rows": rows}
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        if args.plot:
+            plot(rows, args.plot, f"{model.cfg.name}: ATE vs length ({args.alignment} overlap alignment)")
     print(f"{'scene':6s} {'frames':>6s} {'variant':10s} {'ATE %':>7s} {'RPE deg':>8s} {'drift':>6s} {'fps':>7s}")
     for scene in args.scenes.split(","):
         base = SCENES[scene]
@@ -86,13 +97,8 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"{scene:6s} {n:6d} {variant:10s} {row['ate_pct']:7.2f} {row['rpe_rot_deg']:8.3f} "
                       f"{row['scale_drift']:6.3f} {row['frames_per_s']:7.1f}", flush=True)
-    result = {"checkpoint": str(args.checkpoint), "model": model.cfg.name, "device": str(device),
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-              "size": args.size, "window": args.window, "overlap": args.overlap, "alignment": args.alignment, "rows": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.plot:
-        plot(rows, args.plot, f"{model.cfg.name}: ATE vs length ({args.alignment} overlap alignment)")
+                save(rows)  # after every row: a run cut short keeps what it measured
+    save(rows)
     return 0
 
 
