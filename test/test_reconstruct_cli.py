@@ -18,7 +18,8 @@ from loger_core.stream import StreamConfig, reconstruct_sequence
 from loger_core.synthetic import SynthConfig, render_frames
 
 N = 10
-FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet", "--synthetic-weights"]
+FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet", "--synthetic-weights",
+        "--model", "tiny"]
 
 
 @pytest.fixture(scope="module")
