@@ -249,7 +249,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", "--config", dest="config", default="tiny", choices=("tiny", "loger", "loger_star"))
+    ap.add_argument("--model", "--config", dest="config", default="tiny", choices=("tiny", "small", "loger", "loger_star"))
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)
-    tiny = args.config == "tiny"
+    tiny = args.config in ("tiny", "small")  # the CPU-sized models
     # 0 = the node's model-aware default input size (None: the bench's small default).
     args.width = args.width if args.width is not None else (56 if tiny else 504)
     args.height = args.height if args.height is not None else (42 if tiny else 280)

@@ -4,7 +4,7 @@ One rule for every entry point (``loger_node``, ``loger-replay``, ``loger-recons
 
 - an explicit checkpoint is used as given (model: the one asked for; 'auto' = the model named by
   the JSON beside a ``.safetensors`` file, else ``loger_star``);
-- without a checkpoint, the trained ``tiny`` weights shipped in this package
+- without a checkpoint, the trained ``small`` weights shipped in this package
   (``loger_core/weights/``) are used, with a loud warning: they were trained on synthetic scenes
   only and their poses are not fit for navigation (numbers in ``loger_core/weights/README.md``);
 - deterministic untrained ("synthetic") weights only when asked for explicitly (tests, benchmarks).
@@ -12,7 +12,7 @@ One rule for every entry point (``loger_node``, ``loger-replay``, ``loger-recons
 A full model (``loger``/``loger_star``) without a checkpoint is an error: there are no bundled
 weights for it.
 
-:data:`MODEL_DEFAULTS` gives each model's input size and window: ``tiny`` is sized for a CPU
+:data:`MODEL_DEFAULTS` gives each model's input size and window: ``tiny`` and ``small`` are sized for a CPU
 (about 10k input pixels, e.g. 112x84 for a 4:3 camera, window 16), the full models for a GPU (the
 authors' 504x280, window 32). Callers use them where their own setting is left at 0 / None.
 """
@@ -35,16 +35,16 @@ __all__ = [
     "select_model",
 ]
 
-BUNDLED_MODEL = "tiny"
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "tiny_synthetic_stage2.safetensors"
+BUNDLED_MODEL = "small"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "small_synthetic.safetensors"
 # 'auto' plus the names of loger_core.model.CONFIGS (a test keeps them equal; importing the model here
 # would pull torch into every parameter check).
-MODEL_CHOICES = ("auto", "loger", "loger_star", "tiny")
+MODEL_CHOICES = ("auto", "loger", "loger_star", "small", "tiny")
 # The model 'auto' means for a checkpoint without a JSON sidecar (the authors' recommended release).
 DEFAULT_CHECKPOINT_MODEL = "loger_star"
 
 BUNDLED_WEIGHTS_WARNING = (
-    "NO CHECKPOINT GIVEN: running the BUNDLED DEMO MODEL ('tiny', trained on synthetic scenes only, {path}). "
+    "NO CHECKPOINT GIVEN: running the BUNDLED DEMO MODEL ('small', trained on synthetic scenes only, {path}). "
     "Its depth is plausible but its poses drift: NOT fit for navigation. Pass the authors' weights "
     "(checkpoint) for real results."
 )
@@ -71,6 +71,8 @@ class ModelDefaults:
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     # CPU: ~10k pixels keep a 16-frame window near 0.8k tokens (112x84 for 4:3, the training size).
     "tiny": ModelDefaults(resolution=None, pixel_limit=10_000, window_size=16, overlap_size=3),
+    # The shipped default: trained at 112x84 with windows of 8 and 16 frames.
+    "small": ModelDefaults(resolution=None, pixel_limit=10_000, window_size=16, overlap_size=3),
     # GPU: the authors' demo setting.
     "loger": ModelDefaults(resolution=(504, 280), pixel_limit=255_000, window_size=32, overlap_size=3),
     "loger_star": ModelDefaults(resolution=(504, 280), pixel_limit=255_000, window_size=32, overlap_size=3),
@@ -81,7 +83,7 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
 class ModelSelection:
     """The outcome of :func:`select_model`.
 
-    weights: 'checkpoint' (given explicitly), 'bundled' (the shipped tiny demo weights) or
+    weights: 'checkpoint' (given explicitly), 'bundled' (the shipped small demo weights) or
     'synthetic' (deterministic untrained weights); ``checkpoint`` is None only for 'synthetic'.
     """
 
@@ -134,7 +136,7 @@ def select_model(model: Optional[str] = "auto", checkpoint: Optional[str] = None
     """The model and weights to run (see the module docstring).
 
     Args:
-        model: 'auto' (or None), 'tiny', 'loger' or 'loger_star'.
+        model: 'auto' (or None), 'small', 'tiny', 'loger' or 'loger_star'.
         checkpoint: a weights file ('' or None = none; '~' is expanded).
         synthetic: without a checkpoint, use deterministic untrained weights instead of the bundled ones.
     """

@@ -124,13 +124,13 @@ class NodeParams:
     # ----------------------------------------------------------------- model
     model_config: str = _p(
         "auto",
-        "Network: 'auto' (the bundled demo model 'tiny' when checkpoint_path is empty, else the model named "
+        "Network: 'auto' (the bundled demo model 'small' when checkpoint_path is empty, else the model named "
         "by the JSON beside a .safetensors checkpoint, else 'loger_star'), 'loger', 'loger_star' (SE(3) window "
-        "alignment) or 'tiny' (CPU-sized).",
+        "alignment), 'small' or 'tiny' (CPU-sized).",
         choices=MODEL_CHOICES, group="model")
     checkpoint_path: str = _p(
         "",
-        "Checkpoint: the authors' latest.pt or a .safetensors file ('~' is expanded). '' = the trained 'tiny' "
+        "Checkpoint: the authors' latest.pt or a .safetensors file ('~' is expanded). '' = the trained 'small' "
         "weights bundled with the package (a demo model trained on synthetic scenes: its poses are NOT fit for "
         "navigation; a warning is logged and diagnostics stay WARN).",
         group="model")
@@ -397,7 +397,7 @@ class NodeParams:
         return self.resolved_output_dir / "session.loger.safetensors"
 
     def model_selection(self) -> ModelSelection:
-        """Model and weights: checkpoint_path if set, else the bundled tiny demo weights (or synthetic
+        """Model and weights: checkpoint_path if set, else the bundled small demo weights (or synthetic
         weights with allow_synthetic_weights). Raises ParamsError for a full model without a checkpoint."""
         try:
             return select_model(self.model_config, self.checkpoint_path, synthetic=self.allow_synthetic_weights)

@@ -680,7 +680,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                     help="override one node parameter (repeatable), e.g. -p window_size:=16")
     ap.add_argument("--model", default=None, choices=MODEL_CHOICES,
-                    help="model_config (default auto: tiny with the bundled weights, or the checkpoint's model)")
+                    help="model_config (default auto: small with the bundled weights, or the checkpoint's model)")
     ap.add_argument("--checkpoint", default=None,
                     help="checkpoint_path: the authors' latest.pt or a .safetensors file (default: the bundled "
                     "tiny demo weights, trained on synthetic scenes only)")

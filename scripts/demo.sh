@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 if [ ! -f "$OUT/sequence/groundtruth.txt" ]; then
   "$BIN/loger-synth" --scene room --trajectory handheld --frames 96 --size 224x168 --seed 7 --out "$OUT/sequence"
 fi
-# The embedded default (no --model / --checkpoint): `tiny` with the weights trained by us on synthetic
+# The embedded default (no --model / --checkpoint): `small` with the weights trained by us on synthetic
 # data only (loger_core/weights/README.md), CPU-sized input (112x84 here) and window 16.
 "$BIN/loger-reconstruct" "$OUT/sequence" --out "$OUT/result" "$@"
 echo

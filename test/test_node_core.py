@@ -656,13 +656,13 @@ def test_real_tiny_model_streams_provisional_then_committed_poses():
 # ------------------------------------------------------------------ model selection in diagnostics
 def test_diagnostics_warn_while_the_bundled_demo_model_runs():
     log = ListLogger()
-    core = make_core(logger=log, allow_synthetic_weights=False)  # no checkpoint: the bundled tiny weights
+    core = make_core(logger=log, allow_synthetic_weights=False)  # no checkpoint: the bundled small weights
     assert core.selection.bundled
     assert any("BUNDLED DEMO MODEL" in line for line in log.lines["warning"])
     status = core.diagnostics(stamp(0)).msg.status[0]
     assert status.level == 1 and "bundled demo model" in status.message
     values = {kv.key: kv.value for kv in status.values}
-    assert values["model"] == "tiny" and "bundled demo weights" in values["weights"]
+    assert values["model"] == "small" and "bundled demo weights" in values["weights"]
     # An explicit checkpoint: no warning, OK.
     log = ListLogger()
     core = make_core(logger=log, allow_synthetic_weights=False, checkpoint_path="/w/latest.pt", model_config="loger")

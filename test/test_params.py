@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loger_core.model_selection import BUNDLED_CHECKPOINT
+from loger_core.model_selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
 from loger_ros.core import MappingCore
 from loger_ros.params import (
     NODE_NAME,
@@ -125,16 +125,16 @@ def test_yaml_is_generated_from_the_dataclass():
     assert CONFIG.read_text() == params_to_yaml()
 
 
-def test_no_checkpoint_means_the_bundled_tiny_weights():
+def test_no_checkpoint_means_the_bundled_small_weights():
     p = NodeParams()
     selection = p.model_selection()
-    assert (selection.model, selection.weights) == ("tiny", "bundled")
+    assert BUNDLED_MODEL == "small" and (selection.model, selection.weights) == ("small", "bundled")
     assert Path(selection.checkpoint) == BUNDLED_CHECKPOINT and BUNDLED_CHECKPOINT.is_file()
     cfg = p.stream_config()
-    assert cfg.model == "tiny" and cfg.checkpoint == str(BUNDLED_CHECKPOINT)
+    assert cfg.model == "small" and cfg.checkpoint == str(BUNDLED_CHECKPOINT)
     assert "BUNDLED DEMO MODEL" in selection.warning() and "NOT fit for navigation" in selection.warning()
     synthetic = NodeParams(allow_synthetic_weights=True).stream_config()
-    assert synthetic.model == "tiny" and synthetic.checkpoint is None
+    assert synthetic.model == "small" and synthetic.checkpoint is None
 
 
 def test_a_full_model_without_checkpoint_is_refused():
@@ -148,14 +148,15 @@ def test_explicit_checkpoint_and_auto_model(tmp_path):
     assert NodeParams(checkpoint_path="~/latest.pt").stream_config().model == "loger_star"
     assert NodeParams(checkpoint_path="~/latest.pt", model_config="loger").stream_config().model == "loger"
     # 'auto' reads the model from the JSON beside a .safetensors file (as the bundled weights have).
-    assert NodeParams(checkpoint_path=str(BUNDLED_CHECKPOINT)).model_selection().model == "tiny"
+    assert NodeParams(checkpoint_path=str(BUNDLED_CHECKPOINT)).model_selection().model == "small"
     selection = NodeParams(checkpoint_path=str(BUNDLED_CHECKPOINT)).model_selection()
     assert selection.weights == "checkpoint" and selection.warning() is None
 
 
 @pytest.mark.parametrize("model, checkpoint, resolution, pixel_limit, window", [
     ("auto", "", None, 10_000, 16),
-    ("tiny", "", None, 10_000, 16),
+    ("small", "", None, 10_000, 16),
+    ("tiny", "/w/tiny.safetensors", None, 10_000, 16),
     ("loger", "/w/latest.pt", (504, 280), 255_000, 32),
     ("loger_star", "/w/latest.pt", (504, 280), 255_000, 32),
 ])
@@ -168,7 +169,7 @@ def test_input_size_and_window_follow_the_model_when_left_at_0(model, checkpoint
     assert (cfg.resolution, cfg.window_size, cfg.overlap_size) == ((140, 84), 8, 2)
 
 
-def test_tiny_default_input_is_cpu_sized_for_a_320x240_camera():
+def test_default_input_is_cpu_sized_for_a_320x240_camera():
     from loger_core.stream.preprocess import demo_resolution
 
     cfg = NodeParams().stream_config()

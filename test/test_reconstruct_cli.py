@@ -19,7 +19,8 @@ from loger_core.stream import StreamConfig, reconstruct_sequence
 from loger_core.synthetic import SynthConfig, render_frames
 
 N = 10
-FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet", "--synthetic-weights"]
+FAST = ["--resolution", "84x56", "--window", "4", "--overlap", "1", "--device", "cpu", "--quiet", "--synthetic-weights",
+        "--model", "tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +110,12 @@ def test_bad_options_exit_with_status_2(synth_dir, tmp_path, capsys, extra, mess
     assert message in capsys.readouterr().err
 
 
-def test_no_flags_runs_the_bundled_tiny_weights_sized_for_a_cpu(synth_dir, tmp_path, monkeypatch, caplog, capsys):
+def test_no_flags_runs_the_bundled_small_weights_sized_for_a_cpu(synth_dir, tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.chdir(tmp_path)
     assert main([str(synth_dir), "--quiet", "--device", "cpu"]) == 0
     assert "BUNDLED DEMO MODEL" in caplog.text and "bundled demo model was used" in capsys.readouterr().out
     run = json.loads((tmp_path / "seq_loger" / "run.json").read_text())
-    assert run["config"]["model"] == "tiny" and run["config"]["window_size"] == 16
+    assert run["config"]["model"] == "small" and run["config"]["window_size"] == 16
     assert run["config"]["checkpoint"] == str(BUNDLED_CHECKPOINT) and "bundled demo weights" in run["weights"]
     assert run["resolution"] == [112, 84] and run["frames_out"] == N
     assert "bundled demo weights" in json.loads((tmp_path / "seq_loger" / "metrics.json").read_text())["warning"]

@@ -327,11 +327,11 @@ def test_offline_defaults_commit_every_frame_and_size_the_model(tmp_path):
     bag = tmp_path / "b.bag"
     opts = options_from_args(build_arg_parser().parse_args([str(bag)]))
     assert opts.params.provisional_every == 0
-    cfg = opts.params.stream_config()  # no flags: the bundled tiny weights, CPU-sized input and window
-    assert (cfg.model, cfg.resolution, cfg.pixel_limit, cfg.window_size) == ("tiny", None, 10_000, 16)
+    cfg = opts.params.stream_config()  # no flags: the bundled small weights, CPU-sized input and window
+    assert (cfg.model, cfg.resolution, cfg.pixel_limit, cfg.window_size) == ("small", None, 10_000, 16)
     assert cfg.checkpoint == str(BUNDLED_CHECKPOINT)
     opts = options_from_args(build_arg_parser().parse_args(
-        [str(bag), "--model", "tiny", "-p", "provisional_every:=2", "-p", "input_width:=56", "-p", "input_height:=42"]))
+        [str(bag), "--model", "small", "-p", "provisional_every:=2", "-p", "input_width:=56", "-p", "input_height:=42"]))
     assert opts.params.provisional_every == 2 and opts.params.stream_config().resolution == (56, 42)
     opts = options_from_args(build_arg_parser().parse_args([str(bag), "--model", "loger", "--checkpoint", "/w.pt"]))
     cfg = opts.params.stream_config()

@@ -171,7 +171,7 @@ def test_main_writes_checkpoint_with_metadata(tmp_path):
     from loger_core.model import load_checkpoint
 
     out = tmp_path / "w"
-    rc = main(["--device", "cpu", "--steps", "2", "--out", str(out), "--size", "42x28", "--window-sizes", "3",
+    rc = main(["--config", "tiny", "--device", "cpu", "--steps", "2", "--out", str(out), "--size", "42x28", "--window-sizes", "3",
                "--overlap", "1", "--windows-per-clip", "2", "--frame-strides", "1", "--pool-size", "1",
                "--sequence-frames", "6", "--batch-size", "1", "--log-every", "1", "--warmup", "1"])
     assert rc == 0
@@ -179,3 +179,73 @@ def test_main_writes_checkpoint_with_metadata(tmp_path):
     assert meta["steps"] == 2 and meta["data"]["width"] == 42 and set(meta["final_losses"]) >= {"total", "points"}
     model = load_checkpoint(out.with_suffix(".safetensors"))
     assert model.cfg.name == "tiny"
+
+
+def _tiny_run_args(out, steps, config="small"):
+    return ["--config", config, "--device", "cpu", "--steps", str(steps), "--out", str(out), "--size", "42x28",
+            "--window-sizes", "3", "--overlap", "1", "--windows-per-clip", "2", "--frame-strides", "1",
+            "--pool-size", "1", "--sequence-frames", "6", "--batch-size", "1", "--log-every", "1", "--warmup", "1",
+            "--save-every", "1"]
+
+
+def test_small_trains_two_steps_and_resumes(tmp_path):
+    """The CI smoke test of `loger-train` for the shipped config: two steps, then a resumed third
+    one that continues the step count, the loss history and the optimiser state."""
+    import json
+
+    from loger_core.model import load_checkpoint
+    from loger_core.training.train import file_sha256, state_path
+
+    out = tmp_path / "w"
+    assert main(_tiny_run_args(out, 2)) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    weights = out.with_suffix(".safetensors")
+    assert record["sha256"] == file_sha256(weights) and record["training"]["steps"] == 2
+    state = torch.load(state_path(out), weights_only=True)
+    assert state["step"] == 2 and len(state["history"]) == 2
+    moments = next(iter(state["optimizer"]["state"].values()))
+    assert moments["exp_avg"].dtype == torch.bfloat16 and float(moments["step"]) == 2.0
+    before = load_checkpoint(weights).state_dict()
+
+    assert main(_tiny_run_args(out, 3) + ["--resume", str(state_path(out))]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert meta["steps"] == 3 and meta["this_run"]["steps"] == 1 and meta["resumed_from"] == str(state_path(out))
+    assert [h["step"] for h in meta["loss_history"]] == [1, 2, 3]
+    state = torch.load(state_path(out), weights_only=True)
+    assert float(next(iter(state["optimizer"]["state"].values()))["step"]) == 3.0
+    after = load_checkpoint(weights)
+    assert after.cfg.name == "small"
+    assert any(not torch.equal(before[k], v) for k, v in after.state_dict().items())  # the resumed step trained
+
+
+def test_resume_refuses_another_config(tmp_path):
+    from loger_core.training.train import state_path
+
+    out = tmp_path / "w"
+    assert main(_tiny_run_args(out, 1, config="tiny")) == 0
+    with pytest.raises(SystemExit, match="holds a 'tiny' model"):
+        main(_tiny_run_args(out, 2) + ["--resume", str(state_path(out))])
+
+
+def test_lr_schedule_over_time():
+    # With a progress fraction (elapsed / planned seconds) the step count no longer matters.
+    assert lr_at(500, 10, 1.0, 10, progress=0.0) == pytest.approx(1.0)
+    assert lr_at(500, 10, 1.0, 10, progress=0.5) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_at(500, 10, 1.0, 10, progress=2.0) == pytest.approx(0.05)
+    assert lr_at(3, 10, 1.0, 10, progress=0.9) == pytest.approx(0.4)  # warm-up first
+
+
+def test_scenes_get_matching_motions_and_randomised_settings():
+    with pytest.raises(TrainingDataError, match="scene 'street' takes trajectories"):
+        ClipDataConfig(width=84, height=56, scenes=("street",), trajectories=("handheld",), window_sizes=(4,),
+                       overlap_size=1, windows_per_clip=(2,), frame_strides=(1,), sequence_frames=12)
+    cfg = ClipDataConfig(width=56, height=42, scenes=("room", "street"), trajectories=("handheld", "car"),
+                         window_sizes=(4,), overlap_size=1, windows_per_clip=(2,), frame_strides=(1,), pool_size=4,
+                         sequence_frames=8, refresh_every=0, batch_size=1, seed=2000, randomize=True)
+    src = SyntheticClipSource(cfg)
+    kinds = {tuple(s.name.split("/")[:2]) for s in src.pool}
+    assert kinds <= {("room", "handheld"), ("street", "car")}
+    scene_a, traj_a = src._randomized("car")
+    scene_b, traj_b = src._randomized("car")
+    assert 6.0 <= traj_a.speed_mps <= 15.0 and traj_a.speed_mps != traj_b.speed_mps
+    assert scene_a.room_size_m != scene_b.room_size_m

@@ -19,12 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from loger_core.synthetic import SynthConfig, prepare
+from loger_core.synthetic import SceneConfig, SynthConfig, TrajectoryConfig, prepare
 
 __all__ = ["TrainingDataError", "ClipDataConfig", "ClipBatch", "SyntheticClipSource", "clip_length", "window_ranges"]
 
-# Seeds of the held-out evaluation sequences (the README demo renders room/handheld seed 7).
-HELD_OUT_SEEDS = (7, 11)
+# Seeds of the held-out evaluation sequences (the README demo renders room/handheld seed 7;
+# heldout.HELD_OUT_CASES and bench/ablation.py use the others). Training seeds never take them.
+HELD_OUT_SEEDS = (7, 11, 21, 33, 41, 43, 51, 53, 61, 63)
+
+
+# Which camera motions make sense in which scene (a car does not drive through a living room).
+SCENE_TRAJECTORIES = {
+    "room": ("handheld", "ground_robot"),
+    "corridor": ("handheld", "ground_robot"),
+    "street": ("car", "ground_robot"),
+    "loop": ("car", "ground_robot"),
+}
 
 
 class TrainingDataError(ValueError):
@@ -57,6 +67,9 @@ class ClipDataConfig:
     refresh_every: batches between replacing one pool sequence (0: never).
     batch_size: clips per batch. seed: first scene seed; `HELD_OUT_SEEDS` are skipped.
     color_jitter: max relative brightness/contrast change per clip.
+    randomize: draw per sequence the camera speed and height (x0.6-1.5 and x0.7-1.4 of the
+        trajectory kind's default), wobble, look-around, room size, furniture and texture count;
+        off: the synthetic generator's defaults (the held-out sequences use those).
     """
 
     width: int = 112
@@ -75,6 +88,7 @@ class ClipDataConfig:
     batch_size: int = 8
     seed: int = 1000
     color_jitter: float = 0.15
+    randomize: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -85,6 +99,12 @@ class ClipDataConfig:
             raise TrainingDataError(f"ClipDataConfig.supersample must be an integer >= 1, got {self.supersample!r}")
         if not self.scenes or not self.trajectories:
             raise TrainingDataError(f"ClipDataConfig.scenes/trajectories must be non-empty, got {self.scenes!r} / {self.trajectories!r}")
+        for scene in self.scenes:
+            if scene not in SCENE_TRAJECTORIES:
+                raise TrainingDataError(f"ClipDataConfig.scenes: unknown scene {scene!r}; choose from {sorted(SCENE_TRAJECTORIES)}")
+            if not set(SCENE_TRAJECTORIES[scene]) & set(self.trajectories):
+                raise TrainingDataError(
+                    f"ClipDataConfig: scene {scene!r} takes trajectories {SCENE_TRAJECTORIES[scene]}, none of {self.trajectories!r}")
         if not self.window_sizes or min(self.window_sizes) <= self.overlap_size or self.overlap_size < 0:
             raise TrainingDataError(
                 f"ClipDataConfig.window_sizes must all exceed overlap_size={self.overlap_size}, got {self.window_sizes!r}"
@@ -188,11 +208,14 @@ class SyntheticClipSource:
         cfg = self.cfg
         seed = self._take_seed()
         scene = cfg.scenes[self.rng.integers(len(cfg.scenes))]
-        traj = cfg.trajectories[self.rng.integers(len(cfg.trajectories))]
+        kinds = [t for t in cfg.trajectories if t in SCENE_TRAJECTORIES[scene]]
+        traj = kinds[self.rng.integers(len(kinds))]
         fov = float(self.rng.uniform(*cfg.fov_deg))
         f = cfg.supersample
+        scene_cfg, traj_cfg = self._randomized(traj) if cfg.randomize else (SceneConfig(), TrajectoryConfig())
         synth = SynthConfig(scene=scene, trajectory=traj, frames=cfg.sequence_frames, width=cfg.width * f,
-                            height=cfg.height * f, fov_deg=fov, seed=seed)
+                            height=cfg.height * f, fov_deg=fov, seed=seed, scene_config=scene_cfg,
+                            trajectory_config=traj_cfg)
         setup = prepare(synth)
         renderer = setup.renderer(synth.width, synth.height, self.device)
         rgbs, depths = [], []
@@ -224,6 +247,20 @@ class SyntheticClipSource:
             rays=_ray_grid(K, cfg.width, cfg.height, self.device),
             name=f"{scene}/{traj}/seed{seed}/fov{fov:.0f}",
         )
+
+    def _randomized(self, traj: str) -> tuple[SceneConfig, TrajectoryConfig]:
+        speed, height, tilt = TrajectoryConfig().resolved(traj).speed_mps, TrajectoryConfig().resolved(traj).height_m, None
+        u = self.rng.uniform
+        tcfg = TrajectoryConfig(
+            speed_mps=float(speed * u(0.6, 1.5)), height_m=float(height * u(0.7, 1.4)), tilt_deg=tilt,
+            wobble=float(u(0.4, 1.6)), look_around_deg=float(u(15.0, 50.0)),
+        )
+        scfg = SceneConfig(
+            room_size_m=(float(u(5.0, 10.0)), float(u(4.0, 8.0)), float(u(2.4, 3.4))),
+            furniture=int(self.rng.integers(4, 16)), textures=int(self.rng.integers(16, 64)),
+            corridor_width_m=float(u(1.8, 3.2)), road_width_m=float(u(8.0, 16.0)),
+        )
+        return scfg, tcfg
 
     def refresh(self) -> None:
         """Replaces a random pool sequence by a newly rendered one."""

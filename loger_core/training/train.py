@@ -1,6 +1,12 @@
 """Trains a LoGeR model (default: `tiny`) on synthetic clips and saves it with `save_checkpoint`.
 
-    python -m loger_core.training.train --device cuda --steps 3000 --out weights/tiny_synthetic
+    python -m loger_core.training.train --device cuda --config small --steps 3000 --out weights/small_synthetic
+
+Resumable: every save also writes `<out>.state.pt` (optimiser, step, training seconds, loss
+history); `--resume <out>.state.pt` continues from it (the model from the state, the data source
+re-seeded at `seed + step` so that no clip repeats the first run's stream). `--schedule-seconds T`
+makes the learning-rate schedule a function of the cumulative training time instead of the step,
+so a run split over several device commands of unknown speed still ends with a decayed rate.
 
 Each step runs the clips' windows in sequence with `commit=True`, carrying the memory (TTT fast
 weights and SWA cache) from window to window *with* gradients, so the fast-weight update is trained
@@ -58,11 +64,14 @@ def clip_loss(model: LoGeR, batch: ClipBatch, weights: LossWeights, amp: bool) -
                        batch.local_points[:, idx], batch.poses[:, idx], batch.valid[:, idx], weights)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) -> float:
-    """Linear warm-up to `peak`, then cosine decay to `floor * peak` at `total`."""
+def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05, progress: float | None = None) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `floor * peak` at `total` (or at
+    `progress` = 1 when a progress fraction in [0, 1] is given, e.g. elapsed / planned time)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if progress is None:
+        progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, max(0.0, progress))
     return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
@@ -85,7 +94,7 @@ def train_step(model: LoGeR, opt: torch.optim.Optimizer, batch: ClipBatch, weigh
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loger-train", description="Train a LoGeR model on synthetic clips.")
-    p.add_argument("--config", default="tiny", help="model config (default tiny)")
+    p.add_argument("--config", default="small", help="model config (default small, the shipped one)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many seconds of training (0: none)")
@@ -101,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows-per-clip", default="2,3")
     p.add_argument("--frame-strides", default="1,2,3")
     p.add_argument("--init", default=None, help="start from this checkpoint (.safetensors) instead of a fresh model")
+    p.add_argument("--resume", default=None, help="continue a run from its <out>.state.pt (model, optimiser, step, history)")
+    p.add_argument("--schedule-seconds", type=float, default=0.0,
+                   help="cosine schedule over this many cumulative training seconds (0: over --steps)")
+    p.add_argument("--w-translation", type=float, default=LossWeights.translation,
+                   help="weight of the relative-translation loss (scale consistency across windows)")
+    p.add_argument("--randomize", action="store_true", help="randomise speed, height, wobble, room size, textures per sequence")
+    p.add_argument("--fov", default="60,80", help="min,max horizontal field of view (deg)")
     p.add_argument("--pool-size", type=int, default=24)
     p.add_argument("--sequence-frames", type=int, default=150)
     p.add_argument("--refresh-every", type=int, default=10)
@@ -124,12 +140,57 @@ def _data_config(args) -> ClipDataConfig:
         window_sizes=_ints(args.window_sizes), overlap_size=args.overlap, windows_per_clip=_ints(args.windows_per_clip),
         frame_strides=_ints(args.frame_strides),
         pool_size=args.pool_size, sequence_frames=args.sequence_frames, refresh_every=args.refresh_every,
-        batch_size=args.batch_size, seed=args.seed,
+        batch_size=args.batch_size, seed=args.seed, randomize=args.randomize,
+        fov_deg=tuple(float(v) for v in args.fov.split(",")),
     )
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _save(model: LoGeR, out: Path, meta: dict) -> None:
-    save_checkpoint(model, out, {"training": meta})
+    """Weights plus their JSON record, which carries the weights file's SHA-256 (a test checks the
+    shipped file against it, so weights and record cannot drift apart)."""
+    weights = save_checkpoint(model, out, {"training": meta})
+    record = out.with_suffix(".json")
+    data = json.loads(record.read_text())
+    data["sha256"] = file_sha256(weights)
+    record.write_text(json.dumps(data, indent=2))
+
+
+def state_path(out: Path) -> Path:
+    """Where a run's resumable state goes: `<out>.state.pt` beside the weights `<out>.safetensors`."""
+    return out.with_suffix(".state.pt") if out.suffix == ".safetensors" else out.with_name(out.name + ".state.pt")
+
+
+def weights_for_state(state: Path) -> Path:
+    """The weights `<out>.safetensors` a `<out>.state.pt` belongs to."""
+    return state.with_name(state.name[: -len(".state.pt")] + ".safetensors")
+
+
+def _save_state(path: Path, model: LoGeR, opt: torch.optim.Optimizer, step: int, train_s: float, history: list,
+                skipped: int, rendered: int, render_s: float) -> None:
+    """Optimiser moments are stored in bf16 and the weights live in the `.safetensors` beside it:
+    the state of the `small` model then stays under 16 MB (what one device command can return)."""
+    sd = opt.state_dict()
+    sd = {"param_groups": sd["param_groups"],
+          "state": {k: {n: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() and v.ndim > 0 else v)
+                        for n, v in st.items()} for k, st in sd["state"].items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config": model.cfg.to_dict(), "optimizer": sd, "step": step, "train_seconds": train_s, "history": history,
+                "skipped": skipped, "sequences_rendered": rendered, "render_seconds": render_s}, tmp)
+    tmp.replace(path)  # a run killed mid-save leaves the previous state intact
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, sd: dict) -> None:
+    opt.load_state_dict(sd)  # casts the moments back to the parameters' dtype
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,41 +205,77 @@ def main(argv: list[str] | None = None) -> int:
 
     data_cfg = _data_config(args)
     t0 = time.perf_counter()
-    source = SyntheticClipSource(data_cfg, device)
-    t_data = time.perf_counter() - t0
-    log.info("rendered %d sequences in %.1f s on %s", data_cfg.pool_size, t_data, device)
 
-    if args.init:
+    resume = None
+    if args.resume:
+        resume = torch.load(args.resume, map_location=device, weights_only=True)
+        if resume["config"]["name"] != args.config:
+            raise SystemExit(f"--resume {args.resume} holds a {resume['config']['name']!r} model, not --config {args.config!r}")
+    if resume is not None:
+        model = load_checkpoint(weights_for_state(Path(args.resume)), config=args.config, device=device)
+        log.info("resumed from %s at step %d (%.0f s trained)", args.resume, resume["step"], resume["train_seconds"])
+    elif args.init:
         model = load_checkpoint(args.init, config=args.config, device=device)
         log.info("initialised from %s", args.init)
     else:
         model = build_model(args.config, device=device)
+    first_step = int(resume["step"]) if resume is not None else 0
+    if first_step:
+        data_cfg = ClipDataConfig(**{**data_cfg.to_dict(), "seed": data_cfg.seed + first_step})
+    t_r = time.perf_counter()
+    source = SyntheticClipSource(data_cfg, device)
+    t_data = time.perf_counter() - t_r
+    frames_pool = data_cfg.pool_size * data_cfg.sequence_frames
+    log.info("rendered %d sequences (%d frames at %dx%d, supersample %d) in %.1f s on %s: %.0f frames/s",
+             data_cfg.pool_size, frames_pool, data_cfg.width, data_cfg.height, data_cfg.supersample, t_data, device,
+             frames_pool / max(t_data, 1e-9))
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token" not in n and "pos_embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
-    weights = LossWeights()
+    if resume is not None:
+        _load_optimizer(opt, resume["optimizer"])
+    weights = LossWeights(translation=args.w_translation)
     out = Path(args.out)
     log.info("model %s: %.2f M parameters; %d steps, batch %d, amp=%s", args.config, n_params / 1e6, args.steps, args.batch_size, amp)
     log.info("%6s %9s %8s %8s %8s %8s %8s %7s %6s", "step", "lr", "total", "points", "rot_deg", "trans", "conf", "gnorm", "s/it")
 
-    history: list[dict] = []
+    history: list[dict] = list(resume["history"]) if resume is not None else []
     running: dict[str, float] = {}
-    n_run = skipped = 0
+    n_run = 0
+    skipped = int(resume["skipped"]) if resume is not None else 0
+    trained_before = float(resume["train_seconds"]) if resume is not None else 0.0
+    rendered_before = int(resume["sequences_rendered"]) if resume is not None else 0
+    render_s_before = float(resume["render_seconds"]) if resume is not None else 0.0
     t_train = time.perf_counter()
     t_log = t_train
-    step = 0
+    step = first_step
     planned = args.steps
-    for step in range(args.steps):
-        if args.time_limit > 0 and step == RATE_PROBE_STEPS:
+    # Rendering time of the refreshes inside the loop (the pool's initial render is t_data).
+    render_s = t_data
+    frames_trained = 0
+    state_file = state_path(Path(args.out))
+    for step in range(first_step, args.steps):
+        if args.time_limit > 0 and not args.schedule_seconds and step - first_step == RATE_PROBE_STEPS and not first_step:
             # Fit the cosine schedule into the time limit, so the run ends with a decayed LR.
-            rate = (time.perf_counter() - t_train) / step
+            rate = (time.perf_counter() - t_train) / (step - first_step)
             planned = max(step + 1, min(args.steps, int(0.97 * args.time_limit / rate)))
             log.info("%.3f s/step: schedule set to %d steps to fit %.0f s", rate, planned, args.time_limit)
+        elapsed = trained_before + time.perf_counter() - t_train
+        progress = None
+        if args.schedule_seconds > 0:
+            progress = elapsed / args.schedule_seconds
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, planned, args.lr, args.warmup)
+            g["lr"] = lr_at(step, planned, args.lr, args.warmup, progress=progress)
+        n_before = source.rendered_sequences
+        t_b = time.perf_counter()
         batch = source.next_batch()
+        if source.rendered_sequences != n_before:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            render_s += time.perf_counter() - t_b
+        frames_trained += batch.images.shape[0] * batch.images.shape[1]
         terms, gnorm, applied = train_step(model, opt, batch, weights, amp, args.clip_grad)
         if not applied:
             skipped += 1
@@ -186,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in terms.as_floats().items():
                 running[k] = running.get(k, 0.0) + v
             n_run += 1
-        last = step + 1 >= planned
+        last = step + 1 >= planned or (args.schedule_seconds > 0 and
+                                       trained_before + time.perf_counter() - t_train >= args.schedule_seconds)
         over_time = args.time_limit > 0 and time.perf_counter() - t_train > args.time_limit
         if (step + 1) % args.log_every == 0 or last or over_time:
             now = time.perf_counter()
             avg = {k: v / max(1, n_run) for k, v in running.items()}
             avg["step"] = step + 1
+            avg["train_s"] = round(trained_before + now - t_train, 1)
+            avg["lr"] = opt.param_groups[0]["lr"]
             history.append(avg)
             log.info("%6d %9.2e %8.4f %8.4f %8.3f %8.4f %8.4f %7.3f %6.3f", step + 1, opt.param_groups[0]["lr"],
                      avg.get("total", float("nan")), avg.get("points", float("nan")),
@@ -201,10 +301,20 @@ def main(argv: list[str] | None = None) -> int:
             running, n_run, t_log = {}, 0, now
         meta = None
         if (args.save_every and (step + 1) % args.save_every == 0) or last or over_time:
+            loop_s = time.perf_counter() - t_train
+            rendered = rendered_before + source.rendered_sequences
             meta = {
-                "steps": step + 1, "steps_planned": planned, "init": args.init, "skipped_steps": skipped,
-                "wall_time_s": round(time.perf_counter() - t0, 1), "render_pool_s": round(t_data, 1),
-                "sequences_rendered": source.rendered_sequences, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else device),
+                "config": args.config, "steps": step + 1, "steps_planned": planned, "init": args.init, "resumed_from": args.resume,
+                "skipped_steps": skipped, "wall_time_s": round(time.perf_counter() - t0, 1),
+                "train_seconds_total": round(trained_before + loop_s, 1), "render_pool_s": round(t_data, 1),
+                "sequences_rendered": rendered, "render_seconds_total": round(render_s_before + render_s, 1),
+                "this_run": {"steps": step + 1 - first_step, "seconds": round(loop_s, 1),
+                             "steps_per_s": round((step + 1 - first_step) / max(loop_s, 1e-9), 3),
+                             "clip_frames_trained_per_s": round(frames_trained / max(loop_s, 1e-9), 1),
+                             "frames_rendered": source.rendered_sequences * data_cfg.sequence_frames,
+                             "render_s": round(render_s, 1),
+                             "frames_rendered_per_s": round(source.rendered_sequences * data_cfg.sequence_frames / max(render_s, 1e-9), 1)},
+                "seed": args.seed, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else device),
                 "data": data_cfg.to_dict(), "loss_weights": asdict(weights),
                 "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95],
                               "warmup": args.warmup, "schedule": "cosine to 0.05*lr", "clip_grad": args.clip_grad, "bf16_autocast": amp},
@@ -212,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                 "command": "python -m loger_core.training.train " + " ".join(argv if argv is not None else sys.argv[1:]),
             }
             _save(model, out, meta)
+            _save_state(state_file, model, opt, step + 1, trained_before + loop_s, history, skipped, rendered,
+                        render_s_before + render_s)
         if over_time:
             log.info("time limit reached after %d steps", step + 1)
         if last or over_time:

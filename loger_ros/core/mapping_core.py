@@ -711,7 +711,7 @@ class MappingCore:
         elif self.mount.source == "identity_fallback":
             level, message = "WARN", "camera mount unknown in TF: publishing the camera pose as base_link"
         elif self.selection is not None and self.selection.bundled:
-            level, message = "WARN", "bundled demo model (tiny, synthetic training): poses not fit for navigation"
+            level, message = "WARN", "bundled demo model (small, synthetic training): poses not fit for navigation"
         elif self.selection is not None and self.selection.synthetic:
             level, message = "WARN", "synthetic (untrained) weights: poses are not meaningful"
         else:

@@ -81,7 +81,7 @@ def test_embedded_default_raw_images_tf_map_services_diagnostics_and_malformed_i
         launched.wait_for(READY, STARTUP_S)
         text = launched.text()
         assert "BUNDLED DEMO MODEL" in text and "NOT fit for navigation" in text
-        assert re.search(r"loger_node ready: mapping /camera/image_raw with tiny \(bundled demo weights .*\) "
+        assert re.search(r"loger_node ready: mapping /camera/image_raw with small \(bundled demo weights .*\) "
                          r"\(window 16\)", text), text[-3000:]
         client.wait_for_subscriber()
         camera = CameraStream(client, camera_frames, fps=10.0, encodings=("rgb8", "bgr8", "mono8"))
@@ -119,8 +119,8 @@ def test_embedded_default_raw_images_tf_map_services_diagnostics_and_malformed_i
         assert statuses and all(_level(s) == 1 for s in statuses)
         assert any("bundled demo model" in s.message for s in statuses)
         values = _values(statuses[-1])
-        assert values["model"] == "tiny" and "bundled demo weights" in values["weights"]
-        assert values["window_size"] == "16" and values["input_size"] == "112x84"  # CPU-sized for tiny
+        assert values["model"] == "small" and "bundled demo weights" in values["weights"]
+        assert values["window_size"] == "16" and values["input_size"] == "112x84"  # CPU-sized for small
 
         # -- the latched map reaches a late subscriber.
         map_msg = client.latched_map()
@@ -170,7 +170,7 @@ def test_embedded_default_raw_images_tf_map_services_diagnostics_and_malformed_i
 # ---------------------------------------------------------------------------------------------------
 def test_compressed_jpeg_in_map_to_odom_mode_with_the_shipped_weights(ros_ready, tmp_path, camera_frames):
     launched = _launch(tmp_path, "jpeg", image_topic="/camera/image_raw/compressed", tf_mode="map_to_odom",
-                       model="tiny", checkpoint=str(BUNDLED_CHECKPOINT), **MOUNT)
+                       model="small", checkpoint=str(BUNDLED_CHECKPOINT), **MOUNT)
     client = Client("loger_test_jpeg", image_topic="/camera/image_raw/compressed", compressed=True)
     client.publish_camera_mount()
     tf_buffer = Buffer()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Trajectory accuracy of a trained checkpoint on the held-out synthetic sequences (not a test).
+
+Cases: `loger_core.training.heldout.HELD_OUT_CASES` (256-frame room / corridor with handheld and
+ground-robot motion, 1,024-frame street / loop with car and ground-robot motion), seeds the
+training never draws. For each inter-window alignment asked for, prints ATE (Sim(3)) rmse / path
+length, RPE rotation (deg/frame), scale drift (last / first fifth) and network frames/s, checks
+them against the issue's targets, and writes JSON.
+
+    python bench/heldout_eval.py --checkpoint loger_core/weights/small_synthetic.safetensors \\
+        --device cuda --alignments none,sim3 --out /tmp/heldout.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loger_core.model import load_checkpoint  # noqa: E402
+from loger_core.model.state import MemoryOptions  # noqa: E402
+from loger_core.training.heldout import HELD_OUT_CASES, evaluate_case, render_case  # noqa: E402
+
+# The issue's targets: ATE share of path length by sequence length, RPE rotation, scale drift band.
+ATE_TARGET_PCT = {256: 3.0, 1024: 5.0}
+RPE_TARGET_DEG = 0.5
+DRIFT_BAND = (0.8, 1.25)
+
+
+def meets(row: dict) -> bool:
+    ok = row["finite"] and row["ate_pct"] <= ATE_TARGET_PCT.get(row["frames"], 5.0)
+    if row["frames"] <= 256:
+        ok = ok and row["rpe_rot_deg"] <= RPE_TARGET_DEG
+    else:
+        ok = ok and DRIFT_BAND[0] <= row["scale_drift"] <= DRIFT_BAND[1]
+    return bool(ok)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--model", default=None, help="config name (default: from the checkpoint's JSON)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--size", default="112x84")
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--overlap", type=int, default=3)
+    p.add_argument("--alignments", default="none,sim3")
+    p.add_argument("--max-frames", type=int, default=0, help="cut every case to this many frames (0: all; quick checks)")
+    p.add_argument("--cases", default=None, help="comma-separated indices into HELD_OUT_CASES")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    w, h = (int(v) for v in args.size.split("x"))
+    model = load_checkpoint(args.checkpoint, config=args.model, device=device).eval()
+    amp = device.type == "cuda"
+    cases = list(HELD_OUT_CASES)
+    if args.cases:
+        cases = [cases[int(i)] for i in args.cases.split(",")]
+    if args.max_frames:
+        from dataclasses import replace
+        cases = [replace(c, frames=min(c.frames, args.max_frames)) for c in cases]
+    rows = []
+    hdr = f"{'case':34s} {'align':5s} {'path m':>7s} {'ATE m':>7s} {'ATE %':>6s} {'RPE deg':>8s} {'drift':>6s} {'fps':>7s} target"
+    print(hdr)
+    for case in cases:
+        t0 = time.perf_counter()
+        images, gt = render_case(case, w, h, device)
+        render_s = time.perf_counter() - t0
+        for alignment in args.alignments.split(","):
+            opts = MemoryOptions(window_size=args.window, overlap_size=args.overlap)
+            row = evaluate_case(model, case, opts, w, h, alignment=alignment, amp=amp, images=images, gt=gt)
+            row["render_s"] = round(render_s, 2)
+            row["meets_target"] = meets(row)
+            rows.append(row)
+            print(f"{row['case']:34s} {alignment:5s} {row['path_m']:7.2f} {row['ate_m']:7.3f} {row['ate_pct']:6.2f} "
+                  f"{row['rpe_rot_deg']:8.3f} {row['scale_drift']:6.3f} {row['frames_per_s']:7.1f} "
+                  f"{'yes' if row['meets_target'] else 'no'}", flush=True)
+    result = {"checkpoint": str(args.checkpoint), "model": model.cfg.name, "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "size": args.size, "window": args.window, "overlap": args.overlap, "rows": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
