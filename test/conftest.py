@@ -15,6 +15,15 @@ SHARED = REPO.parent / "shared"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """The `tiny` network with deterministic synthetic weights on the CPU (tests must not modify it)."""
+    from loger_core.model import build_model
+    from loger_core.model.synthetic_weights import fill_deterministic_
+
+    return fill_deterministic_(build_model("tiny", device="meta"))
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES

@@ -17,10 +17,6 @@ from loger_core.stream.window_worker import WindowStages, WindowWorker
 H, W = 56, 84
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return fill_deterministic_(build_model("tiny", device="meta"))
-
 
 def _clip(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, H, W, 3), dtype=np.uint8)

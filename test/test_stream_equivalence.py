@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.model import MemoryOptions, build_model
-from loger_core.model.synthetic_weights import fill_deterministic_
+from loger_core.model import MemoryOptions
 from loger_core.stream import StreamConfig, StreamingReconstructor, prepare_image, reconstruct_sequence
 
 H, W = 56, 84
 TOL = 1e-5
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    return fill_deterministic_(build_model("tiny", device="meta"))
 
 
 def _clip(n: int, seed: int = 0) -> np.ndarray:
