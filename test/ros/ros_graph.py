@@ -78,8 +78,9 @@ class Launched:
         return int(self.wait_for(rf"\[{executable}-\d+\]: process started with pid \[(\d+)\]", 10.0).group(1))
 
     def node_log_text(self) -> str:
-        """The node's own ROS log file(s) (rclpy writes them beside launch.log)."""
-        return "".join(p.read_text(errors="replace") for p in sorted(self.ros_log_dir.rglob("python3_*.log")))
+        """The node's own ROS log file(s) (rclpy writes them beside launch.log, named after the
+        interpreter: python3_<pid>_*.log, or python3.12_... where the entry point names the version)."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.ros_log_dir.rglob("python3*_*.log")))
 
     def signal_group(self, sig: int, timeout_s: float = 60.0) -> float:
         """Send ``sig`` to the whole process group (what a terminal does on Ctrl-C); seconds to exit."""
