@@ -43,6 +43,16 @@ def _component_bytes(session: Session) -> dict[str, int]:
             for name, c in session.components.items()}
 
 
+def _time_write_read(path: Path, session: Session) -> tuple[float, float]:
+    """Seconds to write `session` to `path` atomically, then to read it back."""
+    t0 = time.perf_counter()
+    save_session(path, session)
+    t_write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    read_session(path)
+    return t_write, time.perf_counter() - t0
+
+
 def bench_tiny(frames: int, folder: Path) -> dict:
     from loger_ros.conversions import rosbags_factory
     from loger_ros.core import MappingCore
@@ -69,12 +79,7 @@ def bench_tiny(frames: int, folder: Path) -> dict:
     t0 = time.perf_counter()
     _, session = core.sessions.capture()
     t_capture = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    save_session(path, session)
-    t_write = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    read_session(path)
-    t_read = time.perf_counter() - t0
+    t_write, t_read = _time_write_read(path, session)
     resumed = NodeParams(**{**params.to_dict(), "resume_session": str(path)})
     t0 = time.perf_counter()
     again = MappingCore(resumed, F, reconstructor=StreamingReconstructor(resumed.stream_config(), model=model))
@@ -117,12 +122,7 @@ def bench_full(folder: Path, map_points: int, swa_dtype: torch.dtype) -> dict:
     session = Session(identity, {}, {"stream": SessionComponent(_full_state(swa_dtype, 32, (504, 280)), {}),
                                      "map": voxel_map_component(vmap)})
     path = folder / "full.loger.safetensors"
-    t0 = time.perf_counter()
-    save_session(path, session)
-    t_write = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    read_session(path)
-    t_read = time.perf_counter() - t0
+    t_write, t_read = _time_write_read(path, session)
     size = path.stat().st_size
     path.unlink()
     return {

@@ -393,9 +393,21 @@ def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
 
 
 # ------------------------------------------------------------------ replay and reconstruct CLIs
-def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    """Two output folders hold the same trajectory.tum and map.ply (to TOL; colours exactly)."""
     from loger_core.io.trajectory import read_tum
     from loger_core.map import load_ply
+
+    ta, tb = read_tum(a / "trajectory.tum"), read_tum(b / "trajectory.tum")
+    np.testing.assert_array_equal(ta.stamps_ns, tb.stamps_ns)
+    np.testing.assert_allclose(ta.poses, tb.poses, atol=TOL, rtol=0)
+    (pa, ca, _), (pb, cb, _) = load_ply(a / "map.ply"), load_ply(b / "map.ply")
+    assert len(pa) == len(pb) > 0
+    np.testing.assert_allclose(pa, pb, atol=TOL, rtol=0)
+    np.testing.assert_array_equal(ca, cb)
+
+
+def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
     from loger_core.synthetic import SynthConfig, render_frames
     from loger_core.synthetic.rosbag_writer import write_rosbag
     from loger_ros.replay import ReplayError, ReplayOptions, run_replay
@@ -415,13 +427,7 @@ def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
     assert first.outputs["session"] == str(session)
     second = replay(tmp_path / "part2", resume=session)  # the same bag: its first 6 frames are skipped
     assert second.frames_in_session == 6 and second.frames_read == 7
-    whole_traj, split_traj = read_tum(tmp_path / "whole" / "trajectory.tum"), read_tum(tmp_path / "part2" / "trajectory.tum")
-    np.testing.assert_array_equal(whole_traj.stamps_ns, split_traj.stamps_ns)
-    np.testing.assert_allclose(whole_traj.poses, split_traj.poses, atol=TOL, rtol=0)
-    (pw, cw, _), (ps, cs, _) = load_ply(tmp_path / "whole" / "map.ply"), load_ply(tmp_path / "part2" / "map.ply")
-    assert len(pw) == len(ps) > 0
-    np.testing.assert_allclose(pw, ps, atol=TOL, rtol=0)
-    np.testing.assert_array_equal(cw, cs)
+    _assert_same_outputs(tmp_path / "whole", tmp_path / "part2")
     garbage = tmp_path / "garbage.loger.safetensors"
     garbage.write_bytes(b"nonsense")
     with pytest.raises(ReplayError, match="truncated or garbage"):
@@ -431,8 +437,6 @@ def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
 def test_reconstruct_cli_split_in_two_equals_one_run(tmp_path, capsys):
     from loger_core.cli.reconstruct import main
     from loger_core.io.image_folder import write_image_folder
-    from loger_core.io.trajectory import read_tum
-    from loger_core.map import load_ply
     from loger_core.synthetic import SynthConfig, render_frames
 
     frames = render_frames(SynthConfig(scene="room", frames=13, width=112, height=84, fps=10, seed=2), device="cpu")
@@ -445,13 +449,7 @@ def test_reconstruct_cli_split_in_two_equals_one_run(tmp_path, capsys):
     assert main([*fast, "--out", str(tmp_path / "rest"), "--resume", str(session)]) == 0
     run = json.loads((tmp_path / "rest" / "run.json").read_text())
     assert run["frames_in_resumed_session"] == 6 and run["frames_read"] == 7
-    whole, rest = read_tum(tmp_path / "whole" / "trajectory.tum"), read_tum(tmp_path / "rest" / "trajectory.tum")
-    np.testing.assert_array_equal(whole.stamps_ns, rest.stamps_ns)
-    np.testing.assert_allclose(whole.poses, rest.poses, atol=TOL, rtol=0)
-    (pw, cw, _), (pr, cr, _) = load_ply(tmp_path / "whole" / "map.ply"), load_ply(tmp_path / "rest" / "map.ply")
-    assert len(pw) == len(pr) > 0
-    np.testing.assert_allclose(pw, pr, atol=TOL, rtol=0)
-    np.testing.assert_array_equal(cw, cr)
+    _assert_same_outputs(tmp_path / "whole", tmp_path / "rest")
     capsys.readouterr()
     fast[fast.index("--window") + 1] = "5"
     assert main([*fast, "--out", str(tmp_path / "bad"), "--resume", str(session)]) == 2

@@ -418,14 +418,17 @@ class StreamingReconstructor:
         rgb = torch.from_numpy(np.stack([f.rgb for f in frames]))
         return rgb.pin_memory() if self.device.type == "cuda" else rgb
 
+    def _device_images(self, frames: list[_Frame], rgb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(n, h, w, 3) uint8 images of `frames` on the model's device; rgb: them from `_stack`,
+        if already stacked."""
+        if rgb is None:
+            rgb = self._stack(frames)
+        return rgb.to(self.device, non_blocking=self.device.type == "cuda")
+
     def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None):
         """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
         rgb: the frames' images from `_stack`, if already stacked."""
-        if rgb is None:
-            rgb = self._stack(frames)
-        if self.device.type == "cuda":
-            rgb = rgb.to(self.device, non_blocking=True)
-        rgb = rgb.to(self.device)
+        rgb = self._device_images(frames, rgb)
         with torch.no_grad(), self._autocast():
             pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options, commit=commit)
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
@@ -573,7 +576,7 @@ class StreamingReconstructor:
             with stream, eager_regions():
                 pred = None
                 if self._graphs is not None and self._graphs.usable_for(view.state):
-                    rgb = self._stack(frames).to(self.device, non_blocking=True)
+                    rgb = self._device_images(frames)
                     # A first capture only while no window computes (its allocations stay apart).
                     pred = self._graphs.run(rgb, view.state, capture_allowed=not self._worker.busy)
                 if pred is None:
