@@ -84,21 +84,21 @@ def build(args) -> torch.nn.Module:
     return load_stream_model(params_for(args, 0).stream_config())
 
 
-def params_for(args, provisional_every: int) -> NodeParams:
+def params_for(args, provisional_every: int, cuda_graphs: str = "auto") -> NodeParams:
     return NodeParams(
         model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
         device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
         queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
-        async_windows=args.async_windows)
+        async_windows=args.async_windows, cuda_graphs=cuda_graphs)
 
 
 def warm_up(model, args) -> None:
     """Throwaway reconstructors, not timed: kernel choice, allocator growth and compilation of every
     shape a setting meets (first window, windows with the SWA history, each provisional pass size)."""
     images = make_images(2 * args.window + 3, *args.camera_size, seed=99)
-    for provisional_every in sorted(set(args.provisional_every)):
-        stream = StreamingReconstructor(params_for(args, provisional_every).stream_config(), model=model)
+    for provisional_every, cuda_graphs in sorted(set(settings(args))):
+        stream = StreamingReconstructor(params_for(args, provisional_every, cuda_graphs).stream_config(), model=model)
         for i, rgb in enumerate(images):
             stream.push(rgb, T0 + i)
         stream.flush()
@@ -106,8 +106,17 @@ def warm_up(model, args) -> None:
         torch.cuda.synchronize()
 
 
-def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -> dict:
-    params = params_for(args, provisional_every)
+def settings(args) -> list[tuple[int, str]]:
+    """(provisional_every, cuda_graphs) pairs to run; graphs only matter with passes."""
+    out = []
+    for p in args.provisional_every:
+        for g in (args.cuda_graphs if p else args.cuda_graphs[:1]):
+            out.append((p, g))
+    return out
+
+
+def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: list[np.ndarray]) -> dict:
+    params = params_for(args, provisional_every, cuda_graphs)
     stream = StreamingReconstructor(params.stream_config(), model=model)
     log = _QuietLog()
     core = MappingCore(params, F, reconstructor=stream, logger=log)
@@ -192,6 +201,12 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
     path_len = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else float("nan")
     return {
         "provisional_every": provisional_every,
+        "cuda_graphs": cuda_graphs,
+        "graphs_used": bool(stream._graphs.replays) if getattr(stream, "_graphs", None) else False,
+        "provisional_pass_ms": 1000 * stream.stats.provisional_s_total / max(stream.stats.provisional_runs, 1),
+        "provisional_deferred": stream.stats.provisional_deferred,
+        "provisional_skipped_budget": stream.stats.provisional_skipped_budget,
+        "provisional_graph_captures": stream._graphs.captures if getattr(stream, "_graphs", None) else 0,
         "frames_fed": args.frames,
         "input_fps": args.frames / feed_s if feed_s > 0 else float("nan"),
         "frames_processed": c.processed,
@@ -230,7 +245,8 @@ def run_setting(model, args, provisional_every: int, images: list[np.ndarray]) -
     }
 
 
-COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("processed_fps", "proc/s", "{:>7.2f}"),
+COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{:>6s}"),
+           ("provisional_pass_ms", "pass ms", "{:>7.1f}"), ("processed_fps", "proc/s", "{:>7.2f}"),
            ("frames_dropped_queue", "dropped", "{:>7d}"), ("odometry_rate_hz", "odom Hz", "{:>7.2f}"),
            ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
            ("latency_p50_ms", "lat p50", "{:>8.1f}"), ("latency_p95_ms", "lat p95", "{:>8.1f}"),
@@ -242,7 +258,10 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("processed_fps", "proc/s", 
 
 
 def print_table(rows: list[dict]) -> None:
-    print(" ".join(f"{title:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}" for _, title, fmt in COLUMNS))
+    def width(fmt):
+        return len(fmt.format(0) if "d" in fmt else fmt.format("") if "s" in fmt else fmt.format(0.0))
+
+    print(" ".join(f"{title:>{width(fmt)}}" for _, title, fmt in COLUMNS))
     for row in rows:
         print(" ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS))
 
@@ -266,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--camera-size", default=None, help="camera image WxH (default: the network size); "
                     "the node resizes to --width x --height")
     ap.add_argument("--async-windows", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--cuda-graphs", nargs="+", default=["auto"], choices=("auto", "on", "off"),
+                    help="provisional passes as CUDA graphs; several values run each setting with each")
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
@@ -292,7 +313,7 @@ def main(argv=None) -> int:
           f"camera {args.camera_size[0]}x{args.camera_size[1]} -> {args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
     warm_up(model, args)
     images = make_images(16, *args.camera_size)
-    rows = [run_setting(model, args, p, images) for p in args.provisional_every]
+    rows = [run_setting(model, args, p, g, images) for p, g in settings(args)]
     print_table(rows)
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

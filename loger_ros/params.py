@@ -177,9 +177,12 @@ class NodeParams:
                             "while new frames keep getting provisional poses on a high-priority stream: "
                             "'auto' = on for CUDA, 'on', 'off' (the window blocks the inference thread).",
                             choices=("auto", "on", "off"), group="streaming")
-    cuda_graphs: bool = _p(False, "With async windows on CUDA: provisional passes replay a CUDA graph per input "
-                           "shape (one launch instead of thousands from Python). Experimental: not yet verified "
-                           "on a GPU.", group="streaming")
+    cuda_graphs: str = _p("auto", "Provisional passes replay a CUDA graph per input shape (one launch instead of "
+                          "thousands from Python): 'auto' = on with async windows on CUDA, 'on', 'off' (eager passes).",
+                          choices=("auto", "on", "off"), group="streaming")
+    provisional_outputs: str = _p("pose", "What a low-latency pass returns: 'pose' (only the camera pose leaves the "
+                                  "GPU: all odometry needs) or 'full' (depth, masks and points too, unused by the node).",
+                                  choices=("pose", "full"), group="streaming")
     alignment: str = _p("auto", "Alignment of each window to the previous one: 'auto' (the model's: se3 for "
                         "loger_star), 'none', 'se3' or 'sim3'.", choices=ALIGNMENTS, group="streaming")
 
@@ -445,6 +448,7 @@ class NodeParams:
             preprocess_threads=self.preprocess_threads,
             async_windows=self.async_windows,
             cuda_graphs=self.cuda_graphs,
+            provisional_outputs=self.provisional_outputs,
             out_of_order="drop",
             scale=ScaleConfig(
                 source=self.resolved_scale_source,

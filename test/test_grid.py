@@ -245,7 +245,7 @@ class WallStream:
             K_model=np.eye(3), image_size=(4, 4), model_size=(2, 2), scale=1.0, scale_std=0.0, scale_valid=True,
             window_index=index // 3, provisional=False)
 
-    def push(self, image, stamp_ns, K=None, depth=None, odom=None):
+    def push(self, image, stamp_ns, K=None, depth=None, odom=None, provisional=True):
         self.buffer.append(stamp_ns)
         if len(self.buffer) == 3:
             start = getattr(self, "count", 0)
@@ -439,7 +439,7 @@ class GroundTruthStream:
             point_confidence=np.ones(n, np.float32), K=f.K, K_model=f.K, image_size=(4, 4), model_size=(4, 4),
             scale=1.0, scale_std=0.0, scale_valid=True, window_index=i // 4, provisional=False)
 
-    def push(self, image, stamp_ns, K=None, depth=None, odom=None):
+    def push(self, image, stamp_ns, K=None, depth=None, odom=None, provisional=True):
         self.buffer.append(stamp_ns)
         if len(self.buffer) < 4:
             return []

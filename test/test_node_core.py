@@ -142,12 +142,13 @@ class FakeStream:
             image_size=(rgb.shape[1], rgb.shape[0]), model_size=(2, 2), scale=1.0, scale_std=0.0,
             scale_valid=True, window_index=0, provisional=provisional)
 
-    def push(self, image, stamp_ns, K=None, depth=None, odom=None):
+    def push(self, image, stamp_ns, K=None, depth=None, odom=None, provisional=True):
         if self.finished:
             raise StreamInputError("push() after flush()")
         if stamp_ns in self.reject:
             raise StreamInputError(f"image at {stamp_ns} refused (fake)")
-        self.pushed.append({"stamp": stamp_ns, "K": K, "depth": depth, "odom": odom, "shape": image.shape})
+        self.pushed.append({"stamp": stamp_ns, "K": K, "depth": depth, "odom": odom, "shape": image.shape,
+                            "provisional": provisional})
         if stamp_ns in self.fail:
             raise RuntimeError("CUDA out of memory (fake)")
         time.sleep(self.delay_s)
@@ -383,6 +384,21 @@ def test_core_queue_full_drops_the_oldest_frames():
     assert diag.level == 1 and "3 frame(s) dropped" in diag.message
     values = {kv.key: kv.value for kv in diag.values}
     assert values["dropped_queue_full"] == "3" and values["frames_received"] == "5"
+
+
+def test_low_latency_passes_wait_while_frames_are_queued():
+    """Catching up comes first: a frame with frames queued behind it is pushed without a low-latency
+    pass (a pass would delay them and, with a full queue, drop camera frames); the last one is
+    pushed with it, and no frame is dropped."""
+    core = make_core(queue_size=8)
+    for i in range(5):
+        core.on_image(image_msg(i))
+    core.process_all()
+    assert [p["provisional"] for p in core.reconstructor.pushed] == [False, False, False, False, True]
+    core.on_image(image_msg(5))
+    core.process_all()
+    assert core.reconstructor.pushed[-1]["provisional"] is True
+    assert core.counters.dropped_total == 0
 
 
 def test_callbacks_never_block_while_inference_runs():

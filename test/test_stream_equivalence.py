@@ -76,7 +76,8 @@ def test_results_come_out_as_windows_complete(tiny):
 def test_provisional_passes_do_not_change_committed_results(tiny):
     n = 9
     clip = _clip(n, seed=5)
-    cfg = _config(alignment="sim3", reset_every=2, provisional_every=2, provisional_budget=1.0)
+    cfg = _config(alignment="sim3", reset_every=2, provisional_every=2, provisional_budget=1.0,
+                  provisional_outputs="full")
     rec = StreamingReconstructor(cfg, model=tiny)
     committed, provisional = [], []
     for i, img in enumerate(clip):
@@ -150,3 +151,64 @@ def test_provisional_pass_sees_the_shared_frames_and_the_newest_only(tiny):
     assert got[1] == [(0, True), (1, True)] and got[3] == [(2, True), (3, True)]
     assert got[9] == [(8, True), (9, True)]
     assert got[11] == [(10, True), (11, True)]
+
+
+@pytest.mark.parametrize("async_windows", ["off", "on"])
+def test_pose_only_provisional_results_carry_the_full_results_poses(tiny, async_windows):
+    """The default pose-only provisional results have the same poses, stamps and scale as 'full'
+    ones, no per-pixel payload, and the last committed frame's K_model (NaN before any window)."""
+    clip = _clip(11, seed=8)
+
+    def run(outputs):
+        rec = StreamingReconstructor(_config(provisional_every=1, provisional_outputs=outputs,
+                                             async_windows=async_windows), model=tiny)
+        seq = []
+        for i, img in enumerate(clip):
+            seq += rec.push(img, 100 + i)
+            if async_windows == "on":
+                seq += rec.drain()  # deterministic order: each window is in before the next pass
+        rec.close()
+        return seq
+
+    pose_seq = run("pose")
+    pose_prov, pose_committed = [r for r in pose_seq if r.provisional], [r for r in pose_seq if not r.provisional]
+    full_seq = run("full")
+    full_prov, full_committed = [r for r in full_seq if r.provisional], [r for r in full_seq if not r.provisional]
+    assert len(pose_prov) == len(full_prov) > 5
+    for a, b in zip(pose_prov, full_prov):
+        assert (a.index, a.stamp_ns, a.window_index) == (b.index, b.stamp_ns, b.window_index)
+        np.testing.assert_allclose(a.T_world_cam, b.T_world_cam, atol=1e-6)
+        assert a.points.shape == (0, 3) and a.colors.shape == (0, 3) and a.depth.size == 0 and a.valid.size == 0
+        assert b.points.shape[0] > 0 and b.depth.shape == (H, W)
+    first_window = [r for r in pose_prov if r.index < 3 and r.window_index == 0]
+    assert first_window and np.isnan(first_window[0].K_model).all()
+    last_K = None
+    for r in pose_seq:  # K_model: the last committed frame's before the pass
+        if not r.provisional:
+            last_K = r.K_model
+        elif last_K is not None:
+            np.testing.assert_array_equal(r.K_model, last_K)
+    # Committed results do not depend on what provisional ones carry.
+    for a, b in zip(pose_committed, full_committed):
+        np.testing.assert_array_equal(a.points, b.points)
+
+
+def test_deferred_provisional_pass_runs_with_the_next_allowed_frame(tiny):
+    """push(provisional=False) holds a due pass back (counted); the next frame pushed with True
+    runs it, over the newest frames, so a caller that catches up gets a pose at once."""
+    clip = _clip(8, seed=9)
+    cfg = _config(window_size=8, provisional_every=2)
+    rec = StreamingReconstructor(cfg, model=tiny)
+    out = []
+    for i in range(5):  # frame 1 and 3 would be due: both deferred
+        out += rec.push(clip[i], i, provisional=False)
+    assert out == [] and rec.stats.provisional_runs == 0 and rec.stats.provisional_deferred == 2
+    got = rec.push(clip[5], 5)  # due anyway (6 frames), runs
+    assert rec.stats.provisional_runs == 1 and [r.index for r in got if r.provisional][-1] == 5
+    got = rec.push(clip[6], 6, provisional=True)  # not due, nothing owed
+    assert got == [] and rec.stats.provisional_runs == 1
+    rec2 = StreamingReconstructor(cfg, model=tiny)
+    for i in range(2):
+        rec2.push(clip[i], i, provisional=False)  # frame 1 due, deferred
+    got = rec2.push(clip[2], 2)  # not on the schedule, but owed: runs now
+    assert rec2.stats.provisional_runs == 1 and got[-1].index == 2 and got[-1].provisional

@@ -20,6 +20,8 @@ RESIZE_MODES = ("resize", "crop")
 OUT_OF_ORDER_POLICIES = ("drop", "raise")
 FAST_PATH_MODES = ("auto", "on", "off")
 ASYNC_WINDOW_MODES = ("auto", "on", "off")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
+PROVISIONAL_OUTPUTS = ("pose", "full")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The authors' demo keeps the total pixel count of the network input under this limit when no
 # target resolution is given.
@@ -115,6 +117,12 @@ class StreamConfig:
             of the one estimated from the predicted points (the network never takes intrinsics).
         provisional_every: 0 = off; N > 0 runs an uncommitted pass every N new frames of an
             incomplete window and returns a provisional result for its newest frame.
+        provisional_outputs: 'pose' (default) makes provisional results pose-only: only the
+            camera poses leave the device, and `depth` / `confidence` / `valid` are (0, 0),
+            `points` / `colors` (0, 3), `point_confidence` (0,), `K_model` the last committed
+            frame's (NaN before the first window). What a provisional result is for is odometry;
+            its masks, point selection and copies cost as much as the pass itself on a GPU.
+            'full' fills every field as committed results do.
         provisional_budget: the largest share of wall time provisional passes may take, in (0, 1].
             After a pass that took t seconds the next one waits t * (1 - budget) / budget, so
             passes that cost more than the camera period (e.g. eager passes on a busy host) are
@@ -140,11 +148,10 @@ class StreamConfig:
             outputs of the previous one are built. Committed results are the same as 'off'; they
             are returned by a later `push`, `poll` or `flush`. Model errors of a window are then
             reported by `take_errors()` instead of being raised.
-        cuda_graphs: with async windows on CUDA, provisional passes replay a CUDA graph per input
-            shape (captured on first use; see `provisional_graphs`) instead of launching every
-            kernel from Python. Same computation, eager kernels. Off by default until its CUDA
-            tests (test_stream_async) have passed on a GPU; the capture of an earlier version
-            failed there and fell back to eager passes.
+        cuda_graphs: 'auto' (on with async windows on CUDA), 'on' or 'off'. On: provisional
+            passes replay a CUDA graph per input shape (captured on first use; see
+            `provisional_graphs`) instead of launching every kernel from Python. Same computation,
+            eager kernels; a shape that cannot be captured runs eagerly.
     """
 
     model: str = "loger_star"
@@ -167,13 +174,14 @@ class StreamConfig:
     use_known_intrinsics: bool = True
     provisional_every: int = 0
     provisional_budget: float = 0.5
+    provisional_outputs: str = "pose"
     out_of_order: str = "drop"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     fast_paths: str = "auto"
     point_voxel_size: float = 0.0
     preprocess_threads: int = 0
     async_windows: str = "auto"
-    cuda_graphs: bool = False
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:
@@ -222,6 +230,13 @@ class StreamConfig:
             raise StreamInputError(f"StreamConfig.preprocess_threads must be an integer in [0, 64], got {self.preprocess_threads!r}")
         if self.async_windows not in ASYNC_WINDOW_MODES:
             raise StreamInputError(f"StreamConfig.async_windows must be one of {ASYNC_WINDOW_MODES}, got {self.async_windows!r}")
+        if isinstance(self.cuda_graphs, bool):  # YAML / older callers: true / false
+            self.cuda_graphs = "on" if self.cuda_graphs else "off"
+        if self.cuda_graphs not in CUDA_GRAPH_MODES:
+            raise StreamInputError(f"StreamConfig.cuda_graphs must be one of {CUDA_GRAPH_MODES}, got {self.cuda_graphs!r}")
+        if self.provisional_outputs not in PROVISIONAL_OUTPUTS:
+            raise StreamInputError(
+                f"StreamConfig.provisional_outputs must be one of {PROVISIONAL_OUTPUTS}, got {self.provisional_outputs!r}")
         if not isinstance(self.scale, ScaleConfig):
             raise StreamInputError(f"StreamConfig.scale must be a ScaleConfig, got {self.scale!r}")
 
@@ -252,6 +267,13 @@ class StreamConfig:
         if self.async_windows == "auto":
             return self.torch_device().type == "cuda"
         return self.async_windows == "on"
+
+    def graphs_enabled(self) -> bool:
+        """Whether provisional passes replay CUDA graphs: only with async windows on CUDA (the
+        graphs' memory copies are refreshed by the window worker)."""
+        if self.cuda_graphs == "off" or not self.async_enabled() or self.torch_device().type != "cuda":
+            return False
+        return True
 
     def torch_dtype(self) -> torch.dtype:
         """The resolved compute dtype ('auto' -> bfloat16 on CUDA, float32 elsewhere)."""

@@ -154,10 +154,9 @@ def _check_odom(odom: Any) -> Optional[np.ndarray]:
 def _usable(pred: WindowPrediction) -> bool:
     """A window is usable when every pose is finite and every frame has some finite point;
     partially non-finite point maps are masked per pixel instead."""
-    if not bool(torch.isfinite(pred.camera_poses).all()):
-        return False
     finite = torch.isfinite(pred.local_points).all(dim=-1).flatten(2)  # (B, N, h*w)
-    return bool(finite.any(dim=-1).all())
+    # One host sync for both checks.
+    return bool(torch.isfinite(pred.camera_poses).all() & finite.any(dim=-1).all())
 
 
 class StreamingReconstructor:
@@ -191,6 +190,7 @@ class StreamingReconstructor:
         self._pool = ThreadPoolExecutor(cfg.preprocess_threads, "loger-preprocess") if cfg.preprocess_threads else None
         self._scale_lock = threading.Lock()
         self._prov_next_s = 0.0  # perf_counter time before which provisional passes are skipped
+        self._last_K_model = np.full((3, 3), np.nan)  # of the last committed frame (pose-only results)
         self._errors: list[str] = []
         self._async = cfg.async_enabled()
         self._worker: Optional[WindowWorker] = None
@@ -205,7 +205,7 @@ class StreamingReconstructor:
                 commit_stream = torch.cuda.Stream(self.device, priority=0)
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
-                if cfg.cuda_graphs:
+                if cfg.graphs_enabled():
                     self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(
@@ -221,6 +221,7 @@ class StreamingReconstructor:
         K: Optional[np.ndarray] = None,
         depth: Optional[np.ndarray] = None,
         odom: Optional[np.ndarray] = None,
+        provisional: bool = True,
     ) -> list[FrameResult]:
         """Adds one frame; returns the results that became available (often none).
 
@@ -229,6 +230,9 @@ class StreamingReconstructor:
         depth: optional (H, W) metric depth aligned with `image` (float metres, or integer units of
             `ScaleConfig.depth_unit_m`) for the 'depth' scale source.
         odom: optional external odometry pose (4, 4) or position (3,) for the 'odometry' scale source.
+        provisional: False holds back a provisional pass that is due with this frame (a caller with
+            frames waiting catches up first: a pass would delay them); the pass runs with the next
+            frame pushed with True (counted in `stats.provisional_deferred`).
         Raises StreamInputError for bad input; nothing is changed then. An exception of the model
         (e.g. out of memory) propagates after the failed window's new frames were dropped
         (counted in `stats.frames_dropped_error`); the stream stays usable.
@@ -269,11 +273,12 @@ class StreamingReconstructor:
         if self._first_frame is None:
             self._first_frame = frame
         if self._async:
-            return self._push_async()
+            return self._push_async(provisional)
         if len(self._buffer) >= cfg.window_size:
+            self._prov_owed = False
             return self._commit(final=False)
         new = len(self._buffer) - self._head
-        if cfg.provisional_every and new % cfg.provisional_every == 0 and self._provisional_allowed():
+        if self._provisional_due(new % cfg.provisional_every == 0 if cfg.provisional_every else False, provisional):
             return self._provisional()
         return []
 
@@ -398,6 +403,7 @@ class StreamingReconstructor:
         self._finished = False
         self._resolution = cfg.resolution
         self._first_frame: Optional[_Frame] = None
+        self._prov_owed = False  # a due pass was deferred by the caller (push(provisional=False))
         # Worker side (async_windows): continuity after a failed window, the last committed view.
         self._broken = False
         self._good_tail: list[_Frame] = []
@@ -489,6 +495,19 @@ class StreamingReconstructor:
         self._pending = None
         return self._emit(frames, pred, rgb, 0, window_index, provisional=False)
 
+    def _provisional_due(self, scheduled: bool, caller_allows: bool) -> bool:
+        """Whether a provisional pass runs now: one is scheduled (or was deferred by the caller),
+        the caller allows it, and the budget is not spent."""
+        if not self.config.provisional_every or not (scheduled or self._prov_owed):
+            return False
+        if not caller_allows:
+            if scheduled:
+                self.stats.provisional_deferred += 1
+            self._prov_owed = True
+            return False
+        self._prov_owed = False
+        return self._provisional_allowed()
+
     def _provisional_allowed(self) -> bool:
         """A provisional pass is due; False (and counted) while `provisional_budget` is spent."""
         if time.perf_counter() >= self._prov_next_s:
@@ -531,7 +550,7 @@ class StreamingReconstructor:
         return self._emit(frames[emit_from:], aligned, rgb, emit_from, self._aligner.window_index, provisional=True)
 
     # ------------------------------------------------------------------ async windows
-    def _push_async(self) -> list[FrameResult]:
+    def _push_async(self, allow_provisional: bool) -> list[FrameResult]:
         """push() with async_windows: a completed window goes to the worker; provisional passes run
         here against the last committed window while it computes."""
         cfg = self.config
@@ -539,11 +558,11 @@ class StreamingReconstructor:
         provisional: list[FrameResult] = []
         new = self._buffer[self._head :]
         if len(self._buffer) >= cfg.window_size:
-            if every and self._provisional_allowed():
-                # The frames since the last provisional pass get a pose now, not when the window is in.
+            # The frames since the last provisional pass get a pose now, not when the window is in.
+            if self._provisional_due(True, allow_provisional):
                 provisional = self._provisional_async(new[-every:])
             self._submit(final=False)
-        elif every and len(new) % every == 0 and self._provisional_allowed():
+        elif self._provisional_due(bool(every) and len(new) % every == 0, allow_provisional):
             provisional = self._provisional_async(new[-every:])
         return self._worker.drain() + provisional
 
@@ -713,7 +732,10 @@ class StreamingReconstructor:
     ) -> _Outputs:
         """Computes the outputs of `frames` on the device and queues their copies to the host."""
         end = start + len(frames)
-        out_t = self._device_outputs(pred, rgb, start, end)
+        if provisional and self.config.provisional_outputs == "pose":
+            out_t = {}
+        else:
+            out_t = self._device_outputs(pred, rgb, start, end)
         out_t["poses"] = pred.camera_poses[0, start:end].double()
         event = None
         if self.device.type == "cuda":
@@ -731,6 +753,8 @@ class StreamingReconstructor:
         frames, host, window_index, provisional = outputs.frames, outputs.host, outputs.window_index, outputs.provisional
         if outputs.event is not None:
             outputs.event.synchronize()
+        if "depth" not in host:
+            return self._pose_results(outputs)
         depth_all = host["depth"].numpy()
         conf_all = host["confidence"].numpy()
         valid_all = host["valid"].numpy()
@@ -777,6 +801,32 @@ class StreamingReconstructor:
             ))
         if not provisional:
             self.stats.frames_committed += len(out)
+            if out:
+                self._last_K_model = out[-1].K_model
+        return out
+
+    def _pose_results(self, outputs: _Outputs) -> list[FrameResult]:
+        """Pose-only provisional results (`StreamConfig.provisional_outputs` 'pose')."""
+        cfg = self.config
+        poses = outputs.host["poses"].numpy()
+        K_model = self._last_K_model
+        with self._scale_lock:
+            est = self._scale.estimate()
+        out = []
+        for i, fr in enumerate(outputs.frames):
+            T = poses[i].copy()
+            T[:3, 3] *= est.scale
+            known = fr.K is not None and cfg.use_known_intrinsics
+            out.append(FrameResult(
+                index=fr.index, stamp_ns=fr.stamp_ns, T_world_cam=T,
+                depth=np.zeros((0, 0), np.float32), confidence=np.zeros((0, 0), np.float32),
+                valid=np.zeros((0, 0), bool), points=np.zeros((0, 3), np.float32),
+                colors=np.zeros((0, 3), np.uint8), point_confidence=np.zeros((0,), np.float32),
+                K=fr.K.copy() if known else model_to_original(K_model, fr.geometry), K_model=K_model.copy(),
+                image_size=fr.geometry.original_size, model_size=fr.geometry.model_size,
+                scale=est.scale, scale_std=est.std, scale_valid=est.valid, window_index=outputs.window_index,
+                provisional=True, intrinsics_known=known, point_weights=None,
+            ))
         return out
 
     def _device_outputs(self, pred: WindowPrediction, rgb: torch.Tensor, start: int, end: int) -> dict:

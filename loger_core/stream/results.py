@@ -30,7 +30,9 @@ class FrameResult:
     scale_valid: False while a measuring scale source had no measurement (model scale used).
     window_index: index of the window that produced the result.
     provisional: True for a result of an uncommitted pass; the committed result of the same frame
-        (same index and stamp) comes later and supersedes it.
+        (same index and stamp) comes later and supersedes it. Pose-only by default
+        (`StreamConfig.provisional_outputs`): empty depth / masks / points, `K_model` of the last
+        committed frame.
     intrinsics_known: True when `K` is the one given to `push`.
     point_weights: None when every valid pixel is a point; with `StreamConfig.point_voxel_size`
         > 0, (M,) int32 number of valid pixels merged into each point (sums to `valid.sum()`).
@@ -78,6 +80,7 @@ class StreamStats:
     frames_dropped_error: int = 0
     provisional_runs: int = 0
     provisional_skipped_budget: int = 0  # passes not run: provisional_budget was spent
+    provisional_deferred: int = 0  # due passes held back by the caller (frames were waiting)
     provisional_dropped_nonfinite: int = 0
     resets: int = 0
     state_bytes: int = 0  # current memory state (TTT fast weights + SWA cache)

@@ -375,7 +375,10 @@ class MappingCore:
         with self._lock:
             self._receive_ns[image.stamp_ns] = item.receive_ns
         try:
-            results = self.reconstructor.push(image.rgb, image.stamp_ns, K=image.K, depth=depth, odom=odom)
+            # Frames waiting behind this one come first: a low-latency pass now would delay them,
+            # and a full queue drops camera frames. The pass runs once the queue is drained.
+            results = self.reconstructor.push(image.rgb, image.stamp_ns, K=image.K, depth=depth, odom=odom,
+                                              provisional=len(self.queue) == 0)
         except StreamInputError as err:
             self._forget_receive(image.stamp_ns)
             self._count_drop("rejected", f"the streaming core refused the image at {image.stamp_ns} ns: {err}")
