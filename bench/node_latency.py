@@ -115,6 +115,21 @@ def settings(args) -> list[tuple[int, str]]:
     return out
 
 
+def _time_calls(spent: dict, key: str, obj, name: str) -> None:
+    """Wraps ``obj.name`` so that its wall time adds up in ``spent[key]`` (and its calls in ``key#``)."""
+    real = getattr(obj, name)
+
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+            spent[key + "#"] = spent.get(key + "#", 0) + 1
+
+    setattr(obj, name, timed)
+
+
 def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: list[np.ndarray]) -> dict:
     params = params_for(args, provisional_every, cuda_graphs)
     stream = StreamingReconstructor(params.stream_config(), model=model)
@@ -159,6 +174,17 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
         return note_committed(poll())
 
     stream.push = lambda *a, **kw: note_committed(push(*a, **kw))
+    # Where the inference thread's time goes (and the mapper's): wall time per wrapped call.
+    spent: dict[str, float] = {}
+    _time_calls(spent, "push", stream, "push")
+    _time_calls(spent, "push.provisional_pass", stream, "_provisional_async")
+    _time_calls(spent, "push.provisional_pass.graph_replay", stream._graphs, "run") if stream._graphs else None
+    _time_calls(spent, "push.provisional_pass.outputs", stream, "_emit")
+    _time_calls(spent, "push.submit_window", stream, "_submit")
+    _time_calls(spent, "decode", core.decoder, "decode_image")
+    _time_calls(spent, "handle_results", core, "_safe_handle")
+    _time_calls(spent, "handle_results.map_submit_wait", core.fusion, "submit")
+    _time_calls(spent, "mapper.fuse_window", core.fusion, "_fuse")
     stream.poll = recording_poll
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -201,6 +227,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
     path_len = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else float("nan")
     return {
         "provisional_every": provisional_every,
+        "time_split_s": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in sorted(spent.items())},
         "cuda_graphs": cuda_graphs,
         "graphs_used": bool(stream._graphs.replays) if getattr(stream, "_graphs", None) else False,
         "provisional_pass_ms": 1000 * stream.stats.provisional_s_total / max(stream.stats.provisional_runs, 1),
@@ -315,6 +342,8 @@ def main(argv=None) -> int:
     images = make_images(16, *args.camera_size)
     rows = [run_setting(model, args, p, g, images) for p, g in settings(args)]
     print_table(rows)
+    for row in rows:
+        print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']}: time split (s, calls#): {row['time_split_s']}")
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "device": str(device),
