@@ -33,7 +33,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["MapError", "MapConfig", "InsertStats", "VoxelMap", "load_ply", "voxel_downsample_open3d"]
+__all__ = ["MapError", "MapConfig", "InsertStats", "VoxelMap", "load_ply", "voxel_downsample_open3d", "write_ply"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -447,14 +447,19 @@ class VoxelMap:
     def save_ply(self, path: PathLike) -> None:
         """Write the snapshot as a binary PLY through open3d: float xyz, uchar RGB and a
         float ``confidence`` vertex property (ignored by viewers that do not know it)."""
-        o3d = _open3d()
-        points, colors, conf = self.snapshot()
-        cloud = o3d.t.geometry.PointCloud()
-        cloud.point.positions = o3d.core.Tensor(points)
-        cloud.point.colors = o3d.core.Tensor(colors)
-        cloud.point.confidence = o3d.core.Tensor(conf.reshape(-1, 1))
-        if not o3d.t.io.write_point_cloud(os.fspath(path), cloud):
-            raise MapError(f"open3d could not write PLY to {os.fspath(path)!r}")
+        write_ply(path, *self.snapshot())
+
+
+def write_ply(path: PathLike, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:
+    """Binary PLY through open3d: ``points (M, 3) float32``, ``colors (M, 3) uint8`` and a float
+    ``confidence`` vertex property."""
+    o3d = _open3d()
+    cloud = o3d.t.geometry.PointCloud()
+    cloud.point.positions = o3d.core.Tensor(points)
+    cloud.point.colors = o3d.core.Tensor(colors)
+    cloud.point.confidence = o3d.core.Tensor(conf.reshape(-1, 1))
+    if not o3d.t.io.write_point_cloud(os.fspath(path), cloud):
+        raise MapError(f"open3d could not write PLY to {os.fspath(path)!r}")
 
 
 def _open3d():

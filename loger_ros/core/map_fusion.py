@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from loger_core.map import MapConfig, VoxelMap
+from loger_core.map import MapConfig, MapError, VoxelMap
+from loger_core.map_torch import TorchVoxelMap
 from loger_ros.core.publications import MessageBuilder, Publication
 
 __all__ = ["MapFusion", "MapJob"]
@@ -50,6 +51,11 @@ class MapJob:
     base_poses: Optional[list[np.ndarray]] = None
 
 
+def make_map(config: MapConfig, device: str = "cpu"):
+    """The voxel map for ``device``: numpy :class:`VoxelMap` on 'cpu', :class:`TorchVoxelMap` on CUDA."""
+    return VoxelMap(config) if device == "cpu" else TorchVoxelMap(config, device)
+
+
 class MapFusion:
     """Owns the voxel map; see the module docstring.
 
@@ -60,11 +66,12 @@ class MapFusion:
         cloud_max_points: the latest-window cloud is subsampled to this many points.
         logger: ``error``/``warning`` methods taking one string.
         max_backlog: committed windows that may wait for fusion before ``submit`` blocks.
+        device: 'cpu' (numpy :class:`VoxelMap`) or a CUDA device (:class:`TorchVoxelMap` there).
     """
 
     def __init__(self, config: MapConfig, builder: MessageBuilder, map_frame: str, cloud_max_points: int,
-                 logger: Any, max_backlog: int = 4) -> None:
-        self.map = VoxelMap(config)
+                 logger: Any, max_backlog: int = 4, device: str = "cpu") -> None:
+        self.map = make_map(config, device)
         self.builder = builder
         self.map_frame = map_frame
         self.cloud_max_points = cloud_max_points
@@ -158,7 +165,7 @@ class MapFusion:
                 if job.generation != self._generation:
                     return []
                 if len(points):
-                    self.map.insert(points, colors, confidence, sensor_origin=origin, weights=weights)
+                    self._insert(points, colors, confidence, origin, weights)
                 self._version += 1
             clouds.append((points, colors, confidence))
         if self.grid is not None and job.base_poses is not None:
@@ -176,6 +183,19 @@ class MapFusion:
         cloud = self.builder.cloud("cloud", job.newest_stamp, self.map_frame, points, colors, confidence)
         path = self.builder.path(job.newest_stamp, self.map_frame, job.path[0], job.path[1])
         return [cloud, path]
+
+    def _insert(self, points, colors, confidence, origin, weights) -> None:
+        try:
+            self.map.insert(points, colors, confidence, sensor_origin=origin, weights=weights)
+        except MapError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failing GPU must not cost the map
+            if not isinstance(self.map, TorchVoxelMap):
+                raise
+            self.log.error(f"the GPU voxel map failed ({err!r}); moving the map ({len(self.map)} voxels) to the "
+                           "CPU and going on there")
+            self.map = self.map.to_voxel_map()
+            self.map.insert(points, colors, confidence, sensor_origin=origin, weights=weights)
 
     def clear(self) -> None:
         """Empty the map and drop queued windows of the old map."""

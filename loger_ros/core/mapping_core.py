@@ -154,7 +154,8 @@ class MappingCore:
         self.decoder = InputDecoder(params.undistort, int(round(params.sync_tolerance_s * 1e9)))
         self.mount = CameraMount(params.base_frame, lookup, self.log)
         self.tracker = PoseTracker(params.tf_mode)
-        self.fusion = MapFusion(params.map_config(), self.builder, params.map_frame, params.cloud_max_points, self.log)
+        self.fusion = MapFusion(params.map_config(), self.builder, params.map_frame, params.cloud_max_points, self.log,
+                                device=params.resolved_map_device())
         self.grid: Optional[GridMapping] = None
         if params.grid_enabled:
             self.grid = GridMapping(params.grid_config(), self.builder, params.map_frame, params.grid_publish_period_s)

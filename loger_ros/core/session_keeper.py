@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 from loger_core.grid import GridError
+from loger_core.map import VoxelMap
+from loger_core.map_torch import TorchVoxelMap
 
 from loger_core.session import (
     Session, SessionComponent, SessionCorruptError, SessionError, SessionNotFoundError, SessionStateError, check_session,
@@ -107,12 +109,19 @@ class _MapPart:
     def capture(self) -> SessionComponent:
         fusion = self.core.fusion
         with fusion._lock:
-            return voxel_map_component(fusion.map)
+            vmap = fusion.map
+            # The GPU map is saved as the CPU map it equals: a session resumes on either.
+            return voxel_map_component(vmap.to_voxel_map() if isinstance(vmap, TorchVoxelMap) else vmap)
 
     def restore(self, component: SessionComponent, path: Optional[str]) -> None:
         fusion = self.core.fusion
         with fusion._lock:
-            restore_voxel_map(fusion.map, component, path)
+            if isinstance(fusion.map, TorchVoxelMap):
+                restored = VoxelMap(fusion.map.cfg)
+                restore_voxel_map(restored, component, path)
+                fusion.map.load_voxel_map(restored)
+            else:
+                restore_voxel_map(fusion.map, component, path)
             fusion._version += 1  # the restored map is published at the next period
 
 
