@@ -244,12 +244,8 @@ class VoxelMap:
         Points with any non-finite coordinate or confidence, and points beyond the key
         range (+-2^20 voxels per axis), are dropped and counted in :meth:`stats`.
         """
-        pts, col, conf = self._check_inputs(points, colors, confidence)
-        wts = self._check_weights(weights, len(pts))
-        if sensor_origin is not None:
-            origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)
-            if origin.shape != (3,) or not np.all(np.isfinite(origin)):
-                raise MapError(f"sensor_origin must be 3 finite numbers, got {sensor_origin!r}")
+        pts, col, conf, wts, origin = check_insert_args(points, colors, confidence, weights, sensor_origin)
+        if origin is not None:
             self._origin = origin
             self._origin_given = True
         self._frame += 1
@@ -283,7 +279,8 @@ class VoxelMap:
         self.last_insert = stats
         return stats
 
-    def _check_inputs(self, points, colors, confidence):
+    @staticmethod
+    def _check_inputs(points, colors, confidence):
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] != 3 or not np.issubdtype(pts.dtype, np.floating):
             raise MapError(f"points must be a float (N, 3) array, got shape {pts.shape} dtype {pts.dtype}")
@@ -448,6 +445,20 @@ class VoxelMap:
         """Write the snapshot as a binary PLY through open3d: float xyz, uchar RGB and a
         float ``confidence`` vertex property (ignored by viewers that do not know it)."""
         write_ply(path, *self.snapshot())
+
+
+def check_insert_args(points, colors, confidence, weights=None, sensor_origin=None):
+    """The checked arguments of an insert (raises :class:`MapError`): ``points (N, 3)`` float,
+    ``colors (N, 3) uint8``, ``confidence (N,)`` float, ``weights (N,) float64`` or None and the
+    sensor origin ``(3,) float64`` or None."""
+    pts, col, conf = VoxelMap._check_inputs(points, colors, confidence)
+    wts = VoxelMap._check_weights(weights, len(pts))
+    origin = None
+    if sensor_origin is not None:
+        origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)
+        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+            raise MapError(f"sensor_origin must be 3 finite numbers, got {sensor_origin!r}")
+    return pts, col, conf, wts, origin
 
 
 def write_ply(path: PathLike, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:

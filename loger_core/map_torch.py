@@ -27,7 +27,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .map import _AXIS_BITS, _AXIS_OFFSET, InsertStats, MapConfig, MapError, VoxelMap, write_ply
+from .map import _AXIS_BITS, _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, write_ply
 
 __all__ = ["TorchVoxelMap"]
 
@@ -81,12 +81,9 @@ class TorchVoxelMap:
         """Fuse one frame's points; arguments and drops as :meth:`loger_core.map.VoxelMap.insert`
         (numpy arrays or tensors on any device: ``points (N, 3)`` float, ``colors (N, 3) uint8``,
         ``confidence (N,)``, ``weights (N,)`` whole numbers > 0 or None)."""
-        pts_np, col_np, conf_np = VoxelMap._check_inputs(self, _host(points), _host(colors), _host(confidence))
-        wts_np = VoxelMap._check_weights(_host(weights), len(pts_np)) if weights is not None else None
-        if sensor_origin is not None:
-            origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)
-            if origin.shape != (3,) or not np.all(np.isfinite(origin)):
-                raise MapError(f"sensor_origin must be 3 finite numbers, got {sensor_origin!r}")
+        pts_np, col_np, conf_np, wts_np, origin = check_insert_args(
+            _host(points), _host(colors), _host(confidence), _host(weights), sensor_origin)
+        if origin is not None:
             self._origin = origin
             self._origin_given = True
         self._frame += 1
