@@ -242,3 +242,11 @@ def test_model_choices_are_the_model_configs():
     from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS
 
     assert set(MODEL_CHOICES) == {"auto", *CONFIGS} and set(MODEL_DEFAULTS) == set(CONFIGS)
+
+
+def test_map_device_follows_the_model_and_is_checked():
+    assert NodeParams(device="cpu").resolved_map_device() == "cpu"  # 'auto' on a CPU model: the numpy map
+    assert NodeParams(device="cpu", map_device="cuda:1").resolved_map_device() == "cuda:1"
+    for bad in ("gpu", "cuda:x", ""):
+        with pytest.raises(ParamsError, match="map_device"):
+            NodeParams(map_device=bad)
