@@ -9,7 +9,7 @@ inputs/hour, frames/s in all and per worker, scaling efficiency against one work
 frames/s of one job, peak GPU memory per worker and model loads (0: the workers kept theirs).
 Prints a table and writes JSON (--out).
 
-    python bench/batch_scaling.py                                    # tiny (bundled weights), CPU, 1 and 2 workers
+    python bench/batch_scaling.py                                    # small (bundled weights), CPU, 1 and 2 workers
     python bench/batch_scaling.py --gpus 1 --model loger --frames 1000 --size 640x480
     python bench/batch_scaling.py --gpus 4 --model loger --bags 8 --frames 1000 --size 640x480
 
@@ -32,12 +32,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loger_core.model_selection import BUNDLED_MODEL  # noqa: E402
 from loger_ros.batch import collect_inputs  # noqa: E402
 from loger_ros.batch.runner import BatchOptions, run_batch  # noqa: E402
 from loger_ros.replay import discover_bags  # noqa: E402
 
 
-def make_bags(root: Path, count: int, frames: int, size: tuple[int, int], device: str) -> None:
+def make_bags(root: Path, count: int, frames: int, size: tuple[int, int], device: str, encoding: str = "rgb8") -> None:
     """``count`` synthetic mcap bags ``root/synth_NN/bag_mcap`` made by ``loger-synth``, in a child
     process: the renderer's CUDA context must not sit on a GPU that the workers are measured on."""
     root.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,8 @@ def make_bags(root: Path, count: int, frames: int, size: tuple[int, int], device
             continue
         subprocess.run([sys.executable, "-m", "loger_core.synthetic.cli", "--scene", ("room", "corridor")[i % 2],
                         "--frames", str(frames), "--size", f"{size[0]}x{size[1]}", "--seed", str(100 + i),
-                        "--out", str(path), "--no-folder", "--bag", "mcap", "--device", device, "--quiet"],
+                        "--out", str(path), "--no-folder", "--bag", "mcap", "--device", device, "--quiet",
+                        "--image-encoding", encoding],
                        check=True, cwd=REPO)
 
 
@@ -128,12 +130,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpus", type=int, default=0, help="GPUs to scale over (0: CPU workers)")
     ap.add_argument("--workers", default=None, help="worker counts, e.g. 1,2,4 (default: 1,2 on CPU; 1,2,..,N GPUs)")
-    ap.add_argument("--model", default="tiny", help="model_config (default tiny)")
-    ap.add_argument("--checkpoint", default=None, help="weights (default: bundled for tiny, synthetic otherwise)")
+    ap.add_argument("--model", default=BUNDLED_MODEL, help=f"model_config (default {BUNDLED_MODEL}, the bundled model)")
+    ap.add_argument("--checkpoint", default=None,
+                    help=f"weights (default: bundled for {BUNDLED_MODEL}, synthetic otherwise)")
     ap.add_argument("--bags", type=int, default=8, help="synthetic bags to make (default 8)")
     ap.add_argument("--frames", type=int, default=64, help="frames per synthetic bag (default 64)")
     ap.add_argument("--size", default="160x120", help="camera WIDTHxHEIGHT of the synthetic bags (default 160x120)")
     ap.add_argument("--bags-dir", type=Path, default=None, help="use (and keep) the bags here; made if missing")
+    ap.add_argument("--image-encoding", default="rgb8", choices=("rgb8", "bgr8", "jpeg"),
+                    help="images of the synthetic bags (jpeg: CompressedImage, ~10x smaller bags at 640x480)")
     ap.add_argument("--cpus-per-job", type=float, default=1.0)
     ap.add_argument("--replay-args", default="", help="further loger-replay options, one string")
     ap.add_argument("--out", type=Path, default=Path("bench_results/batch_scaling.json"))
@@ -148,14 +153,16 @@ def main() -> int:
     replay_argv = ["--model", args.model, "--device", device, "--no-bag", *shlex.split(args.replay_args)]
     if args.checkpoint:
         replay_argv += ["--checkpoint", args.checkpoint]
-    elif args.model != "tiny":
+    elif args.model != BUNDLED_MODEL:
         replay_argv.append("--synthetic-weights")
     work = Path(tempfile.mkdtemp(prefix="loger_batch_bench_"))
     bags_dir = args.bags_dir or work / "bags"
     try:
         t0 = time.perf_counter()
-        make_bags(bags_dir, args.bags, args.frames, (width, height), "cuda" if args.gpus else "cpu")
+        make_bags(bags_dir, args.bags, args.frames, (width, height), "cuda" if args.gpus else "cpu",
+                  args.image_encoding)
         make_s = time.perf_counter() - t0
+        print(f"{args.bags} bags of {args.frames} frames ready in {make_s:.1f} s", flush=True)
         # Bags only: a loger-synth output folder is also an image folder, which loger-batch would map
         # with loger-reconstruct instead.
         bags = collect_inputs([str(b) for b in discover_bags(bags_dir)])

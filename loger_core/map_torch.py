@@ -209,15 +209,15 @@ class TorchVoxelMap:
         """``points (M, 3) float32`` voxel means (world frame), ``colors (M, 3) uint8``,
         ``confidence (M,) float32``, on the host, in key order."""
         colors = torch.clamp(torch.round(self._col), 0, 255).to(torch.uint8)
-        return self._pos.cpu().numpy(), colors.cpu().numpy(), self._conf.cpu().numpy()
+        return _copy_to_host(self._pos), colors.cpu().numpy(), _copy_to_host(self._conf)
 
     def hit_counts(self) -> np.ndarray:
         """``(M,) int64`` points merged into each voxel, in snapshot order."""
-        return self._count.cpu().numpy()
+        return _copy_to_host(self._count)
 
     def last_seen(self) -> np.ndarray:
         """``(M,) int64`` insert index that last touched each voxel, in snapshot order."""
-        return self._seen.cpu().numpy()
+        return _copy_to_host(self._seen)
 
     def stats(self) -> dict:
         """As :meth:`VoxelMap.stats` (``table_size`` 0: no hash table; ``capacity`` = voxels)."""
@@ -271,6 +271,11 @@ class TorchVoxelMap:
         self._dropped = dict(vmap._dropped)
         self._origin = None if vmap._origin is None else np.array(vmap._origin, dtype=np.float64)
         self._origin_given = vmap._origin_given
+
+
+def _copy_to_host(t: torch.Tensor) -> np.ndarray:
+    """A numpy copy (on the CPU ``.cpu()`` returns the map's own memory, which later inserts change)."""
+    return t.cpu().numpy() if t.device.type != "cpu" else t.numpy().copy()
 
 
 def _host(x):

@@ -76,6 +76,18 @@ def test_tensor_map_evicts_as_the_numpy_map(policy):
     _assert_same(got, ref)
 
 
+def test_tensor_map_snapshots_are_copies():
+    got = TorchVoxelMap(MapConfig(voxel_size=0.05))
+    frames = _frames(n_frames=2, seed=2, bad=False)
+    got.insert(*frames[0][:3])
+    pts, col, conf = got.snapshot()
+    counts, seen = got.hit_counts(), got.last_seen()
+    kept = [a.copy() for a in (pts, col, conf, counts, seen)]
+    got.insert(frames[0][0] + 0.01, *frames[0][1:3])  # the same voxels again: updated in place
+    for a, b in zip((pts, col, conf, counts, seen), kept):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_tensor_map_refuses_bad_input_like_the_numpy_map():
     got = TorchVoxelMap(MapConfig())
     with pytest.raises(MapError, match="points must be a float"):
