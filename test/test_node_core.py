@@ -667,6 +667,9 @@ def test_real_tiny_model_streams_provisional_then_committed_poses():
     core.flush()
     assert len(core.trajectory()) == 6 and len(core.fusion) > 0
     assert torch.is_tensor(next(model.parameters()))
+    values = core.diagnostics_values()  # what an integrator reads when odometry is sparse
+    assert values["stream_provisional_runs"] == stream.stats.provisional_runs > 0
+    assert values["stream_provisional_deferred"] == 0 and values["map_device"] == "cpu"
 
 
 # ------------------------------------------------------------------ model selection in diagnostics

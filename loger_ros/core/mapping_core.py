@@ -677,6 +677,7 @@ class MappingCore:
                 "result_errors": c.result_errors,
                 "resets": c.resets,
                 "map_points": len(self.fusion),
+                "map_device": str(getattr(self.fusion.map, "device", "cpu")),
                 "map_backlog_windows": self.fusion.backlog(),
                 "trajectory_poses": len(self._traj_stamps),
             }
@@ -687,6 +688,11 @@ class MappingCore:
             values["stream_windows_run"] = stats.windows_run
             values["stream_frames_dropped_nonfinite"] = stats.frames_dropped_nonfinite
             values["stream_memory_state_mib"] = stats.state_bytes / 2**20
+            # Why odometry comes less often than provisional_every asks: passes held back while
+            # frames were queued, and passes thinned out by provisional_budget.
+            values["stream_provisional_runs"] = stats.provisional_runs
+            values["stream_provisional_deferred"] = stats.provisional_deferred
+            values["stream_provisional_skipped_budget"] = stats.provisional_skipped_budget
         with self._lock:
             est = self._scale_estimate
         if est is not None:
