@@ -35,7 +35,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_case(scene: str, trajectory: str, width: int, height: int, frames: int, device: str, threads) -> dict:
+def bench_case(scene: str, trajectory: str, width: int, height: int, frames: int, device: str, threads,
+               batch: int = 16) -> dict:
     cfg = SynthConfig(scene=scene, trajectory=trajectory, frames=frames + 1, width=width, height=height, seed=0)
     t0 = time.perf_counter()
     setup = prepare(cfg)
@@ -54,6 +55,14 @@ def bench_case(scene: str, trajectory: str, width: int, height: int, frames: int
         out.rgb.cpu().numpy()
         out.depth.cpu().numpy()
     pipeline_s = time.perf_counter() - t0
+    # All views in batches (render_batch: what render_many and the training data use on CUDA).
+    renderer.render_batch(setup.poses[1:1 + batch])
+    _sync(device)
+    t0 = time.perf_counter()
+    for s in range(1, len(setup.poses), batch):
+        renderer.render_batch(setup.poses[s:s + batch])
+    _sync(device)
+    batch_s = time.perf_counter() - t0
     return {
         "scene": scene,
         "trajectory": trajectory,
@@ -66,6 +75,8 @@ def bench_case(scene: str, trajectory: str, width: int, height: int, frames: int
         "setup_s": round(setup_s, 4),
         "render_fps": round(frames / render_s, 2),
         "pipeline_fps": round(frames / pipeline_s, 2),
+        "batch": batch,
+        "batch_render_fps": round(frames / batch_s, 2),
         "ms_per_frame": round(1000 * render_s / frames, 3),
     }
 
@@ -78,6 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
     p.add_argument("--scenes", default=",".join(s for s, _ in CASES), help="subset of room,corridor,street,loop")
+    p.add_argument("--batch", type=int, default=16, help="views per render_batch call")
     p.add_argument("--out", default="synth_speed.json", help="JSON results file")
     args = p.parse_args(argv)
     width, height = parse_size(args.size)
@@ -92,7 +104,7 @@ def main(argv=None) -> int:
     results = []
     header = (
         f"{'scene':9s} {'trajectory':13s} {'device':6s} {'thr':>3s} {'boxes':>6s} "
-        f"{'render fps':>11s} {'pipeline fps':>13s} {'ms/frame':>9s}"
+        f"{'render fps':>11s} {'pipeline fps':>13s} {'ms/frame':>9s} {'batch fps':>10s}"
     )
     print(f"synthetic renderer speed, {width}x{height}, {args.frames} frames per case")
     print(header)
@@ -101,11 +113,11 @@ def main(argv=None) -> int:
         if scene not in wanted:
             continue
         for device, threads in devices:
-            r = bench_case(scene, trajectory, width, height, args.frames, device, threads)
+            r = bench_case(scene, trajectory, width, height, args.frames, device, threads, args.batch)
             results.append(r)
             thr = "-" if r["threads"] is None else str(r["threads"])
             print(f"{scene:9s} {trajectory:13s} {device:6s} {thr:>3s} {r['boxes']:6d} {r['render_fps']:11.1f} "
-                  f"{r['pipeline_fps']:13.1f} {r['ms_per_frame']:9.2f}", flush=True)
+                  f"{r['pipeline_fps']:13.1f} {r['ms_per_frame']:9.2f} {r['batch_render_fps']:10.1f}", flush=True)
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -124,6 +124,22 @@ def test_tiling_does_not_change_the_image():
     assert torch.equal(a.rgb, b.rgb)
 
 
+@pytest.mark.parametrize("scene,trajectory", [("room", "handheld"), ("street", "car"), ("loop", "car")])
+def test_batched_views_equal_views_rendered_one_by_one(scene, trajectory):
+    """render_batch (what CUDA uses: one set of kernels for many views, no tiles) gives the very
+    images of render() (tiled) for each view: depth, face ids and colours bit for bit."""
+    setup = prepare(_cfg(scene=scene, trajectory=trajectory, frames=9, width=40, height=30, seed=4))
+    renderer = setup.renderer(40, 30, "cpu")
+    batched = renderer.render_batch(setup.poses)
+    assert len(batched) == 9 and renderer.render_batch([]) == []
+    for pose, b in zip(setup.poses, batched):
+        a = renderer.render(pose)
+        assert torch.equal(a.depth, b.depth) and torch.equal(a.face, b.face) and torch.equal(a.rgb, b.rgb)
+    assert any(torch.isfinite(b.depth).any() for b in batched)
+    with pytest.raises(SynthError, match="T_world_cam"):
+        renderer.render_batch([setup.poses[0], np.full((4, 4), np.nan)])
+
+
 # ------------------------------------------------------------ multi-view
 def _reprojection(setup, renderer, i, j, T_j=None):
     """Reproject frame i's depth into frame j; returns (relative depth errors on pixels

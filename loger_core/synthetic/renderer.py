@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -322,15 +322,7 @@ class Renderer:
 
         if vis.size:
             tang = FACE_TANGENTS[f.axis[vis]]
-            o_t = o[tang]
-            lo, hi = f.lo[vis] - o_t, f.hi[vis] - o_t
-            finite = np.isfinite(lo) & np.isfinite(hi)
-            # Bounds as centre +- half-width; infinite extents become 0 +- inf.
-            with np.errstate(invalid="ignore"):
-                mid = np.where(finite, 0.5 * (lo + hi), 0.0)
-                half = np.where(finite, 0.5 * (hi - lo), np.inf)
-            params = np.column_stack([f.plane[vis] - o[f.axis[vis]], mid[:, 0], half[:, 0], mid[:, 1], half[:, 1]])
-            params_t = torch.from_numpy(params.astype(np.float32)).to(dev)
+            params_t = torch.from_numpy(self._face_params(vis, o)).to(dev)
             axes_t = torch.from_numpy(np.column_stack([f.axis[vis], tang])).to(dev)
             tr = self._tile_rects
             overlap = (
@@ -363,13 +355,158 @@ class Renderer:
             face=face[raster].reshape(H, W),
         )
 
+    # ------------------------------------------------------------------ batch
+    def render_many(self, poses: Sequence[np.ndarray], batch: int = 16) -> Iterator[RenderOutput]:
+        """The views of ``poses`` in order: batched (:meth:`render_batch`, ``batch`` views per call)
+        on CUDA, one by one with screen tiles on the CPU, where that is faster. Same images."""
+        if self.device.type == "cpu" or batch <= 1:
+            for pose in poses:
+                yield self.render(pose)
+            return
+        poses = list(poses)
+        for s in range(0, len(poses), batch):
+            yield from self.render_batch(poses[s : s + batch])
+
+    def render_batch(self, poses: Sequence[np.ndarray]) -> list[RenderOutput]:
+        """Render several views at once: the same images as :meth:`render` one by one, with one set
+        of kernels for the whole batch instead of one per view (on a GPU the per-view work is too
+        small to fill the device: launches, not arithmetic, set the speed). Every view is
+        intersected with its own visible faces, padded to the batch's largest set; no screen
+        tiles. Memory: about ``len(poses) * pixels`` x (13 floats) plus the face blocks."""
+        Ts = [np.asarray(T, dtype=np.float64) for T in poses]
+        for T in Ts:
+            if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+                raise SynthError(f"T_world_cam must be a finite (4, 4) matrix, got shape {T.shape}")
+        if not Ts:
+            return []
+        previous = torch.get_num_threads()
+        if self.device.type == "cpu" and self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                return self._render_batch(Ts)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _render_batch(self, Ts: list[np.ndarray]) -> list[RenderOutput]:
+        dev, f = self.device, self.faces
+        B, N = len(Ts), self._rays_cam.shape[0]
+        views = []
+        for T in Ts:
+            R, o = T[:3, :3], T[:3, 3]
+            vis, _ = self._visible_faces(R, o)
+            views.append((R, o, vis, self._face_params(vis, o)))
+        F_max = max(1, max(v[2].size for v in views))
+        params = np.zeros((B, F_max, 5), np.float32)
+        params[:, :, 2] = params[:, :, 4] = -1.0  # padding faces: a negative half-width is never hit
+        axes = np.zeros((B, F_max, 3), np.int64)
+        for b, (_, _, vis, p) in enumerate(views):
+            params[b, : vis.size] = p
+            axes[b, : vis.size, 0] = f.axis[vis]
+            axes[b, : vis.size, 1:] = FACE_TANGENTS[f.axis[vis]]
+        R_t = torch.from_numpy(np.stack([v[0].T for v in views]).astype(np.float32)).to(dev)
+        rays = torch.matmul(self._rays_cam, R_t)  # (B, N, 3) world directions, as render()'s
+        inv = 1.0 / rays
+        depth, local = self._intersect_batch(rays, inv, torch.from_numpy(params).to(dev),
+                                             torch.from_numpy(axes).to(dev))
+        rgb = self._shade_batch(rays, depth, local, [(v[2], v[1]) for v in views], F_max)
+        raster = self._inverse
+        H, W = self.height, self.width
+        out = []
+        for b, (_, _, vis, _) in enumerate(views):
+            face = torch.from_numpy(np.append(vis, -1)).to(dev)[local[b]]
+            out.append(RenderOutput(rgb=rgb[b][raster].reshape(H, W, 3), depth=depth[b][raster].reshape(H, W),
+                                    face=face[raster].reshape(H, W)))
+        return out
+
+    def _face_params(self, vis: np.ndarray, o: np.ndarray) -> np.ndarray:
+        """``(F, 5) float32`` (plane, mid_u, half_u, mid_v, half_v) of faces ``vis`` relative to ``o``."""
+        f = self.faces
+        tang = FACE_TANGENTS[f.axis[vis]]
+        o_t = o[tang]
+        lo, hi = f.lo[vis] - o_t, f.hi[vis] - o_t
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        # Bounds as centre +- half-width; infinite extents become 0 +- inf.
+        with np.errstate(invalid="ignore"):
+            mid = np.where(finite, 0.5 * (lo + hi), 0.0)
+            half = np.where(finite, 0.5 * (hi - lo), np.inf)
+        params = np.column_stack([f.plane[vis] - o[f.axis[vis]], mid[:, 0], half[:, 0], mid[:, 1], half[:, 1]])
+        return params.astype(np.float32)
+
+    def _intersect_batch(self, rays: torch.Tensor, inv: torch.Tensor, params: torch.Tensor,
+                         axes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_intersect_tile` with a leading view dimension: ``rays``/``inv`` ``(B, N, 3)``,
+        ``params (B, F, 5)``, ``axes (B, F, 3)``; returns ``(t (B, N), local face (B, N))``."""
+        B, N, _ = rays.shape
+        step = max(1, _BLOCK_ELEMS[self.device.type] // (B * N))
+        best_t = best_id = None
+        for s in range(0, params.shape[1], step):
+            p = params[:, None, s : s + step]  # (B, 1, F, 5)
+            ax = axes[:, s : s + step]
+            F_ = ax.shape[1]
+
+            def along(x, k):  # x[b, n, ax[b, f, k]] as (B, N, F)
+                return torch.gather(x, 2, ax[:, None, :, k].expand(B, N, F_))
+
+            t = p[..., 0] * along(inv, 0)
+            q1 = torch.addcmul(-p[..., 1], t, along(rays, 1)).abs_()
+            q2 = torch.addcmul(-p[..., 3], t, along(rays, 2)).abs_()
+            ok = (q1 <= p[..., 2]).logical_and_(q2 <= p[..., 4]).logical_and_(t > _NEAR)
+            t.masked_fill_(ok.logical_not_(), math.inf)
+            tmin, arg = t.min(dim=2)
+            arg = arg + s
+            if best_t is None:
+                best_t, best_id = tmin, arg
+            else:
+                better = tmin < best_t
+                best_t = torch.where(better, tmin, best_t)
+                best_id = torch.where(better, arg, best_id)
+        best_id = torch.where(torch.isinf(best_t), -1, best_id)
+        return best_t, best_id
+
+    def _shade_batch(self, rays: torch.Tensor, depth: torch.Tensor, local: torch.Tensor,
+                     views: list[tuple[np.ndarray, np.ndarray]], F_max: int) -> torch.Tensor:
+        """:meth:`_shade` of ``B`` views at once (per-view face tables stacked, ``F_max + 1`` rows each,
+        the last one for misses); returns ``(B, N, 3) uint8``."""
+        B, N, _ = rays.shape
+        tables, axes, bases = [], [], []
+        for vis, o in views:
+            rows = np.full(F_max + 1, len(self.faces))
+            rows[: vis.size] = vis
+            table = np.zeros((F_max + 1, 4 + self._face_static.shape[1]), np.float32)
+            table[: vis.size + 1] = self._shade_table(vis, o)
+            table[vis.size + 1 :] = table[vis.size]  # padding rows are never hit
+            tables.append(table)
+            axes.append(self._face_axes[rows])
+            bases.append(self._face_base[rows])
+        miss = local < 0
+        # Row of each ray in the stacked tables: its view's block, its face's row or the miss row.
+        offset = (torch.arange(B, device=self.device) * (F_max + 1))[:, None]
+        idx = (torch.where(miss, F_max, local) + offset).reshape(-1)
+        return self._shade_rows(
+            rays.reshape(B * N, 3), depth.reshape(-1), miss.reshape(-1),
+            torch.from_numpy(np.concatenate(tables)).to(self.device).index_select(0, idx),
+            torch.from_numpy(np.concatenate(axes)).to(self.device).index_select(0, idx),
+            torch.from_numpy(np.concatenate(bases)).to(self.device).index_select(0, idx),
+            self._foot_k.repeat(B), self._ray_norm.repeat(B),
+        ).reshape(B, N, 3)
+
     # --------------------------------------------------------------- shading
     def _shade(
         self, rays: torch.Tensor, depth: torch.Tensor, local: torch.Tensor, vis: np.ndarray, o: np.ndarray
     ) -> torch.Tensor:
         dev = self.device
+        rows = np.append(vis, len(self.faces))
+        miss = local < 0
+        idx = torch.where(miss, vis.size, local)
+        g = torch.from_numpy(self._shade_table(vis, o)).to(dev).index_select(0, idx)
+        axes = torch.from_numpy(self._face_axes[rows]).to(dev).index_select(0, idx)
+        base = torch.from_numpy(self._face_base[rows]).to(dev).index_select(0, idx)
+        return self._shade_rows(rays, depth, miss, g, axes, base, self._foot_k, self._ray_norm)
+
+    def _shade_table(self, vis: np.ndarray, o: np.ndarray) -> np.ndarray:
+        """``(F + 1, 13) float32`` shading table of faces ``vis`` seen from ``o``; the last row is for misses."""
         f = self.faces
-        n_vis = vis.size
         # Per-face texture phase at the camera centre, in float64 and wrapped to one
         # period so that texture coordinates stay precise far from the world origin.
         tang = FACE_TANGENTS[f.axis[vis]]
@@ -378,19 +515,19 @@ class Renderer:
         det_phase = np.mod(o_t * f.inv_detail_scale[vis, None] + 0.37 * f.tex_offset[vis], 1.0)
         dyn = np.vstack([np.column_stack([tex_phase, det_phase]), np.zeros((1, 4))])
         rows = np.append(vis, len(f))
-        table = np.column_stack([dyn, self._face_static[rows]]).astype(np.float32)
-        miss = local < 0
-        idx = torch.where(miss, n_vis, local)
-        g = torch.from_numpy(table).to(dev).index_select(0, idx)
-        axes = torch.from_numpy(self._face_axes[rows]).to(dev).index_select(0, idx)
-        base = torch.from_numpy(self._face_base[rows]).to(dev).index_select(0, idx)
+        return np.column_stack([dyn, self._face_static[rows]]).astype(np.float32)
+
+    def _shade_rows(self, rays, depth, miss, g, axes, base, foot_k, ray_norm) -> torch.Tensor:
+        """Colour of each ray ``(n, 3) uint8`` from its hit depth and its face's rows of the shading
+        table ``g``, axes and texture bases (miss rows for rays that hit nothing)."""
+        dev = self.device
         t = torch.where(miss, 0.0, depth)
         d_a = rays.gather(1, axes[:, 0:1]).squeeze(1).abs_().clamp_min_(1e-6)
         p_u = t * rays.gather(1, axes[:, 1:2]).squeeze(1)
         p_v = t * rays.gather(1, axes[:, 2:3]).squeeze(1)
         # Pixel footprint on the surface (m): range / focal, stretched by the obliquity
         # (geometric mean of the two footprint axes keeps grazing surfaces sharp enough).
-        footprint = t.mul(self._foot_k).mul_(d_a.rsqrt_())
+        footprint = t.mul(foot_k).mul_(d_a.rsqrt_())
         # table columns: 0-1 tex phase, 2-3 detail phase, 4-5 inv scale, 6 inv detail
         # scale, 7 detail strength, 8-10 tint*shade, 11 tex level scale, 12 det level scale
         tex = self._sample(
@@ -406,7 +543,7 @@ class Renderer:
         strength = g[:, 7]
         colour = tex * (g[:, 8:11] * (1.0 + strength * (2.0 * det - 1.0))[:, None])
         if self.scene.outdoor:
-            up = (rays[:, 2] / self._ray_norm).clamp(0.0, 1.0).sqrt()[:, None]
+            up = (rays[:, 2] / ray_norm).clamp(0.0, 1.0).sqrt()[:, None]
             sky = self._sky[0] * (1.0 - up) + self._sky[1] * up
         else:
             sky = torch.zeros(3, device=dev)

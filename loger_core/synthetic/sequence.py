@@ -95,7 +95,8 @@ def prepare(cfg: SynthConfig) -> SynthSetup:
 def generate_sequence(
     cfg: SynthConfig, device: Union[str, torch.device, None] = None, threads: Optional[int] = 1
 ) -> Iterator[SynthFrame]:
-    """Render ``cfg.frames`` frames lazily (one at a time; long sequences fit in memory).
+    """Render ``cfg.frames`` frames lazily (one at a time, on CUDA a batch at a time; long sequences fit
+    in memory).
 
     Args:
         cfg: the sequence.
@@ -107,8 +108,7 @@ def generate_sequence(
     """
     setup = prepare(cfg)
     renderer = setup.renderer(cfg.width, cfg.height, device, threads=threads)
-    for pose, stamp in zip(setup.poses, setup.stamps_ns):
-        out = renderer.render(pose)
+    for pose, stamp, out in zip(setup.poses, setup.stamps_ns, renderer.render_many(setup.poses)):
         yield SynthFrame(
             rgb=out.rgb.cpu().numpy(),
             depth=out.depth.cpu().numpy(),

@@ -219,8 +219,7 @@ class SyntheticClipSource:
         setup = prepare(synth)
         renderer = setup.renderer(synth.width, synth.height, self.device)
         rgbs, depths = [], []
-        for pose in setup.poses:
-            out = renderer.render(pose)
+        for out in renderer.render_many(setup.poses):
             rgbs.append(out.rgb)
             depths.append(out.depth)
         rgb = torch.stack(rgbs).permute(0, 3, 1, 2).float()  # (F, 3, fH, fW)
