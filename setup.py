@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "loger_node = loger_ros.node:main",
+            "loger_lifecycle_node = loger_ros.lifecycle_node:main",
             "loger-replay = loger_ros.replay:main",
             "loger-reconstruct = loger_core.cli.reconstruct:main",
             "loger-synth = loger_core.synthetic.cli:main",

@@ -11,6 +11,7 @@ escalates to SIGTERM (it covers the node's ``shutdown_timeout_s``, 10 s by defau
 ``publish_camera_tf:=true`` two static transforms describe the camera mount:
 ``base_frame -> camera_link`` (``camera_x/y/z/roll/pitch/yaw``, REP-103 body axes) and
 ``camera_link -> camera_frame`` (the fixed optical rotation, z forward / x right / y down).
+``lifecycle:=true`` runs the managed node ``loger_lifecycle_node`` instead (configure, activate).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -80,10 +81,12 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(argument).perform(context)
         if value != "":
             remappings.append((topic, value))
+    managed = LaunchConfiguration("lifecycle").perform(context).strip().lower() in ("true", "1", "yes")
     return [
         Node(
             package="loger_ros",
-            executable="loger_node",
+            # The managed variant waits in 'unconfigured' for configure / activate (lifecycle_node.py).
+            executable="loger_lifecycle_node" if managed else "loger_node",
             name="loger",
             output="screen",
             emulate_tty=True,
@@ -100,6 +103,9 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS 2 parameter file"),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="run the managed node (loger_lifecycle_node): it maps only after "
+                                          "configure and activate, e.g. from Nav2's lifecycle_manager"),
         DeclareLaunchArgument("sigterm_timeout", default_value=SIGTERM_TIMEOUT_S,
                               description="seconds the node gets after SIGINT to save its map before SIGTERM"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description=ARGUMENT_HELP["use_sim_time"]),

@@ -99,17 +99,17 @@ class GuardedLogger:
             self._fallback.error(text)
 
 
-class LogerNode(Node):
-    """Parameters, subscriptions, publishers, TF, services and timers around one MappingCore."""
+class MappingShell:
+    """What both node flavours (:class:`LogerNode`, and the managed ``loger_ros.lifecycle_node``) do
+    around one MappingCore; mixed into an rclpy ``Node`` subclass."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
-        self.log = GuardedLogger(self.get_logger())
-        self.params = self._declare_parameters()
-        self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
-        self._tf_broadcaster = TransformBroadcaster(self)
-        self._static_broadcaster = StaticTransformBroadcaster(self)
+    def _setup_outputs(self) -> None:
+        """TF, publishers, services, the diagnostics timer and the core (which loads the model)."""
+        if not hasattr(self, "_tf_buffer"):  # once per node (a managed node can be configured again)
+            self._tf_buffer = Buffer()
+            self._tf_listener = TransformListener(self._tf_buffer, self)
+            self._tf_broadcaster = TransformBroadcaster(self)
+            self._static_broadcaster = StaticTransformBroadcaster(self)
         self.core = MappingCore(self.params, RclpyFactory(), lookup=self._lookup, logger=self.log)
         self._publishers_by_channel = {
             "odom": self.create_publisher(Odometry, OUTPUT_TOPICS["odom"], 10),
@@ -119,13 +119,14 @@ class LogerNode(Node):
             "grid": self.create_publisher(OccupancyGrid, OUTPUT_TOPICS["grid"], _MAP_QOS),
             "diagnostics": self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10),
         }
-        self._subscribe()
         services = ReentrantCallbackGroup()
-        self.create_service(Trigger, SERVICES["reset"], self._on_reset, callback_group=services)
-        self.create_service(Trigger, SERVICES["save_map"], self._on_save_map, callback_group=services)
-        self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        self.core.start(self._dispatch, self._clock_ns)
+        self._shell_services = [
+            self.create_service(Trigger, SERVICES["reset"], self._on_reset, callback_group=services),
+            self.create_service(Trigger, SERVICES["save_map"], self._on_save_map, callback_group=services)]
+        self._shell_timers = [self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
+                                               callback_group=MutuallyExclusiveCallbackGroup())]
+
+    def _log_ready(self) -> None:
         selection = self.core.selection.describe() if self.core.selection is not None else self.params.model_config
         self.log.info(
             f"{READY_MESSAGE}: mapping {self.params.image_topic} with {selection} "
@@ -148,25 +149,31 @@ class LogerNode(Node):
         return NodeParams.from_mapping(values, source=f"parameters of {self.get_fully_qualified_name()}")
 
     # ---------------------------------------------------------- subscriptions
+    def _unsubscribe(self) -> None:
+        for sub in getattr(self, "_input_subscriptions", []):
+            self.destroy_subscription(sub)
+        self._input_subscriptions = []
+
     def _subscribe(self) -> None:
         p = self.params
         inputs = ReentrantCallbackGroup()
         advertised = dict(self.get_topic_names_and_types()).get(self.resolve_topic_name(p.image_topic))
         transport = resolve_image_transport(p.image_transport, p.image_topic, advertised)
         compressed = transport == "compressed"
-        self.create_subscription(
+        subs = [self.create_subscription(
             CompressedImage if compressed else Image, p.image_topic,
-            lambda msg: self.core.on_image(msg, compressed), qos_profile_sensor_data, callback_group=inputs)
+            lambda msg: self.core.on_image(msg, compressed), qos_profile_sensor_data, callback_group=inputs)]
         self.log.info(f"image input: {p.image_topic} ({transport})")
         if p.camera_info_topic:
-            self.create_subscription(CameraInfo, p.camera_info_topic, self.core.on_camera_info,
-                                     qos_profile_sensor_data, callback_group=inputs)
+            subs.append(self.create_subscription(CameraInfo, p.camera_info_topic, self.core.on_camera_info,
+                                                 qos_profile_sensor_data, callback_group=inputs))
         if p.depth_topic:
-            self.create_subscription(Image, p.depth_topic, self.core.on_depth, qos_profile_sensor_data,
-                                     callback_group=inputs)
+            subs.append(self.create_subscription(Image, p.depth_topic, self.core.on_depth, qos_profile_sensor_data,
+                                                 callback_group=inputs))
         if p.odometry_topic:
-            self.create_subscription(Odometry, p.odometry_topic, self.core.on_odometry, qos_profile_sensor_data,
-                                     callback_group=inputs)
+            subs.append(self.create_subscription(Odometry, p.odometry_topic, self.core.on_odometry,
+                                                 qos_profile_sensor_data, callback_group=inputs))
+        self._input_subscriptions = subs
 
     # -------------------------------------------------------------- publishing
     def _clock_ns(self) -> int:
@@ -254,6 +261,20 @@ class LogerNode(Node):
                 self.log.error(f"saving the map on shutdown failed: {err}")
 
 
+class LogerNode(MappingShell, Node):
+    """Parameters, subscriptions, publishers, TF, services and timers around one MappingCore; maps
+    from construction on (the managed variant is ``loger_ros.lifecycle_node``)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.log = GuardedLogger(self.get_logger())
+        self.params = self._declare_parameters()
+        self._setup_outputs()
+        self._subscribe()
+        self.core.start(self._dispatch, self._clock_ns)
+        self._log_ready()
+
+
 def _install_signal_handlers(on_signal: Callable[[str], None]) -> None:
     """SIGINT and SIGTERM request a graceful shutdown (rclpy's own handlers are off: they would shut
     the context down before the map is saved and published)."""
@@ -264,8 +285,9 @@ def _install_signal_handlers(on_signal: Callable[[str], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(args: Optional[list[str]] = None) -> int:
-    """Console script ``loger_node``: 0 after a clean or signalled shutdown, 2 when it cannot start."""
+def main(args: Optional[list[str]] = None, node_class: Optional[Callable[[], Node]] = None) -> int:
+    """Console script ``loger_node``: 0 after a clean or signalled shutdown, 2 when it cannot start.
+    ``node_class``: the node to run (default :class:`LogerNode`)."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     requested: list[str] = []
     stop = threading.Event()
@@ -276,11 +298,11 @@ def main(args: Optional[list[str]] = None) -> int:
 
     _install_signal_handlers(on_signal)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node: Optional[LogerNode] = None
+    node: Optional[MappingShell] = None
     executor: Optional[MultiThreadedExecutor] = None
     code = 0
     try:
-        node = LogerNode()
+        node = (node_class or LogerNode)()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():

@@ -80,17 +80,27 @@ def test_loger_launch_maps_arguments_onto_real_parameters():
     assert {"checkpoint", "device", "image_topic", "camera_info_topic"} <= declared
 
 
+def _executables(node_keywords: dict) -> set:
+    """The executable names a launch ``Node(...)`` may run (a literal, or the literals of a conditional)."""
+    return {n.value for n in ast.walk(node_keywords["executable"]) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
 def test_loger_launch_starts_the_node_with_the_yaml_and_the_camera_mount():
     tree = _tree(LAUNCH)
     nodes = [_keywords(c) for c in _calls(tree, "Node")]
-    loger = [n for n in nodes if ast.literal_eval(n["executable"]) == "loger_node"]
+    loger = [n for n in nodes if "loger_node" in _executables(n)]
     assert len(loger) == 1
+    # lifecycle:=true runs the managed node instead, a console script of this package.
+    assert _executables(loger[0]) == {"loger_node", "loger_lifecycle_node"}
+    assert "lifecycle" in _declared_arguments(tree)
+    scripts = (REPO / "setup.py").read_text()
+    assert "loger_lifecycle_node = loger_ros.lifecycle_node:main" in scripts and "loger_node = loger_ros.node:main" in scripts
     assert ast.literal_eval(loger[0]["name"]) == NODE_NAME  # the YAML key must match the node name
     assert "params_file" in ast.unparse(loger[0]["parameters"])
     yaml_path = [ast.literal_eval(a) for c in _calls(tree, "PathJoinSubstitution") for a in c.args[0].elts[1:]]
     assert ["config", "loger.yaml"] in [yaml_path[i:i + 2] for i in range(len(yaml_path))]
     assert (REPO / "config" / "loger.yaml").is_file()
-    static = [n for n in nodes if ast.literal_eval(n["executable"]) == "static_transform_publisher"]
+    static = [n for n in nodes if _executables(n) == {"static_transform_publisher"}]
     assigned = {t.id: ast.unparse(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
                 for t in n.targets if isinstance(t, ast.Name)}
     conditions = [assigned.get(ast.unparse(n["condition"]), ast.unparse(n["condition"])) for n in static]
@@ -144,7 +154,7 @@ def test_replay_launch_starts_playback_when_the_node_is_ready():
 
 def test_launch_gives_the_node_time_to_save_the_map():
     tree = _tree(LAUNCH)
-    node = next(_keywords(c) for c in _calls(tree, "Node") if ast.literal_eval(_keywords(c)["executable"]) == "loger_node")
+    node = next(_keywords(c) for c in _calls(tree, "Node") if "loger_node" in _executables(_keywords(c)))
     assert ast.unparse(node["sigterm_timeout"]) == "LaunchConfiguration('sigterm_timeout')"
     assert "sigterm_timeout" in _declared_arguments(tree)
     assert float(_module_constant(tree, "SIGTERM_TIMEOUT_S")) >= DEFAULTS.shutdown_timeout_s + 5

@@ -231,10 +231,10 @@ class Client:
     def wait_for_subscriber(self, timeout_s: float = 60.0) -> None:
         self.wait_until(lambda: self.image_pub.get_subscription_count() > 0, timeout_s, "the node's image subscription")
 
-    def call(self, srv_type, name: str, timeout_s: float = 30.0):
+    def call(self, srv_type, name: str, timeout_s: float = 30.0, request=None):
         client = self.node.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-        future = client.call_async(srv_type.Request())
+        future = client.call_async(request if request is not None else srv_type.Request())
         deadline = time.monotonic() + timeout_s
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.05)
