@@ -241,11 +241,15 @@ class TorchVoxelMap:
     def to_voxel_map(self) -> VoxelMap:
         """The same map as a CPU :class:`VoxelMap` (sessions, or a fallback when the device fails)."""
         vmap = VoxelMap(self.cfg)
-        n = len(self)
+        # Voxels with no point yet can only be the remains of an insert that failed half-way.
+        arrays = [a.cpu() for a in self._arrays()]
+        filled = arrays[4] > 0
+        arrays = [a[filled].numpy() for a in arrays]
+        n = len(arrays[0])
         if n:
             vmap._grow_storage(n)
-            for name, arr in zip(("_keys", "_pos", "_col", "_conf", "_count", "_seen"), self._arrays()):
-                getattr(vmap, name)[:n] = arr.cpu().numpy()
+            for name, arr in zip(("_keys", "_pos", "_col", "_conf", "_count", "_seen"), arrays):
+                getattr(vmap, name)[:n] = arr
             vmap._n = n
             bits = vmap._bits
             while 2 * n > (1 << bits):

@@ -475,6 +475,10 @@ class NodeParams:
     def resolved_map_device(self) -> str:
         """'cpu' or the CUDA device of the voxel map (``map_device``; 'auto' follows the model)."""
         if self.map_device != "auto":
+            import torch
+
+            if self.map_device.startswith("cuda") and not torch.cuda.is_available():
+                raise ParamsError(f"map_device {self.map_device!r} but CUDA is not available here: use 'auto' or 'cpu'")
             return self.map_device
         try:
             device = self.stream_config().torch_device()

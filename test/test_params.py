@@ -6,6 +6,7 @@ import py_compile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from loger_core.model_selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
@@ -246,7 +247,11 @@ def test_model_choices_are_the_model_configs():
 
 def test_map_device_follows_the_model_and_is_checked():
     assert NodeParams(device="cpu").resolved_map_device() == "cpu"  # 'auto' on a CPU model: the numpy map
-    assert NodeParams(device="cpu", map_device="cuda:1").resolved_map_device() == "cuda:1"
+    if torch.cuda.is_available():
+        assert NodeParams(device="cpu", map_device="cuda:0").resolved_map_device() == "cuda:0"
+    else:  # a clear refusal at start-up, not a CUDA error at the first fused window
+        with pytest.raises(ParamsError, match="map_device 'cuda:1' but CUDA is not available"):
+            NodeParams(device="cpu", map_device="cuda:1").resolved_map_device()
     for bad in ("gpu", "cuda:x", ""):
         with pytest.raises(ParamsError, match="map_device"):
             NodeParams(map_device=bad)
