@@ -200,3 +200,30 @@ def test_sessions_save_the_tensor_map_and_resume_it_on_either_map():
         if device_map:
             saved._insert(pts, col, conf, origin, wts)
         _assert_same(resumed.map, saved.map)
+
+
+def test_a_tensor_map_failing_half_way_through_an_insert_moves_to_the_cpu_without_empty_voxels():
+    fusion, ref = _fusion(True), VoxelMap(MapConfig(voxel_size=0.05))
+    frames = _frames(n_frames=3, seed=8)
+    real = fusion.map._insert_keys
+    calls = []
+
+    def keys_then_fail(ukeys):
+        out = real(ukeys)  # the new voxels are in, with no point yet
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: unspecified launch failure (fake)")
+        return out
+
+    fusion.map._insert_keys = keys_then_fail
+    for pts, col, conf, origin, wts in frames:
+        fusion._insert(pts, col, conf, origin, wts)
+        ref.insert(pts, col, conf, sensor_origin=origin, weights=wts)
+    assert isinstance(fusion.map, VoxelMap) and fusion.map.hit_counts().min() > 0
+    # The frame whose insert failed was fused again on the CPU: the same map as the reference,
+    # except the frame counter, which the failed attempt advanced.
+    keys_a, pts_a = _by_key(fusion.map)[:2]
+    keys_b, pts_b = _by_key(ref)[:2]
+    np.testing.assert_array_equal(keys_a, keys_b)
+    np.testing.assert_allclose(pts_a, pts_b, atol=2e-6)
+    np.testing.assert_array_equal(_by_key(fusion.map)[4], _by_key(ref)[4])
