@@ -21,6 +21,7 @@ depth keeps float32 precision even kilometres from the world origin.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
@@ -298,14 +299,18 @@ class Renderer:
         T = np.asarray(T_world_cam, dtype=np.float64)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise SynthError(f"T_world_cam must be a finite (4, 4) matrix, got shape {T.shape}")
-        if self.device.type != "cpu" or self.threads is None:
-            with torch.no_grad():
-                return self._render(T)
+        with self._rendering():
+            return self._render(T)
+
+    @contextmanager
+    def _rendering(self):
+        """No autograd, and on the CPU the renderer's thread count (restored afterwards)."""
         previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        if self.device.type == "cpu" and self.threads is not None:
+            torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                return self._render(T)
+                yield
         finally:
             torch.set_num_threads(previous)
 
@@ -379,14 +384,8 @@ class Renderer:
                 raise SynthError(f"T_world_cam must be a finite (4, 4) matrix, got shape {T.shape}")
         if not Ts:
             return []
-        previous = torch.get_num_threads()
-        if self.device.type == "cpu" and self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                return self._render_batch(Ts)
-        finally:
-            torch.set_num_threads(previous)
+        with self._rendering():
+            return self._render_batch(Ts)
 
     def _render_batch(self, Ts: list[np.ndarray]) -> list[RenderOutput]:
         dev, f = self.device, self.faces
