@@ -810,4 +810,7 @@ def test_async_windows_in_the_threaded_node_core_commit_every_frame_and_count_wi
     assert list(traj.stamps_ns) == [stamp(i) for i in range(n) if i not in lost]
     assert core.counters.committed == n - len(lost)
     assert len(core.fusion) > 0
-    assert core.counters.odom_published >= n - len(lost)  # provisional poses ran meanwhile
+    # Provisional poses ran meanwhile; a frame that found others queued behind it had its pass
+    # deferred (the node catches up first), so on a loaded machine not every frame gets one.
+    assert stream.stats.provisional_runs > 0
+    assert core.counters.odom_published + stream.stats.provisional_deferred >= n - len(lost)
