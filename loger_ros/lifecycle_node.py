@@ -80,12 +80,6 @@ class LogerLifecycleNode(MappingShell, LifecycleNode):
         self._shut_down = True
         super().shutdown(reason)
 
-    def _read_parameters(self):
-        from loger_ros.params import NodeParams, param_specs
-
-        values = {spec.name: self.get_parameter(spec.name).value for spec in param_specs()}
-        return NodeParams.from_mapping(values, source=f"parameters of {self.get_fully_qualified_name()}")
-
     def _teardown_outputs(self) -> None:
         """Drops what ``_setup_outputs`` made, so that a later configure starts clean."""
         core, self.core = self.core, None

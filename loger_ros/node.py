@@ -145,6 +145,10 @@ class MappingShell:
                 descriptor.floating_point_range = [
                     FloatingPointRange(from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
             self.declare_parameter(spec.name, spec.default, descriptor)
+        return self._read_parameters()
+
+    def _read_parameters(self) -> NodeParams:
+        """The declared parameters' values, checked (``ParamsError`` names the first bad one)."""
         values = {spec.name: self.get_parameter(spec.name).value for spec in param_specs()}
         return NodeParams.from_mapping(values, source=f"parameters of {self.get_fully_qualified_name()}")
 
