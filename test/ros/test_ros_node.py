@@ -254,7 +254,12 @@ def test_signal_under_load_saves_the_map_and_exits_cleanly(ros_ready, tmp_path, 
     only (kill, systemd, docker stop); sigterm_group: SIGTERM to the group (ros2 launch itself dies at
     once on SIGTERM, so the node's own ROS log file is read instead of launch's output)."""
     out = tmp_path / "load_out"
-    launched = _launch(tmp_path, "load", **MOUNT)
+    # A network input 9x the default's: the node cannot keep up with 30 fps on this CPU, so frames are
+    # still queued when the signal comes (the node catches up before its low-latency passes, and at
+    # the default size it drains a burst within the 50 ms below).
+    params = tmp_path / "load.yaml"
+    params.write_text("loger:\n  ros__parameters:\n    input_width: 336\n    input_height: 252\n")
+    launched = _launch(tmp_path, "load", params_file=str(params), **MOUNT)
     client = Client(f"loger_test_load_{how}")
     client.publish_camera_mount()
     camera = CameraStream(client, camera_frames, fps=30.0)
