@@ -86,8 +86,8 @@ def render_case(case: HeldOutCase, width: int, height: int, device: torch.device
     setup = prepare(cfg)
     renderer = setup.renderer(cfg.width, cfg.height, device)
     frames = []
-    for pose in setup.poses:
-        rgb = renderer.render(pose).rgb.permute(2, 0, 1).float().unsqueeze(0)  # (1, 3, fH, fW)
+    for out in renderer.render_many(setup.poses):
+        rgb = out.rgb.permute(2, 0, 1).float().unsqueeze(0)  # (1, 3, fH, fW)
         if f > 1:
             rgb = F.avg_pool2d(rgb, f)
         frames.append((rgb.round().clamp(0, 255) / 255.0)[0])
