@@ -51,6 +51,13 @@ _MIN_TABLE_BITS = 10
 _MIN_CAPACITY = 1024
 
 
+def pack_voxel_keys(vox):
+    """One non-negative int64 key per voxel of ``vox (N, 3)`` int64 indices in [-2^20, 2^20) (numpy
+    array or torch tensor: the same bit operations serve both maps)."""
+    return ((vox[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS)) | ((vox[:, 1] + _AXIS_OFFSET) << _AXIS_BITS) \
+        | (vox[:, 2] + _AXIS_OFFSET)
+
+
 class MapError(ValueError):
     """Invalid map configuration or insert input (shape, dtype, value)."""
 
@@ -323,11 +330,7 @@ class VoxelMap:
         return int(wts[mask].sum())
 
     def _merge(self, pts, col, conf, vox, stats: InsertStats, wts: Optional[np.ndarray] = None) -> None:
-        packed = (
-            ((vox[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS))
-            | ((vox[:, 1] + _AXIS_OFFSET) << _AXIS_BITS)
-            | (vox[:, 2] + _AXIS_OFFSET)
-        )
+        packed = pack_voxel_keys(vox)
         # Batch-local reduction: one entry per distinct voxel of this frame.
         ukeys, inv, counts = np.unique(packed, return_inverse=True, return_counts=True)
         u = len(ukeys)

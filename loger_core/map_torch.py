@@ -27,7 +27,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .map import _AXIS_BITS, _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, write_ply
+from .map import _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, pack_voxel_keys, write_ply
 
 __all__ = ["TorchVoxelMap"]
 
@@ -106,32 +106,29 @@ class TorchVoxelMap:
         self._dropped["non_finite"] += non_finite
         self._dropped["low_confidence"] += low_conf
         self._dropped["out_of_range"] += out_of_range
-        pts, col, conf, vox = pts[keep], col[keep], conf[keep], vox[keep].long()
-        wts = wts[keep] if wts is not None else None
+        pts, col, conf, vox, w = pts[keep], col[keep], conf[keep], vox[keep].long(), w[keep]
         n_kept = int(pts.shape[0])
         if not self._origin_given and n_kept:
             if wts is None:
                 self._origin = pts.double().mean(dim=0).cpu().numpy()
             else:
-                self._origin = ((pts.double() * wts[:, None]).sum(dim=0) / wts.sum()).cpu().numpy()
+                self._origin = ((pts.double() * w[:, None]).sum(dim=0) / w.sum()).cpu().numpy()
 
         stats = InsertStats(frame=self._frame, n_input=n_input, n_kept=n_kept, n_voxels=0, n_new_voxels=0,
                             probes=0, n_evicted=0, rebuilt=False)
         if n_kept:
-            self._merge(pts, col, conf, vox, wts, stats)
+            self._merge(pts, col, conf, vox, w, stats)
         if len(self) > self.cfg.max_points:
             stats.n_evicted = self._evict()
             stats.rebuilt = True
         self.last_insert = stats
         return stats
 
-    def _merge(self, pts, col, conf, vox, wts, stats: InsertStats) -> None:
-        packed = (((vox[:, 0] + _AXIS_OFFSET) << (2 * _AXIS_BITS)) | ((vox[:, 1] + _AXIS_OFFSET) << _AXIS_BITS)
-                  | (vox[:, 2] + _AXIS_OFFSET))
+    def _merge(self, pts, col, conf, vox, w, stats: InsertStats) -> None:
+        """Merges the kept points; ``w (N,) float64`` their weights (ones when none were given)."""
         # Frame-local reduction: one entry per distinct voxel (sorted keys).
-        ukeys, inv = torch.unique(packed, sorted=True, return_inverse=True)
+        ukeys, inv = torch.unique(pack_voxel_keys(vox), sorted=True, return_inverse=True)
         u = int(ukeys.shape[0])
-        w = torch.ones(pts.shape[0], dtype=torch.float64, device=pts.device) if wts is None else wts
         sum_pos = torch.zeros((u, 3), dtype=torch.float64, device=pts.device).index_add_(0, inv, pts.double() * w[:, None])
         sum_col = torch.zeros((u, 3), dtype=torch.float64, device=pts.device).index_add_(0, inv, col.double() * w[:, None])
         counts = torch.zeros(u, dtype=torch.float64, device=pts.device).index_add_(0, inv, w).round().long()
