@@ -178,7 +178,8 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
     spent: dict[str, float] = {}
     _time_calls(spent, "push", stream, "push")
     _time_calls(spent, "push.provisional_pass", stream, "_provisional_async")
-    _time_calls(spent, "push.provisional_pass.graph_replay", stream._graphs, "run") if stream._graphs else None
+    if stream._graphs is not None:
+        _time_calls(spent, "push.provisional_pass.graph_replay", stream._graphs, "run")
     _time_calls(spent, "push.provisional_pass.outputs", stream, "_emit")
     _time_calls(spent, "push.submit_window", stream, "_submit")
     _time_calls(spent, "decode", core.decoder, "decode_image")
