@@ -84,21 +84,21 @@ def build(args) -> torch.nn.Module:
     return load_stream_model(params_for(args, 0).stream_config())
 
 
-def params_for(args, provisional_every: int, cuda_graphs: str = "auto") -> NodeParams:
+def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_priority: str = "auto") -> NodeParams:
     return NodeParams(
         model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
         device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
         queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
-        async_windows=args.async_windows, cuda_graphs=cuda_graphs)
+        async_windows=args.async_windows, cuda_graphs=cuda_graphs, pass_priority=pass_priority)
 
 
 def warm_up(model, args) -> None:
     """Throwaway reconstructors, not timed: kernel choice, allocator growth and compilation of every
     shape a setting meets (first window, windows with the SWA history, each provisional pass size)."""
     images = make_images(2 * args.window + 3, *args.camera_size, seed=99)
-    for provisional_every, cuda_graphs in sorted(set(settings(args))):
-        stream = StreamingReconstructor(params_for(args, provisional_every, cuda_graphs).stream_config(), model=model)
+    for setting in sorted(set(settings(args))):
+        stream = StreamingReconstructor(params_for(args, *setting).stream_config(), model=model)
         for i, rgb in enumerate(images):
             stream.push(rgb, T0 + i)
         stream.flush()
@@ -106,12 +106,13 @@ def warm_up(model, args) -> None:
         torch.cuda.synchronize()
 
 
-def settings(args) -> list[tuple[int, str]]:
-    """(provisional_every, cuda_graphs) pairs to run; graphs only matter with passes."""
+def settings(args) -> list[tuple[int, str, str]]:
+    """(provisional_every, cuda_graphs, pass_priority) to run; the last two only matter with passes."""
     out = []
     for p in args.provisional_every:
         for g in (args.cuda_graphs if p else args.cuda_graphs[:1]):
-            out.append((p, g))
+            for q in (args.pass_priority if p else args.pass_priority[:1]):
+                out.append((p, g, q))
     return out
 
 
@@ -130,8 +131,9 @@ def _time_calls(spent: dict, key: str, obj, name: str) -> None:
     setattr(obj, name, timed)
 
 
-def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: list[np.ndarray]) -> dict:
-    params = params_for(args, provisional_every, cuda_graphs)
+def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_priority: str,
+                images: list[np.ndarray]) -> dict:
+    params = params_for(args, provisional_every, cuda_graphs, pass_priority)
     stream = StreamingReconstructor(params.stream_config(), model=model)
     log = _QuietLog()
     core = MappingCore(params, F, reconstructor=stream, logger=log)
@@ -215,6 +217,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
     span_s = (odom_times[-1] - t_start_ns) / 1e9 if odom_times else float("nan")
     gaps = np.diff(np.array(odom_times)) / 1e6 if len(odom_times) > 1 else np.array([np.nan])
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    share = stream.gpu_share_stats
     both = sorted(set(provisional_poses) & set(committed_poses))
     rot_deg, trans = [], []
     for i in both:
@@ -230,6 +233,11 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
         "provisional_every": provisional_every,
         "time_split_s": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in sorted(spent.items())},
         "cuda_graphs": cuda_graphs,
+        "pass_priority": pass_priority,
+        "pass_priority_used": share is not None,
+        "window_holds": share.holds if share is not None else 0,
+        "window_held_s": share.held_s if share is not None else 0.0,
+        "window_hold_timeouts": share.hold_timeouts if share is not None else 0,
         "graphs_used": bool(stream._graphs.replays) if getattr(stream, "_graphs", None) else False,
         "provisional_pass_ms": 1000 * stream.stats.provisional_s_total / max(stream.stats.provisional_runs, 1),
         "provisional_deferred": stream.stats.provisional_deferred,
@@ -274,6 +282,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, images: l
 
 
 COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{:>6s}"),
+           ("pass_priority", "prio", "{:>4s}"),
            ("provisional_pass_ms", "pass ms", "{:>7.1f}"), ("processed_fps", "proc/s", "{:>7.2f}"),
            ("frames_dropped_queue", "dropped", "{:>7d}"), ("odometry_rate_hz", "odom Hz", "{:>7.2f}"),
            ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
@@ -282,7 +291,7 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{
            ("window_period_ms", "win period", "{:>10.0f}"), ("last_window_s", "window s", "{:>8.3f}"),
            ("peak_gpu_mib", "GPU MiB", "{:>8.0f}"), ("committed_share", "commit%", "{:>7.0%}"),
            ("provisional_share", "prov%", "{:>6.0%}"), ("prov_vs_committed_rot_deg_median", "dR deg", "{:>7.3f}"),
-           ("prov_vs_committed_trans_median", "dt", "{:>7.4f}")]
+           ("prov_vs_committed_trans_median", "dt", "{:>7.4f}"), ("window_held_s", "held s", "{:>6.2f}")]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -315,6 +324,10 @@ def main(argv=None) -> int:
     ap.add_argument("--async-windows", default="auto", choices=("auto", "on", "off"))
     ap.add_argument("--cuda-graphs", nargs="+", default=["auto"], choices=("auto", "on", "off"),
                     help="provisional passes as CUDA graphs; several values run each setting with each")
+    ap.add_argument("--pass-priority", nargs="+", default=["auto"], choices=("auto", "on", "off"),
+                    help="committed windows yield the GPU to provisional passes; several values run each")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval (s) for the run: how long a thread may hold the interpreter")
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
@@ -334,6 +347,8 @@ def main(argv=None) -> int:
         ap.error("--width/--height 0 (the node's default input size) needs --camera-size")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     model = build(args)
     device = next(model.parameters()).device
     args.device = str(device)
@@ -341,17 +356,18 @@ def main(argv=None) -> int:
           f"camera {args.camera_size[0]}x{args.camera_size[1]} -> {args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
     warm_up(model, args)
     images = make_images(16, *args.camera_size)
-    rows = [run_setting(model, args, p, g, images) for p, g in settings(args)]
+    rows = [run_setting(model, args, *setting, images) for setting in settings(args)]
     print_table(rows)
     for row in rows:
-        print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']}: time split (s, calls#): {row['time_split_s']}")
+        print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']} priority {row['pass_priority']}: time split (s, calls#): {row['time_split_s']}")
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch": torch.__version__, "width": args.width, "height": args.height, "window": args.window,
             "overlap": args.overlap, "fps": args.fps, "camera_size": list(args.camera_size), "frames": args.frames, "queue_size": args.queue_size,
-            "dtype": args.dtype, "checkpoint": args.checkpoint, "threads": torch.get_num_threads()}
+            "dtype": args.dtype, "checkpoint": args.checkpoint, "threads": torch.get_num_threads(),
+            "switch_interval_s": sys.getswitchinterval()}
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     print(f"wrote {out}")
     return 0

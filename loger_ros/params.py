@@ -180,6 +180,10 @@ class NodeParams:
     cuda_graphs: str = _p("auto", "Provisional passes replay a CUDA graph per input shape (one launch instead of "
                           "thousands from Python): 'auto' = on with async windows on CUDA, 'on', 'off' (eager passes).",
                           choices=("auto", "on", "off"), group="streaming")
+    pass_priority: str = _p("auto", "While a low-latency pass runs, the committed window stops launching work at "
+                            "its next transformer block (and never runs more than a few blocks ahead of the GPU), "
+                            "so odometry does not wait behind a whole window: 'auto' = on with async windows on CUDA, "
+                            "'on', 'off'.", choices=("auto", "on", "off"), group="streaming")
     provisional_outputs: str = _p("pose", "What a low-latency pass returns: 'pose' (only the camera pose leaves the "
                                   "GPU: all odometry needs) or 'full' (depth, masks and points too, unused by the node).",
                                   choices=("pose", "full"), group="streaming")
@@ -455,6 +459,7 @@ class NodeParams:
             preprocess_threads=self.preprocess_threads,
             async_windows=self.async_windows,
             cuda_graphs=self.cuda_graphs,
+            pass_priority=self.pass_priority,
             provisional_outputs=self.provisional_outputs,
             out_of_order="drop",
             scale=ScaleConfig(

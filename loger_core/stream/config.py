@@ -152,6 +152,12 @@ class StreamConfig:
             passes replay a CUDA graph per input shape (captured on first use; see
             `provisional_graphs`) instead of launching every kernel from Python. Same computation,
             eager kernels; a shape that cannot be captured runs eagerly.
+        pass_priority: 'auto' (on with async windows on CUDA), 'on' or 'off'. On: while a
+            provisional pass runs, the window worker launches no further transformer block, and it
+            never queues more than a few blocks ahead of the device (`gpu_share.GpuShare`), so a
+            pass waits for at most those blocks instead of competing with the whole window for the
+            GPU and the interpreter. Same kernels and results; windows take longer by the passes'
+            time.
     """
 
     model: str = "loger_star"
@@ -182,6 +188,7 @@ class StreamConfig:
     preprocess_threads: int = 0
     async_windows: str = "auto"
     cuda_graphs: str = "auto"
+    pass_priority: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:
@@ -234,6 +241,10 @@ class StreamConfig:
             self.cuda_graphs = "on" if self.cuda_graphs else "off"
         if self.cuda_graphs not in CUDA_GRAPH_MODES:
             raise StreamInputError(f"StreamConfig.cuda_graphs must be one of {CUDA_GRAPH_MODES}, got {self.cuda_graphs!r}")
+        if isinstance(self.pass_priority, bool):
+            self.pass_priority = "on" if self.pass_priority else "off"
+        if self.pass_priority not in CUDA_GRAPH_MODES:
+            raise StreamInputError(f"StreamConfig.pass_priority must be one of {CUDA_GRAPH_MODES}, got {self.pass_priority!r}")
         if self.provisional_outputs not in PROVISIONAL_OUTPUTS:
             raise StreamInputError(
                 f"StreamConfig.provisional_outputs must be one of {PROVISIONAL_OUTPUTS}, got {self.provisional_outputs!r}")
@@ -274,6 +285,13 @@ class StreamConfig:
         if self.cuda_graphs == "off" or not self.async_enabled() or self.torch_device().type != "cuda":
             return False
         return True
+
+    def pass_priority_enabled(self) -> bool:
+        """Whether committed windows yield the device to provisional passes: only with async
+        windows ('auto': on CUDA, where window and passes share one GPU)."""
+        if self.pass_priority == "off" or not self.async_enabled():
+            return False
+        return self.pass_priority == "on" or self.torch_device().type == "cuda"
 
     def torch_dtype(self) -> torch.dtype:
         """The resolved compute dtype ('auto' -> bfloat16 on CUDA, float32 elsewhere)."""

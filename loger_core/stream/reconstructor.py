@@ -14,13 +14,14 @@ the scale source a fixed history. Results are handed to the caller, never accumu
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from loger_core.model.windowing import WindowAligner
 
 from .config import StreamConfig
 from .errors import StreamInputError
+from .gpu_share import GpuShare, GpuShareStats, install_yield_points, yield_point
 from .intrinsics import check_intrinsics, estimate_intrinsics_batch, model_to_original
 from .model_loading import load_stream_model
 from .provisional_graphs import ProvisionalGraphs
@@ -197,6 +199,7 @@ class StreamingReconstructor:
         self._prov_stream = None
         self._out_stream = None
         self._graphs: Optional[ProvisionalGraphs] = None
+        self._share: Optional[GpuShare] = None
         if self._async:
             commit_stream = None
             if self.device.type == "cuda":
@@ -207,10 +210,12 @@ class StreamingReconstructor:
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
                     self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
+            if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
+                self._share = GpuShare(self.device)
+                install_yield_points(self.model)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
-            self._worker = WindowWorker(
-                stages, (lambda: torch.cuda.stream(commit_stream)) if commit_stream is not None else nullcontext,
-                overlap=commit_stream is not None)
+            self._worker = WindowWorker(stages, functools.partial(self._worker_context, commit_stream),
+                                        overlap=commit_stream is not None)
         self._start_map()
 
     # ------------------------------------------------------------------ public
@@ -591,8 +596,9 @@ class StreamingReconstructor:
             else:
                 frames, emit_from = anchors + list(newest), len(anchors)
             stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
+            urgent = self._share.urgent() if self._share is not None else nullcontext()
             # Eager blocks: the worker thread may be compiling a window shape at this moment.
-            with stream, eager_regions():
+            with urgent, stream, eager_regions():
                 pred = None
                 if self._graphs is not None and self._graphs.usable_for(view.state):
                     rgb = self._device_images(frames)
@@ -614,6 +620,21 @@ class StreamingReconstructor:
             return []
         finally:
             self._spend_provisional(t0)
+
+    @contextmanager
+    def _worker_context(self, commit_stream) -> Iterator[None]:
+        """The window worker thread's context: its CUDA stream and its side of the GPU share."""
+        with ExitStack() as stack:
+            if commit_stream is not None:
+                stack.enter_context(torch.cuda.stream(commit_stream))
+            if self._share is not None:
+                stack.enter_context(self._share.bulk())
+            yield
+
+    @property
+    def gpu_share_stats(self) -> Optional[GpuShareStats]:
+        """How often committed windows stopped for provisional passes (None: `pass_priority` off)."""
+        return self._share.stats if self._share is not None else None
 
     # Worker stages (window_worker.WindowWorker), all on the worker thread, in window order.
     def _w_enqueue(self, job: _Job) -> _Queued:
@@ -835,6 +856,7 @@ class StreamingReconstructor:
         points (M, 3), colors (M, 3) uint8, point_confidence (M,) with per-frame `counts` (n,) —
         or, with `point_voxel_size`, their per-frame voxel merge plus `weights` (M,)."""
         cfg = self.config
+        yield_point()  # the masks and the point selection are a window's worth of kernels too
         local = pred.local_points[0, start:end]
         world = pred.points[0, start:end]
         conf = torch.nan_to_num(torch.sigmoid(pred.conf[0, start:end, ..., 0]), nan=0.0)

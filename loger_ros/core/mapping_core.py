@@ -693,6 +693,11 @@ class MappingCore:
             values["stream_provisional_runs"] = stats.provisional_runs
             values["stream_provisional_deferred"] = stats.provisional_deferred
             values["stream_provisional_skipped_budget"] = stats.provisional_skipped_budget
+        share = getattr(self.reconstructor, "gpu_share_stats", None)
+        if share is not None:
+            # What the passes' priority costs the committed windows.
+            values["stream_window_holds"] = share.holds
+            values["stream_window_held_s"] = round(share.held_s, 3)
         with self._lock:
             est = self._scale_estimate
         if est is not None:

@@ -1,0 +1,148 @@
+"""pass_priority: committed windows stop at block boundaries while a provisional pass runs, resume
+after it, never wait longer than max_hold_s, and compute the same results (tiny model, CPU; the
+queue bound on CUDA)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from loger_core.model import MemoryOptions
+from loger_core.stream import StreamConfig, StreamingReconstructor
+from loger_core.stream.gpu_share import GpuShare, install_yield_points, yield_point
+
+H, W = 56, 84
+
+
+def _bulk_loop(share: GpuShare, steps: int, passed: list, started: threading.Event) -> None:
+    with share.bulk():
+        started.set()
+        for _ in range(steps):
+            yield_point()
+            passed.append(time.perf_counter())
+
+
+def test_bulk_thread_stops_at_its_next_yield_point_while_urgent_work_runs():
+    share = GpuShare(torch.device("cpu"), max_hold_s=5.0)
+    passed: list = []
+    started = threading.Event()
+    with share.urgent():
+        worker = threading.Thread(target=_bulk_loop, args=(share, 50, passed, started))
+        worker.start()
+        assert started.wait(5)
+        time.sleep(0.2)
+        assert passed == []  # stopped at its first yield point
+        assert share.urgent_pending
+    worker.join(5)
+    assert len(passed) == 50  # went on once the urgent work was done
+    assert share.stats.holds == 1 and share.stats.hold_timeouts == 0
+    assert share.stats.held_s >= 0.15
+    assert share.stats.yield_points == 50
+
+
+def test_a_stop_lasts_at_most_max_hold_s():
+    share = GpuShare(torch.device("cpu"), max_hold_s=0.05)
+    passed: list = []
+    started = threading.Event()
+    with share.urgent():
+        worker = threading.Thread(target=_bulk_loop, args=(share, 3, passed, started))
+        worker.start()
+        worker.join(5)
+        # Urgent work that never ends holds the bulk thread back by max_hold_s per yield point only.
+        assert len(passed) == 3
+    assert share.stats.hold_timeouts == 3
+
+
+def test_yield_points_are_no_ops_outside_bulk_threads(tiny):
+    share = GpuShare(torch.device("cpu"))
+    install_yield_points(tiny)
+    with share.urgent():  # would block a bulk thread forever-ish; this thread is not one
+        t0 = time.perf_counter()
+        tiny.forward_window(torch.rand(1, 3, 3, H, W), None, MemoryOptions(5, 2))
+        assert time.perf_counter() - t0 < 5.0
+    assert share.stats.yield_points == 0
+
+
+def test_a_window_pauses_for_a_pass_and_computes_the_same_prediction(tiny):
+    images = torch.rand(1, 4, 3, H, W, generator=torch.Generator().manual_seed(0))
+    opts = MemoryOptions(5, 2)
+    with torch.no_grad():
+        reference, _ = tiny.forward_window(images, None, opts)
+    blocks = install_yield_points(tiny)
+    assert blocks == install_yield_points(tiny) > 10  # every block and TTT layer, once
+    share = GpuShare(torch.device("cpu"), max_hold_s=10.0)
+    out: dict = {}
+
+    def window():
+        with share.bulk(), torch.no_grad():
+            out["pred"], _ = tiny.forward_window(images, None, opts)
+
+    with share.urgent():
+        worker = threading.Thread(target=window)
+        worker.start()
+        time.sleep(0.3)
+        # The window stopped before its first block: no yield point beyond the first passed.
+        assert share.stats.yield_points == 1 and "pred" not in out
+    worker.join(30)
+    unhindered = GpuShare(torch.device("cpu"))
+    with unhindered.bulk(), torch.no_grad():
+        tiny.forward_window(images, None, opts)
+    assert share.stats.yield_points == unhindered.stats.yield_points > 10
+    for name in ("local_points", "conf", "camera_poses", "points"):
+        assert torch.equal(getattr(out["pred"], name), getattr(reference, name)), name
+
+
+def _config(**kw) -> StreamConfig:
+    base = dict(model="tiny", device="cpu", resolution=(W, H), window_size=5, overlap_size=2, provisional_every=1,
+                provisional_budget=1.0, alignment="se3", async_windows="on")
+    base.update(kw)
+    return StreamConfig(**base)
+
+
+def test_pass_priority_keeps_committed_results_and_counts_its_stops(tiny):
+    clip = np.random.default_rng(3).integers(0, 256, size=(19, H, W, 3), dtype=np.uint8)
+
+    def run(priority):
+        rec = StreamingReconstructor(_config(pass_priority=priority), tiny)
+        committed, provisional = [], []
+        for r in [r for i, img in enumerate(clip) for r in rec.push(img, 1000 + 10 * i)] + rec.flush():
+            (provisional if r.provisional else committed).append(r)
+        stats = rec.gpu_share_stats
+        rec.close()
+        return committed, provisional, stats
+
+    on_c, on_p, stats = run("on")
+    off_c, off_p, off_stats = run("off")
+    assert off_stats is None and stats is not None
+    assert stats.yield_points > 0
+    assert [r.index for r in on_c] == [r.index for r in off_c] == list(range(19))
+    for a, b in zip(on_c, off_c):
+        np.testing.assert_array_equal(a.T_world_cam, b.T_world_cam)
+        np.testing.assert_array_equal(a.points, b.points)
+    assert {r.index for r in on_p} == set(range(19))
+
+
+def test_pass_priority_modes():
+    assert not _config(pass_priority="auto").pass_priority_enabled()  # CPU: windows and passes share cores, not a GPU
+    assert _config(pass_priority="on").pass_priority_enabled()
+    assert not _config(pass_priority="on", async_windows="off").pass_priority_enabled()
+    assert _config(pass_priority=True).pass_priority == "on"
+    with pytest.raises(Exception, match="pass_priority"):
+        _config(pass_priority="sometimes")
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines
+        assert _config(device="cuda", pass_priority="auto").pass_priority_enabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU machine)")
+def test_bulk_thread_queues_at_most_lookahead_blocks_on_cuda():
+    share = GpuShare(torch.device("cuda"), lookahead=2)
+    a = torch.rand(2048, 2048, device="cuda")
+    with share.bulk():
+        for _ in range(20):
+            a = a @ a / 2048
+            yield_point()
+            assert len(share._queued) <= 2
+    torch.cuda.synchronize()
