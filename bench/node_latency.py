@@ -84,13 +84,15 @@ def build(args) -> torch.nn.Module:
     return load_stream_model(params_for(args, 0).stream_config())
 
 
-def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_priority: str = "auto") -> NodeParams:
+def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_priority: str = "auto",
+               provisional_anchors: int = 0) -> NodeParams:
     return NodeParams(
         model_config=args.config, checkpoint_path=args.checkpoint or "", allow_synthetic_weights=True,
         device=args.device, dtype=args.dtype, input_width=args.width, input_height=args.height,
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
         queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
-        async_windows=args.async_windows, cuda_graphs=cuda_graphs, pass_priority=pass_priority)
+        async_windows=args.async_windows, cuda_graphs=cuda_graphs, pass_priority=pass_priority,
+        provisional_anchors=provisional_anchors, provisional_budget=args.budget)
 
 
 def warm_up(model, args) -> None:
@@ -102,17 +104,20 @@ def warm_up(model, args) -> None:
         for i, rgb in enumerate(images):
             stream.push(rgb, T0 + i)
         stream.flush()
+        stream.close()  # its window worker thread must not outlive the interpreter's shutdown
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def settings(args) -> list[tuple[int, str, str]]:
-    """(provisional_every, cuda_graphs, pass_priority) to run; the last two only matter with passes."""
+def settings(args) -> list[tuple[int, str, str, int]]:
+    """(provisional_every, cuda_graphs, pass_priority, provisional_anchors) to run; the last three
+    only matter with passes."""
     out = []
     for p in args.provisional_every:
         for g in (args.cuda_graphs if p else args.cuda_graphs[:1]):
             for q in (args.pass_priority if p else args.pass_priority[:1]):
-                out.append((p, g, q))
+                for a in (args.provisional_anchors if p else args.provisional_anchors[:1]):
+                    out.append((p, g, q, a))
     return out
 
 
@@ -131,9 +136,9 @@ def _time_calls(spent: dict, key: str, obj, name: str) -> None:
     setattr(obj, name, timed)
 
 
-def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_priority: str,
+def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_priority: str, provisional_anchors: int,
                 images: list[np.ndarray]) -> dict:
-    params = params_for(args, provisional_every, cuda_graphs, pass_priority)
+    params = params_for(args, provisional_every, cuda_graphs, pass_priority, provisional_anchors)
     stream = StreamingReconstructor(params.stream_config(), model=model)
     log = _QuietLog()
     core = MappingCore(params, F, reconstructor=stream, logger=log)
@@ -211,6 +216,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         time.sleep(0.01)
     core.stop(60)
     wall_s = time.perf_counter() - t_start
+    stream.close()
     lat = core.latency.summary()
     c = core.counters
     # Average rate over the run (first frame fed -> last odometry): bursts must not inflate it.
@@ -234,6 +240,8 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "time_split_s": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in sorted(spent.items())},
         "cuda_graphs": cuda_graphs,
         "pass_priority": pass_priority,
+        "provisional_anchors": provisional_anchors,
+        "provisional_budget": args.budget,
         "pass_priority_used": share is not None,
         "window_holds": share.holds if share is not None else 0,
         "window_held_s": share.held_s if share is not None else 0.0,
@@ -282,7 +290,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
 
 
 COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{:>6s}"),
-           ("pass_priority", "prio", "{:>4s}"),
+           ("pass_priority", "prio", "{:>4s}"), ("provisional_anchors", "anch", "{:>4d}"),
            ("provisional_pass_ms", "pass ms", "{:>7.1f}"), ("processed_fps", "proc/s", "{:>7.2f}"),
            ("frames_dropped_queue", "dropped", "{:>7d}"), ("odometry_rate_hz", "odom Hz", "{:>7.2f}"),
            ("odometry_share", "odom%", "{:>6.0%}"), ("odometry_max_gap_ms", "max gap ms", "{:>10.0f}"),
@@ -326,6 +334,10 @@ def main(argv=None) -> int:
                     help="provisional passes as CUDA graphs; several values run each setting with each")
     ap.add_argument("--pass-priority", nargs="+", default=["auto"], choices=("auto", "on", "off"),
                     help="committed windows yield the GPU to provisional passes; several values run each")
+    ap.add_argument("--provisional-anchors", type=int, nargs="+", default=[0],
+                    help="anchor frames per provisional pass (0 = all overlap frames); several values run each")
+    ap.add_argument("--budget", type=float, default=NodeParams.__dataclass_fields__["provisional_budget"].default,
+                    help="provisional_budget (default: the node's)")
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval (s) for the run: how long a thread may hold the interpreter")
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
@@ -359,7 +371,8 @@ def main(argv=None) -> int:
     rows = [run_setting(model, args, *setting, images) for setting in settings(args)]
     print_table(rows)
     for row in rows:
-        print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']} priority {row['pass_priority']}: time split (s, calls#): {row['time_split_s']}")
+        print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']} priority {row['pass_priority']} "
+              f"anchors {row['provisional_anchors']}: time split (s, calls#): {row['time_split_s']}")
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "device": str(device),

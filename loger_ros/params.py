@@ -168,6 +168,10 @@ class NodeParams:
         0.5, "Largest share of the inference thread's time the low-latency passes may take (0, 1]: after a pass "
         "of t seconds the next waits t*(1-budget)/budget, so slow passes are thinned out instead of making the "
         "node drop camera frames.", minimum=0.01, maximum=1.0, group="streaming")
+    provisional_anchors: int = _p(
+        0, "Frames of the last committed window a low-latency pass carries before the newest frames: 0 = all "
+        "overlap_size of them, N = the first N (cheaper passes, less context).", minimum=0, maximum=1023,
+        group="streaming")
     fast_paths: str = _p("auto", "GPU fast paths (fastest attention kernel per shape, bf16 weights, compiled "
                          "blocks): 'auto' = on for CUDA with bfloat16, 'on', 'off' (eager reference path).",
                          choices=("auto", "on", "off"), group="streaming")
@@ -455,6 +459,7 @@ class NodeParams:
             conf_percentile=self.confidence_percentile,
             provisional_every=self.provisional_every,
             provisional_budget=self.provisional_budget,
+            provisional_anchors=self.provisional_anchors,
             fast_paths=self.fast_paths,
             preprocess_threads=self.preprocess_threads,
             async_windows=self.async_windows,

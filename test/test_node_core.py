@@ -770,7 +770,7 @@ def test_async_windows_in_the_threaded_node_core_commit_every_frame_and_count_wi
     class FailsThirdWindow:
         cfg = model.cfg
 
-        def forward_window(self, images, state, options, commit=True):
+        def forward_window(self, images, state, options, commit=True, anchor_frames=None):
             if commit:
                 calls["commit"] += 1
                 if calls["commit"] == 3:

@@ -138,7 +138,7 @@ def test_provisional_pass_sees_the_shared_frames_and_the_newest_only(tiny):
         def init_state(self):
             return tiny.init_state()
 
-        def forward_window(self, images, state, options, commit=True):
+        def forward_window(self, images, state, options, commit=True, anchor_frames=None):
             seen.append((images.shape[1], commit))
             return tiny.forward_window(images, state, options, commit=commit)
 

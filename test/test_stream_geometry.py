@@ -66,7 +66,7 @@ class GroundTruthNetwork:
     def init_state(self) -> MemoryState:
         return MemoryState.empty(0, 0)
 
-    def forward_window(self, images, state, options, commit=True):
+    def forward_window(self, images, state, options, commit=True, anchor_frames=None):
         state = state if state is not None else self.init_state()
         ids = [self.index[_key(img)] for img in images[0]]
         self.calls.append((ids, commit))
@@ -189,7 +189,7 @@ def test_model_exception_propagates_and_the_stream_stays_usable(synth):
     class FailsOnce(GroundTruthNetwork):
         failed = False
 
-        def forward_window(self, images, state, options, commit=True):
+        def forward_window(self, images, state, options, commit=True, anchor_frames=None):
             if not self.failed and len(self.calls) == 1:
                 self.failed = True
                 self.calls.append(([], commit))
@@ -213,7 +213,7 @@ def test_model_exception_propagates_and_the_stream_stays_usable(synth):
 
 def test_partially_non_finite_points_are_masked(synth):
     class HalfNaN(GroundTruthNetwork):
-        def forward_window(self, images, state, options, commit=True):
+        def forward_window(self, images, state, options, commit=True, anchor_frames=None):
             pred, st = super().forward_window(images, state, options, commit)
             pred.local_points[..., : H // 2, :, :] = float("inf")
             return WindowPrediction(pred.local_points, pred.conf, pred.camera_poses,

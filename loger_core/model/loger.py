@@ -144,6 +144,7 @@ class LoGeR(nn.Module):
         options: MemoryOptions = MemoryOptions(),
         commit: bool = True,
         raw_camera: bool = False,
+        anchor_frames: int | None = None,
     ) -> tuple[WindowPrediction, MemoryState]:
         """Runs one window.
 
@@ -153,6 +154,9 @@ class LoGeR(nn.Module):
             fast weights nor replaces the SWA history; the returned state is then `state` itself.
         raw_camera: the prediction's `camera_poses` are the camera head's raw (B, N, 12) output and
             `points` is None; `finish_raw_camera` completes them (see `CameraHead`).
+        anchor_frames: the frame-role tokens of a provisional pass: its first `anchor_frames`
+            frames overlap the previous window, the others are interior frames, as they will be in
+            their committed window. None: the roles of a window of N frames (`pe_token_counts`).
         Returns the window's predictions (float32, on the images' device) and the next state.
         """
         if images.dim() == 4:
@@ -168,26 +172,31 @@ class LoGeR(nn.Module):
 
         x = (images.to(self.image_mean.device) - self.image_mean) / self.image_std
         tokens = self.encoder(x.reshape(B * N, 3, H, W).to(self.image_mean.dtype))
-        hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit)
+        if anchor_frames is not None and not 0 <= anchor_frames <= N:
+            raise ValueError(f"anchor_frames must be in [0, {N}], got {anchor_frames}")
+        roles = pe_token_counts(N, options.window_size, options.overlap_size) if anchor_frames is None \
+            else (anchor_frames, N - anchor_frames, 0)
+        hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit, roles)
         pred = self._heads(hidden, pos, B, N, H, W, raw_camera)
         if not commit:
             return pred, incoming
         new_state = MemoryState(ttt=new_ttt, swa=new_swa, window_index=state.window_index + 1, frames_seen=state.frames_seen + N)
         return pred, new_state
 
-    def _frame_tokens(self, patches: Tensor, B: int, N: int, options: MemoryOptions) -> Tensor:
-        """(B*N, hw, C) patch tokens -> (B*N, 6 + hw, C): registers, frame-role token, patches."""
+    def _frame_tokens(self, patches: Tensor, B: int, N: int, counts: tuple[int, int, int]) -> Tensor:
+        """(B*N, hw, C) patch tokens -> (B*N, 6 + hw, C): registers, frame-role token (`counts`
+        frames of each role, see `pe_token_counts`), patches."""
         C = patches.shape[-1]
-        counts = pe_token_counts(N, options.window_size, options.overlap_size)
         pe = torch.cat(
             [getattr(self, f"pe_token_{i}").expand(B, n, 1, C) for i, n in enumerate(counts)], dim=1
         ).reshape(B * N, 1, C)
         reg = self.register_token.expand(B, N, -1, -1).reshape(B * N, -1, C)
         return torch.cat([reg, pe.to(patches.dtype), patches], dim=1)
 
-    def _decode(self, patches: Tensor, B: int, N: int, H: int, W: int, state: MemoryState, options: MemoryOptions, commit: bool):
+    def _decode(self, patches: Tensor, B: int, N: int, H: int, W: int, state: MemoryState, options: MemoryOptions,
+                commit: bool, roles: tuple[int, int, int]):
         p = self.cfg.patch_size
-        hidden = self._frame_tokens(patches, B, N, options)
+        hidden = self._frame_tokens(patches, B, N, roles)
         BN, L, C = hidden.shape
         # Special tokens sit at position (0, 0); patches at their grid position + 1.
         pos = patch_positions(BN, H // p, W // p, hidden.device) + 1

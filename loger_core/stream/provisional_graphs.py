@@ -6,7 +6,7 @@ thread it competes for the interpreter with the window worker: on an H100 that m
 frames at 504x280 cost 170-190 ms of host time for about 10 ms of device work, so the passes, not the
 GPU, limited the node. A captured graph replays the whole pass with one launch.
 
-One graph per input shape and memory layout (the memory's tensors have fixed shapes once the first
+One graph per input shape, anchor count and memory layout (the memory's tensors have fixed shapes once the first
 window ran). The graph reads its own copies of the input images and of the committed memory; the
 memory is copied in once per committed window (device-to-device), the images once per pass.
 Capture is only tried while no window is being computed (`capture_allowed`), and a shape that fails
@@ -63,11 +63,18 @@ class ProvisionalGraphs:
     """Replays `model.forward_window(images, state, options, commit=False)` from CUDA graphs.
 
     autocast: returns the context the reconstructor runs the network in (bf16 autocast or none).
+    compiled: capture the model's compiled blocks (`fast_paths` compile) instead of their eager
+        code: the pass's layer norms, RoPE, residuals and TTT arithmetic become a few fused kernels
+        instead of thousands (on an H100 an eager 4-frame pass is 4,095 kernels, half of its 50 ms
+        of device time outside the matmuls and attention). The warm-up before the capture compiles
+        the pass's shapes on the calling thread, which is safe only while no other thread runs or
+        compiles the network: capture is only asked for with no window in flight.
     """
 
     def __init__(self, model: torch.nn.Module, options: MemoryOptions, autocast: Callable[[], ContextManager],
-                 max_graphs: int = 8) -> None:
+                 max_graphs: int = 8, compiled: bool = False) -> None:
         self.model = model
+        self.compiled = compiled
         self.options = options
         self.autocast = autocast
         self.max_graphs = max_graphs
@@ -84,13 +91,14 @@ class ProvisionalGraphs:
         every = self.options.reset_every
         return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
 
-    def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: bool) -> Optional[WindowPrediction]:
+    def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: bool,
+            anchor_frames: Optional[int] = None) -> Optional[WindowPrediction]:
         """The provisional prediction for `rgb` ((n, h, w, 3) uint8 on the device) against
-        `state`, on the current stream, as new tensors; None when no graph serves this pass
-        (the caller runs it eagerly)."""
+        `state` (`anchor_frames`: see `LoGeR.forward_window`), on the current stream, as new
+        tensors; None when no graph serves this pass (the caller runs it eagerly)."""
         if not self.usable_for(state):
             return None
-        key = (tuple(rgb.shape), state_layout(state))
+        key = (tuple(rgb.shape), anchor_frames, state_layout(state))
         if key in self._failed:
             return None
         entry = self._graphs.get(key)
@@ -98,7 +106,7 @@ class ProvisionalGraphs:
             if not capture_allowed or len(self._graphs) >= self.max_graphs:
                 return None
             try:
-                entry = self._capture(rgb, state)
+                entry = self._capture(rgb, state, anchor_frames)
             except Exception as err:  # noqa: BLE001 - an optimisation only: this shape runs eagerly
                 log.warning("provisional pass of shape %s not captured as a CUDA graph (%s: %s); it runs eagerly",
                             tuple(rgb.shape), type(err).__name__, err)
@@ -117,21 +125,20 @@ class ProvisionalGraphs:
         poses, points = finish_raw_camera(local_points, out.camera_poses)
         return WindowPrediction(local_points, out.conf.clone(), poses, points)
 
-    def _capture(self, rgb: torch.Tensor, state: MemoryState) -> _Graph:
+    def _capture(self, rgb: torch.Tensor, state: MemoryState, anchor_frames: Optional[int]) -> _Graph:
         static_rgb = rgb.clone()
         static_state = _clone_state(state)
 
         def forward() -> WindowPrediction:
-            # Eager blocks: compiled code may not be entered from this thread (fast_paths), and a
-            # graph records kernels, so compilation would buy nothing here.
-            with torch.no_grad(), self.autocast(), eager_regions():
+            with torch.no_grad(), self.autocast(), eager_regions(not self.compiled):
                 pred, _ = self.model.forward_window(rgb_to_tensor(static_rgb).unsqueeze(0), static_state,
-                                                    self.options, commit=False, raw_camera=True)
+                                                    self.options, commit=False, raw_camera=True,
+                                                    anchor_frames=anchor_frames)
                 # The camera head's SVD stays out of the graph (its error check copies to the host).
                 return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None)
 
-        # Warm-up outside the graph: per-shape kernel choices (attention timing syncs) and library
-        # workspaces must exist before capture.
+        # Warm-up outside the graph: compilation, per-shape kernel choices (attention timing syncs)
+        # and library workspaces must exist before capture.
         side = torch.cuda.Stream(rgb.device)
         side.wait_stream(torch.cuda.current_stream(rgb.device))
         with torch.cuda.stream(side):

@@ -172,7 +172,7 @@ class StreamingReconstructor:
             use(...)
 
     model: inject a ready model (or a test double implementing `forward_window(images, state,
-    options, commit)`, `init_state()` and `cfg.patch_size`); default: built from the config.
+    options, commit, anchor_frames=None)`, `init_state()` and `cfg.patch_size`); default: built from the config.
     """
 
     def __init__(self, config: Optional[StreamConfig] = None, model: Optional[Any] = None) -> None:
@@ -209,7 +209,8 @@ class StreamingReconstructor:
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
-                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
+                    compiled = bool(getattr(getattr(self.model, "fast_paths", None), "compile", False))
+                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast, compiled=compiled)
             if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
                 self._share = GpuShare(self.device)
                 install_yield_points(self.model)
@@ -436,12 +437,16 @@ class StreamingReconstructor:
             rgb = self._stack(frames)
         return rgb.to(self.device, non_blocking=self.device.type == "cuda")
 
-    def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None):
+    def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None,
+                 anchor_frames: Optional[int] = None):
         """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
-        rgb: the frames' images from `_stack`, if already stacked."""
+        rgb: the frames' images from `_stack`, if already stacked; anchor_frames: a provisional
+        pass's anchors (see `LoGeR.forward_window`)."""
         rgb = self._device_images(frames, rgb)
+        extra = {} if anchor_frames is None else {"anchor_frames": anchor_frames}
         with torch.no_grad(), self._autocast():
-            pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options, commit=commit)
+            pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options,
+                                                        commit=commit, **extra)
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
         return pred, new_state, rgb
 
@@ -538,14 +543,19 @@ class StreamingReconstructor:
         finally:
             self._spend_provisional(t0)
 
+    def _anchor_count(self, available: int) -> int:
+        """How many of `available` anchor frames a provisional pass carries (`provisional_anchors`)."""
+        wanted = self.config.provisional_anchors
+        return min(wanted, available) if wanted > 0 else available
+
     def _provisional_pass(self) -> list[FrameResult]:
         buffer, head = self._buffer, self._head
-        anchor = head or 1
-        first_new = max(anchor, len(buffer) - self.config.provisional_every)
+        anchor = self._anchor_count(head) if head else 1
+        first_new = max(head or 1, len(buffer) - self.config.provisional_every)
         frames = buffer[:anchor] + buffer[first_new:]
         emit_from = 0 if head == 0 and len(buffer) <= self.config.provisional_every else anchor
         # forward_window applies a due TTT reset to provisional passes too.
-        pred, _, rgb = self._forward(frames, self._state, commit=False)
+        pred, _, rgb = self._forward(frames, self._state, commit=False, anchor_frames=emit_from or None)
         self.stats.provisional_runs += 1
         if not _usable(pred):
             self.stats.provisional_dropped_nonfinite += 1
@@ -588,7 +598,7 @@ class StreamingReconstructor:
         t0 = time.perf_counter()
         try:
             view = self._view
-            anchors = view.anchors
+            anchors = view.anchors[: self._anchor_count(len(view.anchors))]
             if not anchors:
                 anchors = [self._first_frame] if view.state is None else self._buffer[:1]
             if newest and anchors[0] is newest[0]:
@@ -603,9 +613,10 @@ class StreamingReconstructor:
                 if self._graphs is not None and self._graphs.usable_for(view.state):
                     rgb = self._device_images(frames)
                     # A first capture only while no window computes (its allocations stay apart).
-                    pred = self._graphs.run(rgb, view.state, capture_allowed=not self._worker.busy)
+                    pred = self._graphs.run(rgb, view.state, capture_allowed=not self._worker.busy,
+                                            anchor_frames=emit_from or None)
                 if pred is None:
-                    pred, _, rgb = self._forward(frames, view.state, commit=False)
+                    pred, _, rgb = self._forward(frames, view.state, commit=False, anchor_frames=emit_from or None)
                 self.stats.provisional_runs += 1
                 if not _usable(pred):
                     self.stats.provisional_dropped_nonfinite += 1

@@ -1,0 +1,155 @@
+"""What one provisional pass costs on the device, alone, by the number of frames it carries.
+
+A provisional pass runs the network on a few anchor frames plus the newest frames against the
+last committed memory (see `StreamingReconstructor`). Its cost decides how often odometry can come
+and how long it takes. This script builds the stream's model, commits two windows so that the
+memory has its steady-state shape, then for each pass size times (CUDA events, median of
+``--reps``):
+
+- ``graph``: the replay of the pass's CUDA graph (`ProvisionalGraphs`, as the node runs it: of the
+  compiled blocks when the fast paths compile);
+- ``graph of eager blocks``: the same captured from the eager blocks;
+- ``eager``: the same pass launched from Python;
+- one committed window of ``--window`` frames, for the cost per frame of the bulk work.
+
+and, for one size, the pass's kernels by device time (`torch.profiler`): how many there are and
+which dominate. Prints a table, writes JSON.
+
+    python bench/pass_cost.py --model loger --frames-per-pass 2 3 4 6 --out bench_results/pass_cost.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loger_core.model.fast_paths import eager_regions  # noqa: E402
+from loger_core.stream import StreamConfig, StreamingReconstructor  # noqa: E402
+from loger_core.stream.preprocess import rgb_to_tensor  # noqa: E402
+from loger_core.stream.provisional_graphs import ProvisionalGraphs  # noqa: E402
+
+
+def _time(fn, reps: int) -> float:
+    """Median device+host time of fn() in ms (synchronised around each call)."""
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="loger")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--size", default="504x280", help="network input WxH")
+    ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--overlap", type=int, default=3)
+    ap.add_argument("--frames-per-pass", type=int, nargs="+", default=[2, 3, 4, 6])
+    ap.add_argument("--profile", type=int, default=4, help="pass size to profile (0: none)")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "pass_cost.json")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("pass_cost needs a CUDA device")
+    w, h = (int(v) for v in args.size.split("x"))
+    cfg = StreamConfig(model=args.model, checkpoint=args.checkpoint, device="cuda", resolution=(w, h),
+                       window_size=args.window, overlap_size=args.overlap, async_windows="on", cuda_graphs="on",
+                       provisional_every=0)
+    rec = StreamingReconstructor(cfg)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(2 * args.window, h, w, 3), dtype=np.uint8)
+    for i, img in enumerate(frames):  # two committed windows: the memory's steady-state layout
+        rec.push(img, 1000 + i)
+    rec._worker.wait_idle()
+    state = rec._view.state
+    graphs = rec._graphs
+    model = rec.model
+    # The same passes captured from the eager blocks (what the graphs held before compiled capture).
+    eager_graphs = ProvisionalGraphs(model, rec.options, rec._graph_autocast, compiled=False)
+    rows = []
+    for n in args.frames_per_pass:
+        rgb = torch.from_numpy(frames[:n]).to("cuda")
+        with torch.cuda.stream(rec._prov_stream):
+            graphs.run(rgb, state, capture_allowed=True)  # capture
+            graph_ms = _time(lambda: graphs.run(rgb, state, capture_allowed=False), args.reps)
+            eager_graphs.run(rgb, state, capture_allowed=True)
+            eager_graph_ms = _time(lambda: eager_graphs.run(rgb, state, capture_allowed=False), args.reps)
+
+            def eager():
+                with torch.no_grad(), rec._autocast(), eager_regions():
+                    model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False,
+                                         raw_camera=True)
+
+            eager()
+            eager_ms = _time(eager, max(3, args.reps // 4))
+        rows.append({"frames": n, "graph_ms": graph_ms, "graph_compiled": graphs.compiled,
+                     "eager_blocks_graph_ms": eager_graph_ms, "eager_ms": eager_ms, "graph_ms_per_frame": graph_ms / n})
+        print(f"pass of {n} frames: graph {graph_ms:.1f} ms, graph of eager blocks {eager_graph_ms:.1f} ms, "
+              f"eager {eager_ms:.1f} ms", flush=True)
+
+    window = torch.from_numpy(frames[: args.window]).to("cuda")
+
+    def bulk():
+        with torch.no_grad(), rec._autocast():
+            model.forward_window(rgb_to_tensor(window).unsqueeze(0), state, rec.options, commit=True)
+
+    bulk()
+    window_ms = _time(bulk, 3)
+
+    profile = {}
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        rgb = torch.from_numpy(frames[: args.profile]).to("cuda")
+        with torch.cuda.stream(rec._prov_stream):
+            graphs.run(rgb, state, capture_allowed=True)
+            torch.cuda.synchronize()
+            # Eager: a graph replay shows as one launch; its kernels are those of the eager pass.
+            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+                with torch.no_grad(), rec._autocast(), eager_regions():
+                    model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False,
+                                         raw_camera=True)
+                torch.cuda.synchronize()
+        events = [e for e in prof.key_averages() if e.device_time_total > 0]
+        total_us = sum(e.device_time_total for e in events)
+        kernels = sum(e.count for e in events)
+        top = sorted(events, key=lambda e: -e.device_time_total)[:15]
+        profile = {"frames": args.profile, "kernels": kernels, "device_ms": total_us / 1000,
+                   "top": [{"name": e.key[:90], "calls": e.count, "ms": e.device_time_total / 1000} for e in top]}
+
+    print(f"\n{args.model}, {w}x{h}, memory of window {args.window}/{args.overlap}, {torch.cuda.get_device_name()}")
+    print(f"{'frames':>6} {'graph ms':>9} {'graph of eager blocks':>22} {'eager ms':>9} {'ms/frame':>9}")
+    for r in rows:
+        print(f"{r['frames']:>6d} {r['graph_ms']:>9.1f} {r['eager_blocks_graph_ms']:>22.1f} {r['eager_ms']:>9.1f} "
+              f"{r['graph_ms_per_frame']:>9.1f}")
+    print(f"(graph: {'compiled' if graphs.compiled else 'eager'} blocks, as the stream captures them)")
+    print(f"committed window of {args.window} frames: {window_ms:.1f} ms ({window_ms / args.window:.1f} ms/frame)")
+    if profile:
+        print(f"\npass of {profile['frames']} frames, eager: {profile['kernels']} kernels, {profile['device_ms']:.1f} ms of device time")
+        for t in profile["top"]:
+            print(f"  {t['ms']:7.2f} ms {t['calls']:5d}x  {t['name']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": args.model, "size": [w, h], "window": args.window, "overlap": args.overlap,
+                                    "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                    "passes": rows, "window_ms": window_ms, "profile": profile}, indent=2))
+    print(f"wrote {args.out}")
+    rec.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
