@@ -6,9 +6,7 @@ and how long it takes. This script builds the stream's model, commits two window
 memory has its steady-state shape, then for each pass size times (CUDA events, median of
 ``--reps``):
 
-- ``graph``: the replay of the pass's CUDA graph (`ProvisionalGraphs`, as the node runs it: of the
-  compiled blocks when the fast paths compile);
-- ``graph of eager blocks``: the same captured from the eager blocks;
+- ``graph``: the replay of the pass's CUDA graph (`ProvisionalGraphs`, as the node runs it);
 - ``eager``: the same pass launched from Python;
 - one committed window of ``--window`` frames, for the cost per frame of the bulk work.
 
@@ -34,7 +32,6 @@ sys.path.insert(0, str(REPO))
 from loger_core.model.fast_paths import eager_regions  # noqa: E402
 from loger_core.stream import StreamConfig, StreamingReconstructor  # noqa: E402
 from loger_core.stream.preprocess import rgb_to_tensor  # noqa: E402
-from loger_core.stream.provisional_graphs import ProvisionalGraphs  # noqa: E402
 
 
 def _time(fn, reps: int) -> float:
@@ -78,16 +75,12 @@ def main(argv=None) -> int:
     state = rec._view.state
     graphs = rec._graphs
     model = rec.model
-    # The same passes captured from the eager blocks (what the graphs held before compiled capture).
-    eager_graphs = ProvisionalGraphs(model, rec.options, rec._graph_autocast, compiled=False)
     rows = []
     for n in args.frames_per_pass:
         rgb = torch.from_numpy(frames[:n]).to("cuda")
         with torch.cuda.stream(rec._prov_stream):
             graphs.run(rgb, state, capture_allowed=True)  # capture
             graph_ms = _time(lambda: graphs.run(rgb, state, capture_allowed=False), args.reps)
-            eager_graphs.run(rgb, state, capture_allowed=True)
-            eager_graph_ms = _time(lambda: eager_graphs.run(rgb, state, capture_allowed=False), args.reps)
 
             def eager():
                 with torch.no_grad(), rec._autocast(), eager_regions():
@@ -96,10 +89,8 @@ def main(argv=None) -> int:
 
             eager()
             eager_ms = _time(eager, max(3, args.reps // 4))
-        rows.append({"frames": n, "graph_ms": graph_ms, "graph_compiled": graphs.compiled,
-                     "eager_blocks_graph_ms": eager_graph_ms, "eager_ms": eager_ms, "graph_ms_per_frame": graph_ms / n})
-        print(f"pass of {n} frames: graph {graph_ms:.1f} ms, graph of eager blocks {eager_graph_ms:.1f} ms, "
-              f"eager {eager_ms:.1f} ms", flush=True)
+        rows.append({"frames": n, "graph_ms": graph_ms, "eager_ms": eager_ms, "graph_ms_per_frame": graph_ms / n})
+        print(f"pass of {n} frames: graph {graph_ms:.1f} ms, eager {eager_ms:.1f} ms", flush=True)
 
     window = torch.from_numpy(frames[: args.window]).to("cuda")
 
@@ -132,11 +123,9 @@ def main(argv=None) -> int:
                    "top": [{"name": e.key[:90], "calls": e.count, "ms": e.device_time_total / 1000} for e in top]}
 
     print(f"\n{args.model}, {w}x{h}, memory of window {args.window}/{args.overlap}, {torch.cuda.get_device_name()}")
-    print(f"{'frames':>6} {'graph ms':>9} {'graph of eager blocks':>22} {'eager ms':>9} {'ms/frame':>9}")
+    print(f"{'frames':>6} {'graph ms':>9} {'eager ms':>9} {'ms/frame':>9}")
     for r in rows:
-        print(f"{r['frames']:>6d} {r['graph_ms']:>9.1f} {r['eager_blocks_graph_ms']:>22.1f} {r['eager_ms']:>9.1f} "
-              f"{r['graph_ms_per_frame']:>9.1f}")
-    print(f"(graph: {'compiled' if graphs.compiled else 'eager'} blocks, as the stream captures them)")
+        print(f"{r['frames']:>6d} {r['graph_ms']:>9.1f} {r['eager_ms']:>9.1f} {r['graph_ms_per_frame']:>9.1f}")
     print(f"committed window of {args.window} frames: {window_ms:.1f} ms ({window_ms / args.window:.1f} ms/frame)")
     if profile:
         print(f"\npass of {profile['frames']} frames, eager: {profile['kernels']} kernels, {profile['device_ms']:.1f} ms of device time")

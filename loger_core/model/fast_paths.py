@@ -84,25 +84,17 @@ _local = threading.local()
 
 
 @contextmanager
-def eager_regions(enabled: bool = True) -> Iterator[None]:
-    """Within it, on this thread only, compiled regions run their original eager code
-    (`enabled=False`: their compiled code again, e.g. to capture it in a CUDA graph)."""
+def eager_regions() -> Iterator[None]:
+    """Within it, on this thread only, compiled regions run their original eager code."""
     previous = getattr(_local, "eager", False)
-    _local.eager = enabled
+    _local.eager = True
     try:
         yield
     finally:
         _local.eager = previous
 
 
-def _static_compile(fn: Callable) -> Callable:
-    # Static shapes: a stream meets few shapes (the window, its first and last windows, the
-    # provisional passes), each worth its own specialised kernels; automatic dynamic shapes would
-    # turn the window's kernels into slower shape-generic ones as soon as a second shape came.
-    return torch.compile(fn, dynamic=False)
-
-
-def _compiled_or_eager(eager: Callable, compile_fn: Callable = _static_compile) -> Callable:
+def _compiled_or_eager(eager: Callable, compile_fn: Callable = torch.compile) -> Callable:
     """`compile_fn(eager)`, except on a thread inside `eager_regions()`."""
     compiled = compile_fn(eager)
 

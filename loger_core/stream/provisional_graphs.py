@@ -63,18 +63,11 @@ class ProvisionalGraphs:
     """Replays `model.forward_window(images, state, options, commit=False)` from CUDA graphs.
 
     autocast: returns the context the reconstructor runs the network in (bf16 autocast or none).
-    compiled: capture the model's compiled blocks (`fast_paths` compile) instead of their eager
-        code: the pass's layer norms, RoPE, residuals and TTT arithmetic become a few fused kernels
-        instead of thousands (on an H100 an eager 4-frame pass is 4,095 kernels, half of its 50 ms
-        of device time outside the matmuls and attention). The warm-up before the capture compiles
-        the pass's shapes on the calling thread, which is safe only while no other thread runs or
-        compiles the network: capture is only asked for with no window in flight.
     """
 
     def __init__(self, model: torch.nn.Module, options: MemoryOptions, autocast: Callable[[], ContextManager],
-                 max_graphs: int = 8, compiled: bool = False) -> None:
+                 max_graphs: int = 8) -> None:
         self.model = model
-        self.compiled = compiled
         self.options = options
         self.autocast = autocast
         self.max_graphs = max_graphs
@@ -130,15 +123,18 @@ class ProvisionalGraphs:
         static_state = _clone_state(state)
 
         def forward() -> WindowPrediction:
-            with torch.no_grad(), self.autocast(), eager_regions(not self.compiled):
+            # Eager blocks: compiled code may not be entered from this thread (fast_paths). Capturing
+            # the compiled blocks was tried: each new reconstructor's first captures then compiled
+            # for seconds on the node's inference thread (dropped frames on an H100).
+            with torch.no_grad(), self.autocast(), eager_regions():
                 pred, _ = self.model.forward_window(rgb_to_tensor(static_rgb).unsqueeze(0), static_state,
                                                     self.options, commit=False, raw_camera=True,
                                                     anchor_frames=anchor_frames)
                 # The camera head's SVD stays out of the graph (its error check copies to the host).
                 return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None)
 
-        # Warm-up outside the graph: compilation, per-shape kernel choices (attention timing syncs)
-        # and library workspaces must exist before capture.
+        # Warm-up outside the graph: per-shape kernel choices (attention timing syncs) and library
+        # workspaces must exist before capture.
         side = torch.cuda.Stream(rgb.device)
         side.wait_stream(torch.cuda.current_stream(rgb.device))
         with torch.cuda.stream(side):

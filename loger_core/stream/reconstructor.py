@@ -209,8 +209,7 @@ class StreamingReconstructor:
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
-                    compiled = bool(getattr(getattr(self.model, "fast_paths", None), "compile", False))
-                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast, compiled=compiled)
+                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
             if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
                 self._share = GpuShare(self.device)
                 install_yield_points(self.model)
