@@ -43,6 +43,19 @@ def test_bulk_thread_stops_at_its_next_yield_point_while_urgent_work_runs():
     assert share.stats.yield_points == 50
 
 
+def test_urgent_side_can_wait_until_the_bulk_thread_has_stopped():
+    share = GpuShare(torch.device("cpu"), max_hold_s=5.0)
+    with share.urgent():
+        assert not share.wait_bulk_paused(0.05)  # no bulk thread at a yield point
+        passed: list = []
+        started = threading.Event()
+        worker = threading.Thread(target=_bulk_loop, args=(share, 2, passed, started))
+        worker.start()
+        assert share.wait_bulk_paused(5.0) and passed == []
+    worker.join(5)
+    assert len(passed) == 2 and not share.wait_bulk_paused(0.01)
+
+
 def test_a_stop_lasts_at_most_max_hold_s():
     share = GpuShare(torch.device("cpu"), max_hold_s=0.05)
     passed: list = []

@@ -67,6 +67,7 @@ class GpuShare:
         self.stats = GpuShareStats()
         self._cond = threading.Condition()
         self._urgent = 0
+        self._paused = False  # the bulk thread waits at a yield point
         self._queued: deque = deque()
 
     # ------------------------------------------------------------ urgent side
@@ -85,6 +86,13 @@ class GpuShare:
     @property
     def urgent_pending(self) -> bool:
         return self._urgent > 0
+
+    def wait_bulk_paused(self, timeout_s: float) -> bool:
+        """Inside `urgent()`: waits up to `timeout_s` until the bulk thread stops at a yield point
+        (between two blocks: it launches, allocates and compiles nothing until `urgent()` ends).
+        True when it has stopped."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._paused, timeout_s)
 
     # ------------------------------------------------------------ bulk side
     @contextmanager
@@ -112,7 +120,10 @@ class GpuShare:
         if self._urgent:
             t0 = time.perf_counter()
             with self._cond:
+                self._paused = True
+                self._cond.notify_all()
                 done = self._cond.wait_for(lambda: self._urgent == 0, self.max_hold_s)
+                self._paused = False
             self.stats.holds += 1
             self.stats.held_s += time.perf_counter() - t0
             if not done:

@@ -9,7 +9,8 @@ GPU, limited the node. A captured graph replays the whole pass with one launch.
 One graph per input shape, anchor count and memory layout (the memory's tensors have fixed shapes once the first
 window ran). The graph reads its own copies of the input images and of the committed memory; the
 memory is copied in once per committed window (device-to-device), the images once per pass.
-Capture is only tried while no window is being computed (`capture_allowed`), and a shape that fails
+Capture is only tried while no window is being computed, or while the window worker is stopped
+between two blocks for this very pass (`capture_allowed`, `gpu_share`), and a shape that fails
 to capture (or a pass whose memory has no fixed layout: before the first window, a TTT reset) runs
 eagerly instead: graphs are an optimisation, never a condition.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Optional, Union
 
 import torch
 
@@ -84,11 +85,13 @@ class ProvisionalGraphs:
         every = self.options.reset_every
         return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
 
-    def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: bool,
+    def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: Union[bool, Callable[[], bool]],
             anchor_frames: Optional[int] = None) -> Optional[WindowPrediction]:
         """The provisional prediction for `rgb` ((n, h, w, 3) uint8 on the device) against
         `state` (`anchor_frames`: see `LoGeR.forward_window`), on the current stream, as new
-        tensors; None when no graph serves this pass (the caller runs it eagerly)."""
+        tensors; None when no graph serves this pass (the caller runs it eagerly).
+        capture_allowed: whether a missing graph may be captured now (a callable is asked only
+        when one is missing)."""
         if not self.usable_for(state):
             return None
         key = (tuple(rgb.shape), anchor_frames, state_layout(state))
@@ -96,7 +99,8 @@ class ProvisionalGraphs:
             return None
         entry = self._graphs.get(key)
         if entry is None:
-            if not capture_allowed or len(self._graphs) >= self.max_graphs:
+            if len(self._graphs) >= self.max_graphs or not (capture_allowed() if callable(capture_allowed)
+                                                             else capture_allowed):
                 return None
             try:
                 entry = self._capture(rgb, state, anchor_frames)

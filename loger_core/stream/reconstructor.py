@@ -612,7 +612,7 @@ class StreamingReconstructor:
                 if self._graphs is not None and self._graphs.usable_for(view.state):
                     rgb = self._device_images(frames)
                     # A first capture only while no window computes (its allocations stay apart).
-                    pred = self._graphs.run(rgb, view.state, capture_allowed=not self._worker.busy,
+                    pred = self._graphs.run(rgb, view.state, capture_allowed=self._capture_allowed,
                                             anchor_frames=emit_from or None)
                 if pred is None:
                     pred, _, rgb = self._forward(frames, view.state, commit=False, anchor_frames=emit_from or None)
@@ -630,6 +630,14 @@ class StreamingReconstructor:
             return []
         finally:
             self._spend_provisional(t0)
+
+    def _capture_allowed(self) -> bool:
+        """Whether a provisional pass may capture its CUDA graph now: while no window computes, or
+        while the window worker is stopped between two blocks for this pass (`pass_priority`; a
+        camera that never pauses keeps the worker busy, and its passes would never get a graph)."""
+        if not self._worker.busy:
+            return True
+        return self._share is not None and self._share.wait_bulk_paused(0.1)
 
     @contextmanager
     def _worker_context(self, commit_stream) -> Iterator[None]:
