@@ -159,7 +159,7 @@ class NodeParams:
     reset_every: int = _p(0, "Reset the TTT fast-weight memory every N windows (0 = never; the authors "
                           "suggest 5 beyond ~1k frames).", minimum=0, maximum=1_000_000, group="streaming")
     provisional_every: int = _p(
-        4,
+        3,
         "Low-latency poses: every N new frames of an incomplete window, run the network on the window so far "
         "without committing its memory and publish the newest frame's pose at once (0 = only committed "
         "windows, i.e. poses in bursts of a window).",
@@ -169,7 +169,7 @@ class NodeParams:
         "of t seconds the next waits t*(1-budget)/budget, so slow passes are thinned out instead of making the "
         "node drop camera frames.", minimum=0.01, maximum=1.0, group="streaming")
     provisional_anchors: int = _p(
-        0, "Frames of the last committed window a low-latency pass carries before the newest frames: 0 = all "
+        1, "Frames of the last committed window a low-latency pass carries before the newest frames: 0 = all "
         "overlap_size of them, N = the first N (cheaper passes, less context).", minimum=0, maximum=1023,
         group="streaming")
     fast_paths: str = _p("auto", "GPU fast paths (fastest attention kernel per shape, bf16 weights, compiled "
