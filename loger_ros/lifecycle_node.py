@@ -4,9 +4,12 @@ has no bond; or ``launch_ros.actions.LifecycleNode`` with its transition events)
 
 Same parameters, topics, services and shutdown as ``loger_node`` (:class:`loger_ros.node.MappingShell`):
 
-- unconfigured: parameters declared (``ros2 param`` works), nothing loaded, nothing published;
-- ``configure``: the core is built and the model loaded (FAILURE, with the reason logged, on a bad
-  parameter or checkpoint: the node stays unconfigured and can be configured again);
+- unconfigured: parameters declared, and any of them can be set (``ros2 param set``), nothing loaded,
+  nothing published;
+- ``configure``: the parameters are read and checked, the core is built and the model loaded
+  (FAILURE, with the reason logged, on a bad parameter or checkpoint: the node stays unconfigured,
+  the parameter can be set right and the node configured again); once configured only the live
+  parameters (``LIVE_PARAMETERS``: the low-latency passes' rate, budget, anchors) change;
 - ``activate``: the camera inputs are subscribed and mapping starts (``READY_MESSAGE``);
 - ``deactivate``: the inputs are unsubscribed; the map, the network memory and the trajectory stay,
   and a later ``activate`` goes on mapping in the same ``map`` frame;
@@ -26,6 +29,8 @@ from loger_ros.params import NODE_NAME
 
 class LogerLifecycleNode(MappingShell, LifecycleNode):
     """The managed mapping node (states and transitions in the module docstring)."""
+
+    _MANAGED = True
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)

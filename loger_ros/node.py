@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid, Odometry, Path
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
@@ -49,12 +49,15 @@ from loger_ros.conversions import RclpyFactory, matrix_from_transform
 from loger_ros.core import MappingCore, Publication, resolve_image_transport
 from loger_ros.params import (
     DIAGNOSTICS_TOPIC,
+    LIVE_PARAMETERS,
     NODE_NAME,
     OUTPUT_TOPICS,
     READY_MESSAGE,
     SERVICES,
     NodeParams,
+    ParamsError,
     param_specs,
+    parameter_update,
 )
 
 _MAP_QOS = QoSProfile(
@@ -134,10 +137,16 @@ class MappingShell:
             f"(tf_mode {self.params.tf_mode})")
 
     # ------------------------------------------------------------ parameters
+    # A managed node takes any parameter while unconfigured (its configure reads them); see
+    # `_on_set_parameters`.
+    _MANAGED = False
+
     def _declare_parameters(self) -> NodeParams:
         for spec in param_specs():
+            # Read-only: what only start-up reads (`ros2 param set` says so instead of pretending).
+            read_only = not self._MANAGED and spec.name not in LIVE_PARAMETERS
             descriptor = ParameterDescriptor(
-                description=spec.description, additional_constraints=spec.constraints, read_only=True)
+                description=spec.description, additional_constraints=spec.constraints, read_only=read_only)
             if spec.type_ is int and spec.minimum is not None and spec.maximum is not None:
                 descriptor.integer_range = [
                     IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
@@ -145,7 +154,28 @@ class MappingShell:
                 descriptor.floating_point_range = [
                     FloatingPointRange(from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
             self.declare_parameter(spec.name, spec.default, descriptor)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         return self._read_parameters()
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        """``ros2 param set`` / rqt_reconfigure: while the node maps, only `LIVE_PARAMETERS` change
+        (applied from the next frame); other changes are refused with the reason. A managed node
+        that is not configured accepts anything: configure checks the whole set."""
+        core = getattr(self, "core", None)
+        if core is None or self.params is None:
+            return SetParametersResult(successful=True)
+        changes = {param.name: param.value for param in parameters}
+        try:
+            params = parameter_update(self.params, changes, running=True)
+        except ParamsError as err:
+            self.log.warning(f"parameter change refused: {err}")
+            return SetParametersResult(successful=False, reason=str(err))
+        live = {name: value for name, value in changes.items() if name in LIVE_PARAMETERS}
+        core.apply_live_params(params)
+        self.params = params
+        if live:
+            self.log.info(f"parameters changed while mapping: {live}")
+        return SetParametersResult(successful=True)
 
     def _read_parameters(self) -> NodeParams:
         """The declared parameters' values, checked (``ParamsError`` names the first bad one)."""

@@ -31,11 +31,13 @@ __all__ = [
     "SCALE_SOURCES",
     "TF_MODES",
     "IMAGE_TRANSPORTS",
+    "LIVE_PARAMETERS",
     "SHUTDOWN_PARTIAL_WINDOW",
     "NodeParams",
     "ParamSpec",
     "ParamsError",
     "load_params_yaml",
+    "parameter_update",
     "param_specs",
     "params_to_yaml",
 ]
@@ -588,6 +590,31 @@ def param_specs() -> list[ParamSpec]:
         specs.append(ParamSpec(f.name, type_, default, m["description"], m["choices"], m["minimum"],
                                m["maximum"], m["group"]))
     return specs
+
+
+# Parameters a running node applies at once (`ros2 param set`, rqt_reconfigure): the low-latency
+# passes' knobs, read by the stream at every frame. Every other parameter shapes what the node built
+# at start-up (model, topics, map, TF) and is refused while it runs, rather than accepted and ignored.
+LIVE_PARAMETERS = ("provisional_every", "provisional_budget", "provisional_anchors")
+
+
+def parameter_update(current: NodeParams, changes: Mapping[str, Any], running: bool) -> NodeParams:
+    """The parameters after ``changes`` ({name: new value}).
+
+    Raises ParamsError with the reason to give the caller: a parameter that only takes effect at
+    start-up while the node is ``running`` (a managed node that is not configured takes anything:
+    its configure transition reads and checks them), or a value or combination NodeParams refuses.
+    """
+    values = current.to_dict()
+    changed = {name: value for name, value in changes.items() if name != "use_sim_time"}  # rclpy's own
+    if running:
+        fixed = sorted(name for name, value in changed.items() if name not in LIVE_PARAMETERS and values.get(name) != value)
+        if fixed:
+            raise ParamsError(
+                f"{', '.join(fixed)}: only read at start-up, so not changed while the node runs; restart it with the new "
+                f"value (loger_lifecycle_node: cleanup, set, configure). Changeable while running: {', '.join(LIVE_PARAMETERS)}")
+    values.update(changed)
+    return NodeParams.from_mapping(values, source="parameter update")
 
 
 def _load_yaml(path: Path) -> Any:

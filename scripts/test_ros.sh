@@ -23,6 +23,9 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST
 WS="${LOGER_ROS_WS:-${TMPDIR:-/tmp}/loger_ros_ws}"
 mkdir -p "$WS/src"
 ln -sfn "$ROOT" "$WS/src/loger_ros"
+# setuptools copies a source file only when it is newer than its copy in build/: a checkout that moves
+# files back in time (git stash, switching branches) would leave stale modules installed.
+rm -rf "$WS/build/loger_ros" "$WS/install/loger_ros"
 (cd "$WS" && colcon build --packages-select loger_ros --event-handlers console_direct- >"$WS/build.log" 2>&1) \
   || { tail -40 "$WS/build.log" >&2; exit 1; }
 # shellcheck disable=SC1091

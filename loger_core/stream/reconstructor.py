@@ -14,6 +14,7 @@ the scale source a fixed history. Results are handed to the caller, never accumu
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -366,6 +367,16 @@ class StreamingReconstructor:
         from .session_state import restore_stream
 
         restore_stream(self, component, path)
+
+    def set_provisional(self, every: Optional[int] = None, budget: Optional[float] = None,
+                        anchors: Optional[int] = None) -> None:
+        """Changes `provisional_every` / `provisional_budget` / `provisional_anchors` while frames
+        flow (None keeps a value); the next frame's push uses them. Committed windows do not depend
+        on them. Raises StreamInputError for a bad value (nothing changed then)."""
+        changes = {k: v for k, v in (("provisional_every", every), ("provisional_budget", budget),
+                                     ("provisional_anchors", anchors)) if v is not None}
+        # One new config object, swapped in at once: a pass never sees half an update.
+        self.config = dataclasses.replace(self.config, **changes)
 
     def session_settings(self) -> dict:
         """The settings a resumed stream must share with the one that saved the session."""

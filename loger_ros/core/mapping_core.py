@@ -646,6 +646,14 @@ class MappingCore:
         return saved
 
     # ============================================================= diagnostics
+    def apply_live_params(self, params: NodeParams) -> None:
+        """Takes the `LIVE_PARAMETERS` of ``params`` (checked NodeParams) while the node runs: the
+        low-latency passes' rate, budget and anchors go to the stream from the next frame on."""
+        stream = self.reconstructor
+        if hasattr(stream, "set_provisional"):
+            stream.set_provisional(params.provisional_every, params.provisional_budget, params.provisional_anchors)
+        self.params = params
+
     def diagnostics_values(self) -> dict[str, Any]:
         """Every diagnostics key and value (rates in Hz, latencies in ms, memory in MiB)."""
         now = self._now()

@@ -1,6 +1,7 @@
 """The managed node (``lifecycle:=true``: loger_lifecycle_node) in a real ROS 2 graph: it maps only
 between activate and deactivate, keeps its map across a deactivate, refuses a bad configure and can
-be configured again, and saves the map on cleanup. Bundled small model on the CPU."""
+be configured again after a parameter was set right, takes only live parameter changes while
+configured, and saves the map on cleanup. Bundled small model on the CPU."""
 from __future__ import annotations
 
 import re
@@ -14,6 +15,8 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not importable: the ROS 2 
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 
 from loger_core.io.trajectory import read_tum  # noqa: E402
 from loger_core.map import load_ply  # noqa: E402
@@ -36,6 +39,11 @@ def _call(client: Client, srv_type, name: str, request, timeout_s: float):
         time.sleep(0.05)
     assert future.done(), f"service {name} did not answer in {timeout_s} s"
     return future.result()
+
+
+def _set_param(client: Client, name: str, value):
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return _call(client, SetParameters, "/loger/set_parameters", request, 30.0).results[0]
 
 
 def _state(client: Client) -> str:
@@ -64,14 +72,8 @@ def test_managed_node_maps_between_activate_and_deactivate_and_saves_on_cleanup(
         assert _state(client) == "unconfigured"
         assert re.search(r"configure failed: .*missing\.safetensors", launched.text()), launched.text()[-3000:]
 
-        # Parameters are read-only once declared: a fresh launch with a good checkpoint instead.
-        client.close()
-        launched.close()
-        launched = Launched("loger.launch.py", {"device": "cpu", "output_dir": str(out), "lifecycle": "true"},
-                            tmp_path / "managed2.log")
-        client = Client("loger_test_lifecycle2")
-        client.publish_camera_mount()
-        launched.wait_for(r"\[loger_lifecycle_node-\d+\]: process started", 30.0)
+        # Unconfigured, any parameter can be set right (here: back to the bundled model), then configure.
+        assert _set_param(client, "checkpoint_path", "").successful
         assert _transition(client, Transition.TRANSITION_CONFIGURE)
         assert _state(client) == "inactive" and client.image_pub.get_subscription_count() == 0
         assert _transition(client, Transition.TRANSITION_ACTIVATE)
@@ -81,6 +83,10 @@ def test_managed_node_maps_between_activate_and_deactivate_and_saves_on_cleanup(
         camera = CameraStream(client, camera_frames, fps=10.0)
         camera.run(40)
         client.wait_until(lambda: len(client.messages("odom")) >= 20, 60.0, "odometry while active")
+        # Configured: only the live parameters change; the others are refused with the reason.
+        refused = _set_param(client, "window_size", 8)
+        assert not refused.successful and "only read at start-up" in refused.reason, refused.reason
+        assert _set_param(client, "provisional_every", 2).successful
 
         assert _transition(client, Transition.TRANSITION_DEACTIVATE)
         client.wait_until(lambda: client.image_pub.get_subscription_count() == 0, 10.0, "the inputs unsubscribed")

@@ -16,6 +16,8 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not importable: the ROS 2 
                             "ROS 2 with this package built (bash scripts/test_ros.sh)")
 
 from geometry_msgs.msg import TransformStamped  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -138,6 +140,20 @@ def test_embedded_default_raw_images_tf_map_services_diagnostics_and_malformed_i
             assert "map.yaml" in saved.message and (out / "map.yaml").is_file() and (out / "map.pgm").is_file()
         reset = client.call(Trigger, "/loger/reset")
         assert reset.success and "reset" in reset.message
+
+        # -- parameters while mapping: a live one changes (from the next frame), a start-up one is
+        # read-only and says so, a live one out of its range is refused.
+        def set_param(name, value):
+            request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+            return client.call(SetParameters, "/loger/set_parameters", request=request).results[0]
+
+        changed = set_param("provisional_every", 2)
+        assert changed.successful, changed.reason
+        launched.wait_for(r"parameters changed while mapping: \{'provisional_every': 2\}", 10.0)
+        refused = set_param("window_size", 8)
+        assert not refused.successful and "read-only" in refused.reason, refused.reason
+        out_of_range = set_param("provisional_budget", 2.0)
+        assert not out_of_range.successful, out_of_range.reason
 
         # -- malformed images are dropped with a warning each, mapping goes on.
         truncated = Image(header=Header(stamp=stamp_msg(time.time_ns()), frame_id="camera_optical_frame"),
