@@ -4,7 +4,7 @@
         image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info device:=cuda
 
 Every override argument left empty keeps the value of ``params_file`` (whose model, input size
-and window default to the bundled tiny demo model sized for a CPU when no checkpoint is given);
+and window default to the bundled small demo model sized for a CPU when no checkpoint is given);
 ``sigterm_timeout`` is how long the node gets after SIGINT (Ctrl-C) to save its map before launch
 escalates to SIGTERM (it covers the node's ``shutdown_timeout_s``, 10 s by default). ``odom_out``,
 ``path_out``, ``cloud_out`` and ``map_out`` remap the node's private outputs. With
@@ -12,7 +12,10 @@ escalates to SIGTERM (it covers the node's ``shutdown_timeout_s``, 10 s by defau
 ``base_frame -> camera_link`` (``camera_x/y/z/roll/pitch/yaw``, REP-103 body axes) and
 ``camera_link -> camera_frame`` (the fixed optical rotation, z forward / x right / y down).
 ``lifecycle:=true`` runs the managed node ``loger_lifecycle_node`` instead (configure, activate).
+``namespace:=robot1`` runs it as ``/robot1/loger`` (outputs ``/robot1/loger/odom`` ...; absolute
+input topics such as the default ``/camera/image_raw`` stay as they are: point them at the robot's).
 """
+import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
@@ -66,6 +69,22 @@ ARGUMENT_HELP = {
 }
 
 
+NODE_NAME = "loger"
+
+
+def _parameter_section(path: str) -> dict:
+    """The node's ``ros__parameters`` of a parameter file. A namespaced node gets them as a mapping:
+    rcl matches the file's ``loger:`` key against the node's full name, and ``/robot1/loger`` would
+    silently start with the built-in defaults instead."""
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    for key in (NODE_NAME, "/" + NODE_NAME, "/**"):
+        section = doc.get(key) if isinstance(doc, dict) else None
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            return dict(section["ros__parameters"])
+    raise RuntimeError(f"parameter file {path!r} has no '{NODE_NAME}: ros__parameters:' mapping")
+
+
 def _node(context, *args, **kwargs):
     overrides = {}
     for argument, parameter in PARAMETER_ARGUMENTS.items():
@@ -82,15 +101,19 @@ def _node(context, *args, **kwargs):
         if value != "":
             remappings.append((topic, value))
     managed = LaunchConfiguration("lifecycle").perform(context).strip().lower() in ("true", "1", "yes")
+    namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+    params_file = LaunchConfiguration("params_file")
+    parameters = [_parameter_section(params_file.perform(context)) if namespace else params_file, overrides]
     return [
         Node(
             package="loger_ros",
             # The managed variant waits in 'unconfigured' for configure / activate (lifecycle_node.py).
             executable="loger_lifecycle_node" if managed else "loger_node",
-            name="loger",
+            name=NODE_NAME,
+            namespace=namespace,
             output="screen",
             emulate_tty=True,
-            parameters=[LaunchConfiguration("params_file"), overrides],
+            parameters=parameters,
             remappings=remappings,
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
             sigterm_timeout=LaunchConfiguration("sigterm_timeout"),
@@ -103,6 +126,8 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS 2 parameter file"),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of the node (e.g. robot1: /robot1/loger/odom ...)"),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="run the managed node (loger_lifecycle_node): it maps only after "
                                           "configure and activate, e.g. from Nav2's lifecycle_manager"),

@@ -95,8 +95,11 @@ def test_loger_launch_starts_the_node_with_the_yaml_and_the_camera_mount():
     assert "lifecycle" in _declared_arguments(tree)
     scripts = (REPO / "setup.py").read_text()
     assert "loger_lifecycle_node = loger_ros.lifecycle_node:main" in scripts and "loger_node = loger_ros.node:main" in scripts
-    assert ast.literal_eval(loger[0]["name"]) == NODE_NAME  # the YAML key must match the node name
-    assert "params_file" in ast.unparse(loger[0]["parameters"])
+    assert _module_constant(tree, "NODE_NAME") == NODE_NAME  # the YAML key must match the node name
+    assert ast.unparse(loger[0]["name"]) == "NODE_NAME"
+    node_fn = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "_node")
+    assert "params_file" in ast.unparse(node_fn) and ast.unparse(loger[0]["parameters"]) == "parameters"
+    assert "namespace" in _declared_arguments(tree)
     yaml_path = [ast.literal_eval(a) for c in _calls(tree, "PathJoinSubstitution") for a in c.args[0].elts[1:]]
     assert ["config", "loger.yaml"] in [yaml_path[i:i + 2] for i in range(len(yaml_path))]
     assert (REPO / "config" / "loger.yaml").is_file()
@@ -133,6 +136,25 @@ def _function(tree: ast.Module, name: str):
     namespace: dict = {}
     exec(compile(ast.Module(body=[fn], type_ignores=[]), str(REPLAY_LAUNCH), "exec"), namespace)
     return namespace[name]
+
+
+def test_a_namespaced_node_gets_the_parameter_file_section_itself(tmp_path):
+    import yaml
+
+    from loger_ros.params import NodeParams, params_to_yaml
+
+    fn = next(n for n in _tree(LAUNCH).body if isinstance(n, ast.FunctionDef) and n.name == "_parameter_section")
+    scope: dict = {"yaml": yaml, "NODE_NAME": NODE_NAME}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(LAUNCH), "exec"), scope)
+    section = scope["_parameter_section"]
+    path = tmp_path / "params.yaml"
+    path.write_text(params_to_yaml(NodeParams(input_width=84, input_height=56)))
+    values = section(str(path))
+    assert NodeParams.from_mapping(values) == NodeParams(input_width=84, input_height=56)
+    assert section(str(REPO / "config" / "loger.yaml")) == NodeParams().to_dict()
+    path.write_text("other_node:\n  ros__parameters: {a: 1}\n")
+    with pytest.raises(RuntimeError, match="no 'loger: ros__parameters:'"):
+        section(str(path))
 
 
 def test_replay_launch_passes_delay_only_when_positive():

@@ -163,7 +163,7 @@ class Client:
     """A node in the test process: camera publishers, subscribers to every output, spun on a thread."""
 
     def __init__(self, name: str = "loger_test_client", image_topic: str = "/camera/image_raw",
-                 compressed: bool = False, use_sim_time: bool = False) -> None:
+                 compressed: bool = False, use_sim_time: bool = False, prefix: str = "/loger") -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         params = [Parameter("use_sim_time", value=True)] if use_sim_time else []
@@ -176,9 +176,9 @@ class Client:
         self.info_pub = n.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
         self.clock_pub = n.create_publisher(Clock, "/clock", 10)
         self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
-        n.create_subscription(Odometry, "/loger/odom", self._keep("odom"), 100)
-        n.create_subscription(PathMsg, "/loger/path", self._keep("path"), 10)
-        n.create_subscription(PointCloud2, "/loger/cloud", self._keep("cloud"), 10)
+        n.create_subscription(Odometry, f"{prefix}/odom", self._keep("odom"), 100)
+        n.create_subscription(PathMsg, f"{prefix}/path", self._keep("path"), 10)
+        n.create_subscription(PointCloud2, f"{prefix}/cloud", self._keep("cloud"), 10)
         n.create_subscription(TFMessage, "/tf", self._keep("tf"), 100)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 50)
         self.executor = SingleThreadedExecutor(context=self.context)

@@ -29,6 +29,7 @@ from loger_core.io.trajectory import read_tum  # noqa: E402
 from loger_core.map import load_ply  # noqa: E402
 from loger_core.model_selection import BUNDLED_CHECKPOINT  # noqa: E402
 from loger_ros.conversions import matrix_from_transform  # noqa: E402
+from loger_ros.params import NodeParams, params_to_yaml  # noqa: E402
 from ros_graph import CameraStream, Client, Launched, stamp_msg, stamp_ns, tf_edges  # noqa: E402
 
 READY = r"loger_node ready"
@@ -228,6 +229,29 @@ def test_compressed_jpeg_in_map_to_odom_mode_with_the_shipped_weights(ros_ready,
 
 
 # ---------------------------------------------------------------------------------------------------
+def test_namespaced_node_maps_with_its_parameter_file(ros_ready, tmp_path, camera_frames):
+    """namespace:=robot1 with a parameter file: the node is /robot1/loger, publishes under it, and
+    the file's values apply (rcl would not match the file's `loger:` key to /robot1/loger)."""
+    params = tmp_path / "robot1.yaml"
+    params.write_text(params_to_yaml(NodeParams(input_width=84, input_height=56)))
+    launched = _launch(tmp_path, "robot1", namespace="robot1", params_file=str(params), **MOUNT)
+    client = Client("loger_test_robot1", prefix="/robot1/loger")
+    client.publish_camera_mount()
+    try:
+        launched.wait_for(READY, STARTUP_S)
+        client.wait_for_subscriber()
+        CameraStream(client, camera_frames, fps=10.0).run(40)
+        client.wait_until(lambda: len(client.messages("odom")) >= 10, 60.0, "odometry on /robot1/loger/odom")
+        client.wait_until(lambda: bool(_statuses(client)), 30.0, "diagnostics")
+        assert _values(_statuses(client)[-1])["input_size"] == "84x56"  # the parameter file's, not the default
+        saved = client.call(Trigger, "/robot1/loger/save_map")
+        assert saved.success, saved.message
+    finally:
+        client.close()
+        launched.close()
+    _assert_clean_exit(launched)
+
+
 def test_use_sim_time_follows_clock(ros_ready, tmp_path, camera_frames):
     launched = _launch(tmp_path, "sim", use_sim_time="true", **MOUNT)
     client = Client("loger_test_sim", use_sim_time=True)
