@@ -159,3 +159,29 @@ def test_bulk_thread_queues_at_most_lookahead_blocks_on_cuda():
             yield_point()
             assert len(share._queued) <= 2
     torch.cuda.synchronize()
+
+
+def test_node_diagnostics_report_what_the_passes_priority_costs_the_windows(tiny):
+    from loger_ros.conversions import rosbags_factory
+    from loger_ros.core import MappingCore
+    from loger_ros.params import NodeParams
+
+    class Log:
+        def debug(self, text):
+            pass
+
+        info = warning = error = debug
+
+    def core_with(priority):
+        params = NodeParams(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=W,
+                            input_height=H, window_size=5, overlap_size=2, async_windows="on", pass_priority=priority)
+        stream = StreamingReconstructor(params.stream_config(), tiny)
+        return MappingCore(params, rosbags_factory("ros2_humble"), reconstructor=stream, logger=Log()), stream
+
+    core, stream = core_with("on")
+    values = core.diagnostics_values()
+    assert values["stream_window_holds"] == 0 and values["stream_window_held_s"] == 0.0
+    stream.close()
+    core, stream = core_with("off")
+    assert "stream_window_holds" not in core.diagnostics_values()
+    stream.close()
