@@ -25,13 +25,19 @@ def _bulk_loop(share: GpuShare, steps: int, passed: list, started: threading.Eve
             passed.append(time.perf_counter())
 
 
-def test_bulk_thread_stops_at_its_next_yield_point_while_urgent_work_runs():
-    share = GpuShare(torch.device("cpu"), max_hold_s=5.0)
+def _start_bulk(share: GpuShare, steps: int) -> tuple[threading.Thread, list, threading.Event]:
+    """A bulk thread passing `steps` yield points; returns it, the times it passed them, its start."""
     passed: list = []
     started = threading.Event()
+    worker = threading.Thread(target=_bulk_loop, args=(share, steps, passed, started))
+    worker.start()
+    return worker, passed, started
+
+
+def test_bulk_thread_stops_at_its_next_yield_point_while_urgent_work_runs():
+    share = GpuShare(torch.device("cpu"), max_hold_s=5.0)
     with share.urgent():
-        worker = threading.Thread(target=_bulk_loop, args=(share, 50, passed, started))
-        worker.start()
+        worker, passed, started = _start_bulk(share, 50)
         assert started.wait(5)
         time.sleep(0.2)
         assert passed == []  # stopped at its first yield point
@@ -47,10 +53,7 @@ def test_urgent_side_can_wait_until_the_bulk_thread_has_stopped():
     share = GpuShare(torch.device("cpu"), max_hold_s=5.0)
     with share.urgent():
         assert not share.wait_bulk_paused(0.05)  # no bulk thread at a yield point
-        passed: list = []
-        started = threading.Event()
-        worker = threading.Thread(target=_bulk_loop, args=(share, 2, passed, started))
-        worker.start()
+        worker, passed, _ = _start_bulk(share, 2)
         assert share.wait_bulk_paused(5.0) and passed == []
     worker.join(5)
     assert len(passed) == 2 and not share.wait_bulk_paused(0.01)
@@ -58,11 +61,8 @@ def test_urgent_side_can_wait_until_the_bulk_thread_has_stopped():
 
 def test_a_stop_lasts_at_most_max_hold_s():
     share = GpuShare(torch.device("cpu"), max_hold_s=0.05)
-    passed: list = []
-    started = threading.Event()
     with share.urgent():
-        worker = threading.Thread(target=_bulk_loop, args=(share, 3, passed, started))
-        worker.start()
+        worker, passed, _ = _start_bulk(share, 3)
         worker.join(5)
         # Urgent work that never ends holds the bulk thread back by max_hold_s per yield point only.
         assert len(passed) == 3
