@@ -245,14 +245,13 @@ class StreamConfig:
             raise StreamInputError(f"StreamConfig.preprocess_threads must be an integer in [0, 64], got {self.preprocess_threads!r}")
         if self.async_windows not in ASYNC_WINDOW_MODES:
             raise StreamInputError(f"StreamConfig.async_windows must be one of {ASYNC_WINDOW_MODES}, got {self.async_windows!r}")
-        if isinstance(self.cuda_graphs, bool):  # YAML / older callers: true / false
-            self.cuda_graphs = "on" if self.cuda_graphs else "off"
-        if self.cuda_graphs not in CUDA_GRAPH_MODES:
-            raise StreamInputError(f"StreamConfig.cuda_graphs must be one of {CUDA_GRAPH_MODES}, got {self.cuda_graphs!r}")
-        if isinstance(self.pass_priority, bool):
-            self.pass_priority = "on" if self.pass_priority else "off"
-        if self.pass_priority not in CUDA_GRAPH_MODES:
-            raise StreamInputError(f"StreamConfig.pass_priority must be one of {CUDA_GRAPH_MODES}, got {self.pass_priority!r}")
+        for name in ("cuda_graphs", "pass_priority"):
+            value = getattr(self, name)
+            if isinstance(value, bool):  # YAML / older callers: true / false
+                value = "on" if value else "off"
+                setattr(self, name, value)
+            if value not in CUDA_GRAPH_MODES:
+                raise StreamInputError(f"StreamConfig.{name} must be one of {CUDA_GRAPH_MODES}, got {value!r}")
         if self.provisional_outputs not in PROVISIONAL_OUTPUTS:
             raise StreamInputError(
                 f"StreamConfig.provisional_outputs must be one of {PROVISIONAL_OUTPUTS}, got {self.provisional_outputs!r}")

@@ -453,10 +453,9 @@ class StreamingReconstructor:
         rgb: the frames' images from `_stack`, if already stacked; anchor_frames: a provisional
         pass's anchors (see `LoGeR.forward_window`)."""
         rgb = self._device_images(frames, rgb)
-        extra = {} if anchor_frames is None else {"anchor_frames": anchor_frames}
         with torch.no_grad(), self._autocast():
             pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options,
-                                                        commit=commit, **extra)
+                                                        commit=commit, anchor_frames=anchor_frames)
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
         return pred, new_state, rgb
 
