@@ -48,6 +48,30 @@ def _time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+# Kernel name fragments -> kind, first match wins (cuBLAS "nvjet", cuDNN / flash attention, Inductor).
+KERNEL_KINDS = (
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas")),
+    ("layer norm", ("layer_norm",)),
+    ("fused (triton)", ("triton",)),
+    ("copy / cat", ("copy", "cat", "elementwise_kernel_with_index", "direct_copy")),
+)
+
+
+def _kernel_summary(prof, top: int) -> dict:
+    """Device time of a `torch.profiler` run: total, by kernel kind, and the `top` kernels."""
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    by_kind: dict[str, float] = {}
+    for e in events:
+        name = e.key.lower()
+        kind = next((k for k, frags in KERNEL_KINDS if any(f in name for f in frags)), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.device_time_total / 1000
+    ranked = sorted(events, key=lambda e: -e.device_time_total)[:top]
+    return {"kernels": sum(e.count for e in events), "device_ms": sum(by_kind.values()),
+            "by_kind_ms": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "top": [{"name": e.key[:90], "calls": e.count, "ms": e.device_time_total / 1000} for e in ranked]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="loger")
@@ -57,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--overlap", type=int, default=3)
     ap.add_argument("--frames-per-pass", type=int, nargs="+", default=[2, 3, 4, 6])
     ap.add_argument("--profile", type=int, default=4, help="pass size to profile (0: none)")
+    ap.add_argument("--profile-window", action="store_true",
+                    help="also profile one committed window (compiled, as the stream runs it): kernels by kind")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "pass_cost.json")
     args = ap.parse_args(argv)
@@ -101,9 +127,21 @@ def main(argv=None) -> int:
     bulk()
     window_ms = _time(bulk, 3)
 
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    window_profile = {}
+    if args.profile_window:
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            bulk()
+            end.record()
+            torch.cuda.synchronize()
+        window_profile = _kernel_summary(prof, top=25)
+        window_profile["wall_ms"] = start.elapsed_time(end)
+
     profile = {}
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
 
         rgb = torch.from_numpy(frames[: args.profile]).to("cuda")
         with torch.cuda.stream(rec._prov_stream):
@@ -115,18 +153,21 @@ def main(argv=None) -> int:
                     model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False,
                                          raw_camera=True)
                 torch.cuda.synchronize()
-        events = [e for e in prof.key_averages() if e.device_time_total > 0]
-        total_us = sum(e.device_time_total for e in events)
-        kernels = sum(e.count for e in events)
-        top = sorted(events, key=lambda e: -e.device_time_total)[:15]
-        profile = {"frames": args.profile, "kernels": kernels, "device_ms": total_us / 1000,
-                   "top": [{"name": e.key[:90], "calls": e.count, "ms": e.device_time_total / 1000} for e in top]}
+        profile = {"frames": args.profile, **_kernel_summary(prof, top=15)}
 
     print(f"\n{args.model}, {w}x{h}, memory of window {args.window}/{args.overlap}, {torch.cuda.get_device_name()}")
     print(f"{'frames':>6} {'graph ms':>9} {'eager ms':>9} {'ms/frame':>9}")
     for r in rows:
         print(f"{r['frames']:>6d} {r['graph_ms']:>9.1f} {r['eager_ms']:>9.1f} {r['graph_ms_per_frame']:>9.1f}")
     print(f"committed window of {args.window} frames: {window_ms:.1f} ms ({window_ms / args.window:.1f} ms/frame)")
+    if window_profile:
+        p = window_profile
+        print(f"\ncommitted window, compiled: {p['kernels']} kernels, {p['device_ms']:.1f} ms of device time in "
+              f"{p['wall_ms']:.1f} ms (the GPU idle {100 * (1 - p['device_ms'] / p['wall_ms']):.0f}%)")
+        for kind, ms in p["by_kind_ms"].items():
+            print(f"  {ms:7.2f} ms  {kind}")
+        for t in p["top"]:
+            print(f"  {t['ms']:7.2f} ms {t['calls']:5d}x  {t['name']}")
     if profile:
         print(f"\npass of {profile['frames']} frames, eager: {profile['kernels']} kernels, {profile['device_ms']:.1f} ms of device time")
         for t in profile["top"]:
@@ -134,7 +175,8 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "size": [w, h], "window": args.window, "overlap": args.overlap,
                                     "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                    "passes": rows, "window_ms": window_ms, "profile": profile}, indent=2))
+                                    "passes": rows, "window_ms": window_ms, "profile": profile,
+                                    "window_profile": window_profile}, indent=2))
     print(f"wrote {args.out}")
     rec.close()
     return 0

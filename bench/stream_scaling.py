@@ -122,35 +122,57 @@ def run_once(cfg: StreamConfig, model, frames: list[np.ndarray], n: int) -> dict
         # The largest memory state seen (after full windows; the final partial window's is smaller).
         "state_bytes": max(state_peak, rec.state_nbytes()),
         "windows": rec.stats.windows_run,
+        "window_graph_replays": rec.stats.window_graph_replays,
     }
 
 
 def network_fps(cfg: StreamConfig, model, windows: int = 10) -> dict:
     """The network alone in this process: steady windows (memory carried) on a fixed device tensor,
-    new frames per second = (window - overlap) / seconds per window. The stream's target is a share
-    of this."""
+    new frames per second = (window - overlap) / seconds per window, launched block by block and,
+    on CUDA, replayed from a CUDA graph (`WindowGraphs`); the faster one is the network's own speed,
+    of which the stream's target is a share."""
+    result = _network_fps(cfg, model, windows, graphs=False)
+    if cfg.torch_device().type == "cuda":
+        graph = _network_fps(cfg, model, windows, graphs=True)
+        result = {"eager": result, "graph": graph, **max(result, graph, key=lambda r: r["frames_per_s"])}
+    return result
+
+
+def _network_fps(cfg: StreamConfig, model, windows: int, graphs: bool) -> dict:
     from contextlib import nullcontext
 
     from loger_core.model.state import MemoryOptions
+    from loger_core.model.window_graphs import WindowGraphs
 
     device, dtype = cfg.torch_device(), cfg.torch_dtype()
     w, h = cfg.resolution
     x = torch.rand(1, cfg.window_size, 3, h, w, device=device)
     opts = MemoryOptions(cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.use_ttt, cfg.use_swa)
     amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=False)) if dtype != torch.float32 \
+        else nullcontext
+    replay = WindowGraphs(model, opts, autocast) if graphs else None
+
+    def window(state):
+        out = replay.run(x, state) if replay is not None else None
+        return out[1] if out is not None else model.forward_window(x, state, opts, commit=True)[1]
+
     state = None
     with torch.no_grad(), amp:
-        for _ in range(3):  # first window and windows with SWA history, not timed
-            _, state = model.forward_window(x, state, opts, commit=True)
+        for _ in range(4):  # first window, windows with SWA history, graph capture: not timed
+            state = window(state)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(windows):
-            _, state = model.forward_window(x, state, opts, commit=True)
+            state = window(state)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / windows
-    return {"window_s": seconds, "frames_per_s": (cfg.window_size - cfg.overlap_size) / seconds}
+    if replay is not None:
+        replay.release()
+    return {"window_s": seconds, "frames_per_s": (cfg.window_size - cfg.overlap_size) / seconds,
+            "graph_replays": replay.replays if replay is not None else 0}
 
 
 def table(runs: list[dict]) -> str:
@@ -182,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--point-voxel-size", type=float, default=0.0, help="device-side per-frame voxel merge (0 = off)")
     p.add_argument("--async-windows", default="auto", choices=("auto", "on", "off"),
                    help="windows on a worker thread, pipelined (auto: on for CUDA)")
+    p.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
+                   help="StreamConfig.cuda_graphs: committed windows replay CUDA graphs (auto: on CUDA with async windows)")
     p.add_argument("--no-network-baseline", action="store_true", help="skip timing the network alone")
     p.add_argument("--out", default="bench_stream_scaling.json")
     args = p.parse_args(argv)
@@ -196,7 +220,7 @@ def main(argv=None) -> int:
         model=args.config, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, resolution=resolution,
         window_size=args.window, overlap_size=args.overlap, reset_every=args.reset_every,
         preprocess_threads=args.preprocess_threads, point_voxel_size=args.point_voxel_size,
-        async_windows=args.async_windows,
+        async_windows=args.async_windows, cuda_graphs=args.cuda_graphs,
     )
     t0 = time.perf_counter()
     model = load_stream_model(cfg)
@@ -211,8 +235,9 @@ def main(argv=None) -> int:
 
     baseline = None if args.no_network_baseline else network_fps(cfg, model)
     if baseline:
-        print(f"  network alone: {baseline['frames_per_s']:.2f} new frames/s ({baseline['window_s'] * 1000:.1f} ms per window)",
-              flush=True)
+        print(f"  network alone: {baseline['frames_per_s']:.2f} new frames/s ({baseline['window_s'] * 1000:.1f} ms per window)"
+              + (f"; block by block {baseline['eager']['frames_per_s']:.2f}, CUDA graph {baseline['graph']['frames_per_s']:.2f}"
+                 if "graph" in baseline else ""), flush=True)
     runs = []
     for n in args.frames:
         runs.append(run_once(cfg, model, frames, n))
@@ -236,6 +261,7 @@ def main(argv=None) -> int:
         "preprocess_threads": args.preprocess_threads,
         "fast_paths": str(cfg.fast_path_config()),
         "async_windows": cfg.async_enabled(),
+        "cuda_graphs": cfg.cuda_graphs,
         "model_load_s": load_s,
         "network_alone": baseline,
         "runs": runs,

@@ -185,3 +185,36 @@ def test_node_diagnostics_report_what_the_passes_priority_costs_the_windows(tiny
     core, stream = core_with("off")
     assert "stream_window_holds" not in core.diagnostics_values()
     stream.close()
+
+
+def test_the_share_is_idle_while_there_are_no_passes_and_wakes_when_they_are_switched_on(tiny):
+    """With no provisional pass to make room for, a window's yield points neither count nor stop
+    it (so it launches freely and, on CUDA, may replay its graph); `set_provisional` switches the
+    share on and off while frames flow."""
+    clip = np.random.default_rng(5).integers(0, 256, size=(9, H, W, 3), dtype=np.uint8)
+    rec = StreamingReconstructor(_config(pass_priority="on", provisional_every=0), tiny)
+    share = rec._share
+    assert share is not None and not share.active
+    for i, img in enumerate(clip[:6]):
+        rec.push(img, 1000 + 10 * i)
+    rec.drain()
+    assert rec.stats.windows_run >= 1 and share.stats.yield_points == 0
+    rec.set_provisional(every=1)
+    assert share.active
+    for i, img in enumerate(clip[6:], start=6):
+        rec.push(img, 1000 + 10 * i)
+    rec.flush()
+    rec.close()
+    assert share.stats.yield_points > 0
+    rec.set_provisional(every=0)
+    assert not share.active
+
+
+def test_an_inactive_share_never_stops_the_bulk_thread():
+    share = GpuShare(torch.device("cpu"))
+    share.active = False
+    with share.urgent():
+        thread, passed, started = _start_bulk(share, 5)
+        thread.join(2.0)
+    assert not thread.is_alive() and len(passed) == 5
+    assert share.stats.holds == 0 and share.stats.yield_points == 0

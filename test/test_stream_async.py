@@ -219,7 +219,7 @@ def test_provisional_graphs_skip_passes_without_a_fixed_memory(tiny):
     """No graph before the first window (no memory yet) or when a TTT reset is due inside the pass:
     those passes run eagerly (CPU check of the rule; the replay itself needs CUDA)."""
     from loger_core.model.state import MemoryOptions
-    from loger_core.stream.provisional_graphs import ProvisionalGraphs, state_layout
+    from loger_core.stream.provisional_graphs import ProvisionalGraphs
 
     graphs = ProvisionalGraphs(tiny, MemoryOptions(5, 2, reset_every=3), nullcontext_factory)
     state = tiny.init_state()
@@ -232,8 +232,8 @@ def test_provisional_graphs_skip_passes_without_a_fixed_memory(tiny):
     x = torch.rand(1, 5, 3, H, W)
     _, s1 = tiny.forward_window(x, None, MemoryOptions(5, 2))
     _, s2 = tiny.forward_window(x, s1, MemoryOptions(5, 2))
-    assert state_layout(s1) != state_layout(tiny.init_state())
-    assert state_layout(s2) == state_layout(s1)  # fixed once the first window ran: one graph serves
+    assert s1.layout() != tiny.init_state().layout()
+    assert s2.layout() == s1.layout()  # fixed once the first window ran: one graph serves
 
 
 def nullcontext_factory():
@@ -255,15 +255,13 @@ def test_provisional_graph_replays_equal_eager_passes_as_memory_changes():
     clip = torch.from_numpy(_clip(12, seed=3)).cuda()
     from loger_core.stream.preprocess import rgb_to_tensor
 
-    from loger_core.stream.provisional_graphs import state_layout
-
     state, layouts, keys = None, set(), set()
     with torch.no_grad():
         for w in range(3):
             _, state = model.forward_window(rgb_to_tensor(clip[3 * w: 3 * w + 5]).unsqueeze(0), state, opts)
-            layouts.add(state_layout(state))
+            layouts.add(state.layout())
             rgb = clip[3 * w + 5: 3 * w + 9]
-            keys.add((tuple(rgb.shape), state_layout(state)))
+            keys.add((tuple(rgb.shape), state.layout()))
             got = graphs.run(rgb, state, capture_allowed=True)
             want, _ = model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, opts, commit=False)
             assert got is not None

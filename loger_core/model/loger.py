@@ -7,6 +7,7 @@ as the authors' windowed inference does.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -262,11 +263,14 @@ class LoGeR(nn.Module):
         options: MemoryOptions = MemoryOptions(),
         alignment: str | None = None,
         sim3_scale_mode: str = "median",
+        cuda_graphs: bool = False,
     ) -> WindowPrediction:
         """Whole-sequence windowed inference, identical to the authors' `forward`.
 
         images: (B, N, 3, H, W) in [0, 1]. alignment: 'none', 'se3' or 'sim3' (default: the
         config's `se3` flag). Built on `forward_window`; see `windowing.SequenceMerger`.
+        cuda_graphs: on a CUDA device, full windows of a shape seen before replay a CUDA graph
+        (`window_graphs.WindowGraphs`, kept on the model for later calls); same kernels.
         """
         from .windowing import SequenceMerger, window_schedule
 
@@ -275,8 +279,22 @@ class LoGeR(nn.Module):
         if alignment is None:
             alignment = "se3" if self.cfg.se3 else "none"
         merger = SequenceMerger(alignment, options.overlap_size, options.reset_every, sim3_scale_mode)
+        graphs = self._window_graphs(options) if cuda_graphs and images.is_cuda else None
         state = self.init_state()
         for start, end in window_schedule(images.shape[1], options.window_size, options.overlap_size):
-            pred, state = self.forward_window(images[:, start:end], state, options)
+            # Full windows only: the final partial one comes once per sequence, not worth a graph.
+            full = end - start == options.window_size
+            replayed = graphs.run(images[:, start:end], state) if graphs is not None and full else None
+            pred, state = replayed if replayed is not None else self.forward_window(images[:, start:end], state, options)
             merger.add(pred)
         return merger.result()
+
+    def _window_graphs(self, options: MemoryOptions):
+        """The `WindowGraphs` of `reconstruct` for `options` under the caller's autocast."""
+        from .window_graphs import WindowGraphs
+
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        # Without autocast's weight-cast cache: its copies are freed after a capture.
+        autocast = (lambda: torch.autocast("cuda", dtype=dtype, cache_enabled=False)) if dtype is not None \
+            else nullcontext
+        return WindowGraphs.shared(self, ("reconstruct", options, dtype), lambda: WindowGraphs(self, options, autocast))

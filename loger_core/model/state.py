@@ -83,6 +83,23 @@ class MemoryState:
             frames_seen=self.frames_seen,
         )
 
+    def clone(self) -> "MemoryState":
+        """A copy whose tensors are new (cloned) ones."""
+        return MemoryState(
+            ttt=[None if w is None else tuple(t.clone() for t in w) for w in self.ttt],  # type: ignore[misc]
+            swa=[None if kv is None else tuple(t.clone() for t in kv) for kv in self.swa],  # type: ignore[misc]
+            window_index=self.window_index,
+            frames_seen=self.frames_seen,
+        )
+
+    def layout(self) -> tuple:
+        """Hashable description of the shapes and dtypes of the state's tensors (None entries kept):
+        fixed once the first window ran, so it keys anything captured against the memory."""
+        def entry(group):
+            return None if group is None else tuple((tuple(t.shape), t.dtype) for t in group)
+
+        return tuple(entry(w) for w in self.ttt), tuple(entry(kv) for kv in self.swa)
+
     def reset_ttt(self) -> "MemoryState":
         return MemoryState(ttt=[None] * len(self.ttt), swa=list(self.swa), window_index=self.window_index, frames_seen=self.frames_seen)
 

@@ -69,6 +69,9 @@ class GpuShare:
         self.lookahead = int(lookahead)
         self.max_hold_s = float(max_hold_s)
         self.stats = GpuShareStats()
+        # False while there is no urgent work to make room for (no provisional passes): yield
+        # points then cost nothing and the bulk thread launches as far ahead as it likes.
+        self.active = True
         self._cond = threading.Condition()
         self._urgent = 0
         self._paused = False  # the bulk thread waits at a yield point
@@ -113,6 +116,8 @@ class GpuShare:
 
     def checkpoint(self) -> None:
         """A yield point of the bulk thread (between two blocks of its work)."""
+        if not self.active or (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            return  # nothing to make room for; or a CUDA graph is being captured (no waits allowed)
         self.stats.yield_points += 1
         if self.device.type == "cuda":
             # A blocking-sync event: the wait sleeps instead of spinning a core the host needs.

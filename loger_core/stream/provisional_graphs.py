@@ -31,24 +31,7 @@ from .preprocess import rgb_to_tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProvisionalGraphs", "state_layout"]
-
-
-def state_layout(state: MemoryState) -> tuple:
-    """Hashable description of the shapes and dtypes of `state`'s tensors (None entries kept)."""
-    def entry(group):
-        return None if group is None else tuple((tuple(t.shape), t.dtype) for t in group)
-
-    return tuple(entry(w) for w in state.ttt), tuple(entry(kv) for kv in state.swa)
-
-
-def _clone_state(state: MemoryState) -> MemoryState:
-    return MemoryState(
-        ttt=[None if w is None else tuple(t.clone() for t in w) for w in state.ttt],
-        swa=[None if kv is None else tuple(t.clone() for t in kv) for kv in state.swa],
-        window_index=state.window_index,
-        frames_seen=state.frames_seen,
-    )
+__all__ = ["ProvisionalGraphs"]
 
 
 @dataclass
@@ -94,7 +77,7 @@ class ProvisionalGraphs:
         when one is missing)."""
         if not self.usable_for(state):
             return None
-        key = (tuple(rgb.shape), anchor_frames, state_layout(state))
+        key = (tuple(rgb.shape), anchor_frames, state.layout())
         if key in self._failed:
             return None
         entry = self._graphs.get(key)
@@ -124,7 +107,7 @@ class ProvisionalGraphs:
 
     def _capture(self, rgb: torch.Tensor, state: MemoryState, anchor_frames: Optional[int]) -> _Graph:
         static_rgb = rgb.clone()
-        static_state = _clone_state(state)
+        static_state = state.clone()
 
         def forward() -> WindowPrediction:
             # Eager blocks: compiled code may not be entered from this thread (fast_paths). Capturing

@@ -30,6 +30,7 @@ import torch
 from loger_core.model.fast_paths import eager_regions
 from loger_core.model.loger import WindowPrediction
 from loger_core.model.state import MemoryOptions
+from loger_core.model.window_graphs import WindowGraphs
 from loger_core.model.windowing import WindowAligner
 
 from .config import StreamConfig
@@ -200,6 +201,7 @@ class StreamingReconstructor:
         self._prov_stream = None
         self._out_stream = None
         self._graphs: Optional[ProvisionalGraphs] = None
+        self._window_graphs: Optional[WindowGraphs] = None
         self._share: Optional[GpuShare] = None
         if self._async:
             commit_stream = None
@@ -211,8 +213,14 @@ class StreamingReconstructor:
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
                     self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
+                    if isinstance(self.model, torch.nn.Module):
+                        self._window_graphs = WindowGraphs.shared(
+                            self.model, ("stream", self.options, self.dtype),
+                            lambda: WindowGraphs(self.model, self.options, _graph_autocast(self.device, self.dtype),
+                                                 _rgb_batch))
             if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
                 self._share = GpuShare(self.device)
+                self._share.active = cfg.provisional_every > 0
                 install_yield_points(self.model)
             stages = WindowStages(self._w_enqueue, self._w_settle, self._w_finish, self._w_error)
             self._worker = WindowWorker(stages, functools.partial(self._worker_context, commit_stream),
@@ -377,6 +385,8 @@ class StreamingReconstructor:
                                      ("provisional_anchors", anchors)) if v is not None}
         # One new config object, swapped in at once: a pass never sees half an update.
         self.config = dataclasses.replace(self.config, **changes)
+        if self._share is not None:
+            self._share.active = self.config.provisional_every > 0
 
     def session_settings(self) -> dict:
         """The settings a resumed stream must share with the one that saved the session."""
@@ -431,9 +441,7 @@ class StreamingReconstructor:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
 
     def _graph_autocast(self):
-        # CUDA graphs must not capture autocast's weight-cast cache: its copies are freed after the
-        # capture and their memory reused, so a replay would read garbage weights.
-        return self._autocast(cache_enabled=False)
+        return _graph_autocast(self.device, self.dtype)()
 
     def _stack(self, frames: list[_Frame]) -> torch.Tensor:
         """(n, h, w, 3) uint8 images of `frames` on the host, pinned for CUDA."""
@@ -448,11 +456,16 @@ class StreamingReconstructor:
         return rgb.to(self.device, non_blocking=self.device.type == "cuda")
 
     def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None,
-                 anchor_frames: Optional[int] = None):
+                 anchor_frames: Optional[int] = None, graphs: Optional[WindowGraphs] = None):
         """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
         rgb: the frames' images from `_stack`, if already stacked; anchor_frames: a provisional
-        pass's anchors (see `LoGeR.forward_window`)."""
+        pass's anchors (see `LoGeR.forward_window`); graphs: replay a committed window from these
+        where they serve it."""
         rgb = self._device_images(frames, rgb)
+        replayed = graphs.run(rgb, state) if graphs is not None and commit else None
+        if replayed is not None:
+            self.stats.window_graph_replays += 1
+            return replayed[0], replayed[1], rgb
         with torch.no_grad(), self._autocast():
             pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options,
                                                         commit=commit, anchor_frames=anchor_frames)
@@ -674,7 +687,14 @@ class StreamingReconstructor:
         t0 = time.perf_counter()
         if len(frames) <= head:  # a final job with no new frame: only the pending tail is left
             return _Queued(job, frames, head, None, None, None, t0)
-        pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb)
+        # With no provisional pass to make room for, a window replays its CUDA graph (one launch
+        # instead of thousands from this thread); with passes it runs block by block, so that it
+        # can stop for them at each block (`gpu_share`).
+        # Full windows only (a final partial window comes once per sequence).
+        full = len(frames) == self.config.window_size
+        graphs = self._window_graphs if self.config.provisional_every == 0 and full else None
+        pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb,
+                                             graphs=graphs)
         return _Queued(job, frames, head, pred, new_state, rgb, t0)
 
     def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit], Any]:
@@ -910,6 +930,20 @@ class StreamingReconstructor:
             out.update(points=world[valid], colors=colors[valid], point_confidence=conf[valid],
                        counts=valid.flatten(1).sum(1))
         return out
+
+
+def _graph_autocast(device: torch.device, dtype: torch.dtype):
+    """The context factory CUDA graphs run the network in. They must not capture autocast's
+    weight-cast cache: its copies are freed after the capture and their memory reused, so a replay
+    would read garbage weights."""
+    if dtype == torch.float32:
+        return nullcontext
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype, cache_enabled=False)
+
+
+def _rgb_batch(rgb: torch.Tensor) -> torch.Tensor:
+    """(n, h, w, 3) uint8 -> the (1, n, 3, h, w) images the network takes."""
+    return rgb_to_tensor(rgb).unsqueeze(0)
 
 
 def _percentile_cuts(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:

@@ -82,6 +82,7 @@ class StreamStats:
     provisional_skipped_budget: int = 0  # passes not run: provisional_budget was spent
     provisional_deferred: int = 0  # due passes held back by the caller (frames were waiting)
     provisional_dropped_nonfinite: int = 0
+    window_graph_replays: int = 0  # committed windows replayed from a CUDA graph (`window_graphs`)
     resets: int = 0
     state_bytes: int = 0  # current memory state (TTT fast weights + SWA cache)
     last_window_s: float = 0.0
