@@ -321,3 +321,31 @@ def test_provisional_budget_must_be_a_share():
         _config(provisional_budget=0.0)
     with pytest.raises(Exception, match="provisional_budget"):
         _config(provisional_budget=1.5)
+
+
+def test_the_worker_queues_windows_without_waiting_for_the_camera_head(tiny):
+    """The worker asks committed windows for the camera head's raw output (its SVD, a host sync on
+    CUDA, happens when the window is settled, after the next window is queued); the committed
+    results are those of the synchronous path, which gets finished poses."""
+    calls = []
+    forward = tiny.forward_window
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs.get("commit", True), kwargs.get("raw_camera", False)))
+        return forward(*args, **kwargs)
+
+    clip = _clip(14, seed=4)
+    sync_c, _ = _run(StreamingReconstructor(_config(async_windows="off"), tiny), clip)
+    tiny.forward_window = recording
+    try:
+        rec = StreamingReconstructor(_config(async_windows="on"), tiny)
+        async_c, _ = _run(rec, clip)
+        rec.close()
+    finally:
+        del tiny.forward_window
+    committed_calls = [raw for commit, raw in calls if commit]
+    assert len(committed_calls) == 4 and all(committed_calls)
+    assert [r.index for r in async_c] == [r.index for r in sync_c] == list(range(14))
+    for a, b in zip(async_c, sync_c):
+        np.testing.assert_allclose(a.T_world_cam, b.T_world_cam, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a.points, b.points, rtol=0, atol=1e-5)

@@ -73,10 +73,12 @@ class WindowGraphs:
         every = self.options.reset_every
         return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
 
-    def run(self, x: Tensor, state: Optional[MemoryState]) -> Optional[tuple[WindowPrediction, MemoryState]]:
+    def run(self, x: Tensor, state: Optional[MemoryState],
+            finish: bool = True) -> Optional[tuple[WindowPrediction, MemoryState]]:
         """The committed window's (prediction, next memory) for input `x` (on the model's CUDA
         device) after memory `state`, on the current stream, as new tensors; None when no graph
-        serves it (the caller runs the window eagerly)."""
+        serves it (the caller runs the window eagerly). finish: False returns the camera head's
+        raw output and no points (`finish_raw_camera` completes them; its SVD waits for the device)."""
         if not self.usable_for(state):
             return None
         key = (tuple(x.shape), x.dtype, state.layout())
@@ -103,9 +105,12 @@ class WindowGraphs:
             self.replays += 1
             out = entry.out
             local_points = out.local_points.clone()
-            poses, points = finish_raw_camera(local_points, out.camera_poses)
-            pred = WindowPrediction(local_points, out.conf.clone(), poses, points)
+            pred = WindowPrediction(local_points, out.conf.clone(), out.camera_poses.clone(), None)
             new_state = entry.new_state.clone()
+        if finish:
+            with torch.autocast(x.device.type, enabled=False):  # the SVD in fp32 whatever the caller's autocast
+                poses, points = finish_raw_camera(local_points, pred.camera_poses)
+            pred = WindowPrediction(local_points, pred.conf, poses, points)
         new_state.window_index = state.window_index + 1
         new_state.frames_seen = state.frames_seen + local_points.shape[1]
         return pred, new_state

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from loger_core.model.fast_paths import eager_regions
-from loger_core.model.loger import WindowPrediction
+from loger_core.model.loger import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions
 from loger_core.model.window_graphs import WindowGraphs
 from loger_core.model.windowing import WindowAligner
@@ -184,6 +185,9 @@ class StreamingReconstructor:
         self.dtype = cfg.torch_dtype()
         self.model = model if model is not None else load_stream_model(cfg)
         self.patch_size = int(self.model.cfg.patch_size)
+        # Test doubles of the model may not offer the raw camera output; they give finished poses.
+        params = inspect.signature(self.model.forward_window).parameters
+        self._takes_raw_camera = "raw_camera" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
         if cfg.resolution is not None:
             check_resolution(cfg.resolution, self.patch_size)
         model_se3 = bool(getattr(self.model.cfg, "se3", False))
@@ -456,20 +460,24 @@ class StreamingReconstructor:
         return rgb.to(self.device, non_blocking=self.device.type == "cuda")
 
     def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None,
-                 anchor_frames: Optional[int] = None, graphs: Optional[WindowGraphs] = None):
+                 anchor_frames: Optional[int] = None, graphs: Optional[WindowGraphs] = None, raw_camera: bool = False):
         """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
         rgb: the frames' images from `_stack`, if already stacked; anchor_frames: a provisional
         pass's anchors (see `LoGeR.forward_window`); graphs: replay a committed window from these
-        where they serve it."""
+        where they serve it; raw_camera: the prediction may hold the camera head's raw output and no
+        points (`_finish_camera` completes it), so that nothing here waits for the device."""
         rgb = self._device_images(frames, rgb)
-        replayed = graphs.run(rgb, state) if graphs is not None and commit else None
+        raw = raw_camera and self._takes_raw_camera
+        replayed = graphs.run(rgb, state, finish=not raw) if graphs is not None and commit else None
         if replayed is not None:
             self.stats.window_graph_replays += 1
             return replayed[0], replayed[1], rgb
         with torch.no_grad(), self._autocast():
             pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options,
-                                                        commit=commit, anchor_frames=anchor_frames)
-        pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), pred.points.float())
+                                                        commit=commit, anchor_frames=anchor_frames,
+                                                        **({"raw_camera": True} if raw else {}))
+        pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
+                                None if pred.points is None else pred.points.float())
         return pred, new_state, rgb
 
     def _commit(self, final: bool) -> list[FrameResult]:
@@ -693,8 +701,11 @@ class StreamingReconstructor:
         # Full windows only (a final partial window comes once per sequence).
         full = len(frames) == self.config.window_size
         graphs = self._window_graphs if self.config.provisional_every == 0 and full else None
+        # Raw camera output: the camera head's SVD waits for the device, and this stage must return
+        # as soon as the window is queued, so that the previous window's outputs are built while
+        # the device computes this one (`WindowWorker`); `_settle` finishes the poses.
         pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb,
-                                             graphs=graphs)
+                                             graphs=graphs, raw_camera=True)
         return _Queued(job, frames, head, pred, new_state, rgb, t0)
 
     def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit], Any]:
@@ -715,7 +726,8 @@ class StreamingReconstructor:
         if q.pred is None:
             return None, self._pending_outputs()
         self.stats.windows_run += 1
-        if not _usable(q.pred):
+        pred = _finish_camera(q.pred)
+        if not _usable(pred):
             lost = q.frames[q.head :]
             self.stats.windows_dropped_nonfinite += 1
             self.stats.frames_dropped_nonfinite += len(lost)
@@ -725,7 +737,7 @@ class StreamingReconstructor:
             return q.t0, (self._pending_outputs() if q.job.final else [])
         self._state = q.new_state
         self._broken = False
-        aligned = self._aligner.align(q.pred)
+        aligned = self._aligner.align(pred)
         window_index = self._aligner.window_index - 1
         n, overlap, final = len(q.frames), cfg.overlap_size, q.job.final
         keep = n if (final or overlap == 0) else n - overlap
@@ -930,6 +942,14 @@ class StreamingReconstructor:
             out.update(points=world[valid], colors=colors[valid], point_confidence=conf[valid],
                        counts=valid.flatten(1).sum(1))
         return out
+
+
+def _finish_camera(pred: WindowPrediction) -> WindowPrediction:
+    """`pred` with poses and world points, from a raw camera output (`raw_camera`) if it has one."""
+    if pred.points is not None:
+        return pred
+    poses, points = finish_raw_camera(pred.local_points, pred.camera_poses)
+    return WindowPrediction(pred.local_points, pred.conf, poses, points)
 
 
 def _graph_autocast(device: torch.device, dtype: torch.dtype):
