@@ -75,22 +75,21 @@ class MemoryState:
         """Bytes held by the state's tensors."""
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
-    def detach(self) -> "MemoryState":
+    def map_tensors(self, fn) -> "MemoryState":
+        """A state whose tensors are `fn(tensor)` of this one's (None entries and counters kept)."""
         return MemoryState(
-            ttt=[None if w is None else tuple(t.detach() for t in w) for w in self.ttt],  # type: ignore[misc]
-            swa=[None if kv is None else tuple(t.detach() for t in kv) for kv in self.swa],  # type: ignore[misc]
+            ttt=[None if w is None else tuple(fn(t) for t in w) for w in self.ttt],  # type: ignore[misc]
+            swa=[None if kv is None else tuple(fn(t) for t in kv) for kv in self.swa],  # type: ignore[misc]
             window_index=self.window_index,
             frames_seen=self.frames_seen,
         )
 
+    def detach(self) -> "MemoryState":
+        return self.map_tensors(Tensor.detach)
+
     def clone(self) -> "MemoryState":
         """A copy whose tensors are new (cloned) ones."""
-        return MemoryState(
-            ttt=[None if w is None else tuple(t.clone() for t in w) for w in self.ttt],  # type: ignore[misc]
-            swa=[None if kv is None else tuple(t.clone() for t in kv) for kv in self.swa],  # type: ignore[misc]
-            window_index=self.window_index,
-            frames_seen=self.frames_seen,
-        )
+        return self.map_tensors(Tensor.clone)
 
     def layout(self) -> tuple:
         """Hashable description of the shapes and dtypes of the state's tensors (None entries kept):
@@ -104,9 +103,4 @@ class MemoryState:
         return MemoryState(ttt=[None] * len(self.ttt), swa=list(self.swa), window_index=self.window_index, frames_seen=self.frames_seen)
 
     def to(self, device: torch.device | str) -> "MemoryState":
-        return MemoryState(
-            ttt=[None if w is None else tuple(t.to(device) for t in w) for w in self.ttt],  # type: ignore[misc]
-            swa=[None if kv is None else tuple(t.to(device) for t in kv) for kv in self.swa],  # type: ignore[misc]
-            window_index=self.window_index,
-            frames_seen=self.frames_seen,
-        )
+        return self.map_tensors(lambda t: t.to(device))

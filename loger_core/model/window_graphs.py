@@ -30,7 +30,22 @@ from .state import MemoryOptions, MemoryState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowGraphs"]
+__all__ = ["WindowGraphs", "get_or_capture"]
+
+
+def get_or_capture(graphs: dict, failed: set, key: Any, capture: Callable[[], Any], what: str) -> Optional[Any]:
+    """`graphs[key]`, made by `capture()` if missing; None if that fails, and `key` goes into
+    `failed` (logged; the caller runs that work eagerly from then on: graphs are an optimisation)."""
+    entry = graphs.get(key)
+    if entry is None:
+        try:
+            entry = capture()
+        except Exception as err:  # noqa: BLE001 - an optimisation only
+            log.warning("%s not captured as a CUDA graph (%s: %s); it runs eagerly", what, type(err).__name__, err)
+            failed.add(key)
+            return None
+        graphs[key] = entry
+    return entry
 
 
 @dataclass
@@ -85,19 +100,13 @@ class WindowGraphs:
         with self._lock:
             if key in self._failed:
                 return None
-            entry = self._graphs.get(key)
+            if key not in self._graphs and (key not in self._seen or len(self._graphs) >= self.max_graphs):
+                self._seen.add(key)  # the eager run of this shape compiles and times it
+                return None
+            entry = get_or_capture(self._graphs, self._failed, key, lambda: self._capture(x, state),
+                                   f"committed window of shape {tuple(x.shape)}")
             if entry is None:
-                if key not in self._seen or len(self._graphs) >= self.max_graphs:
-                    self._seen.add(key)  # the eager run of this shape compiles and times it
-                    return None
-                try:
-                    entry = self._capture(x, state)
-                except Exception as err:  # noqa: BLE001 - an optimisation only: this shape runs eagerly
-                    log.warning("committed window of shape %s not captured as a CUDA graph (%s: %s); it runs eagerly",
-                                tuple(x.shape), type(err).__name__, err)
-                    self._failed.add(key)
-                    return None
-                self._graphs[key] = entry
+                return None
             entry.x.copy_(x, non_blocking=True)
             for dst, src in zip(entry.state.tensors(), state.tensors()):
                 dst.copy_(src, non_blocking=True)

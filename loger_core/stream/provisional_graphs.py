@@ -26,6 +26,7 @@ import torch
 from loger_core.model.fast_paths import eager_regions
 from loger_core.model.loger import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions, MemoryState
+from loger_core.model.window_graphs import get_or_capture
 
 from .preprocess import rgb_to_tensor
 
@@ -80,19 +81,13 @@ class ProvisionalGraphs:
         key = (tuple(rgb.shape), anchor_frames, state.layout())
         if key in self._failed:
             return None
-        entry = self._graphs.get(key)
+        if key not in self._graphs and (len(self._graphs) >= self.max_graphs or not (
+                capture_allowed() if callable(capture_allowed) else capture_allowed)):
+            return None
+        entry = get_or_capture(self._graphs, self._failed, key, lambda: self._capture(rgb, state, anchor_frames),
+                               f"provisional pass of shape {tuple(rgb.shape)}")
         if entry is None:
-            if len(self._graphs) >= self.max_graphs or not (capture_allowed() if callable(capture_allowed)
-                                                             else capture_allowed):
-                return None
-            try:
-                entry = self._capture(rgb, state, anchor_frames)
-            except Exception as err:  # noqa: BLE001 - an optimisation only: this shape runs eagerly
-                log.warning("provisional pass of shape %s not captured as a CUDA graph (%s: %s); it runs eagerly",
-                            tuple(rgb.shape), type(err).__name__, err)
-                self._failed.add(key)
-                return None
-            self._graphs[key] = entry
+            return None
         entry.rgb.copy_(rgb, non_blocking=True)
         if entry.bound is None or entry.bound() is not state:
             for dst, src in zip(entry.state.tensors(), state.tensors()):
