@@ -183,8 +183,9 @@ class NodeParams:
                             "while new frames keep getting provisional poses on a high-priority stream: "
                             "'auto' = on for CUDA, 'on', 'off' (the window blocks the inference thread).",
                             choices=("auto", "on", "off"), group="streaming")
-    cuda_graphs: str = _p("auto", "Provisional passes replay a CUDA graph per input shape (one launch instead of "
-                          "thousands from Python): 'auto' = on with async windows on CUDA, 'on', 'off' (eager passes).",
+    cuda_graphs: str = _p("auto", "Provisional passes, and committed windows while provisional_every is 0, replay "
+                          "a CUDA graph per input shape (one launch instead of thousands from Python): 'auto' = on "
+                          "with async windows on CUDA, 'on', 'off' (eager launches).",
                           choices=("auto", "on", "off"), group="streaming")
     pass_priority: str = _p("auto", "While a low-latency pass runs, the committed window stops launching work at "
                             "its next transformer block (and never runs more than a few blocks ahead of the GPU), "

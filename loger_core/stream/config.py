@@ -155,8 +155,10 @@ class StreamConfig:
             reported by `take_errors()` instead of being raised.
         cuda_graphs: 'auto' (on with async windows on CUDA), 'on' or 'off'. On: provisional
             passes replay a CUDA graph per input shape (captured on first use; see
-            `provisional_graphs`) instead of launching every kernel from Python. Same computation,
-            eager kernels; a shape that cannot be captured runs eagerly.
+            `provisional_graphs`) instead of launching every kernel from Python, and while
+            `provisional_every` is 0 full committed windows do too (from the third window on; see
+            `loger_core.model.window_graphs`). Same computation; a shape that cannot be captured
+            runs eagerly.
         pass_priority: 'auto' (on with async windows on CUDA), 'on' or 'off'. On: while a
             provisional pass runs, the window worker launches no further transformer block, and it
             never queues more than a few blocks ahead of the device (`gpu_share.GpuShare`), so a

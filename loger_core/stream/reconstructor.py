@@ -695,15 +695,13 @@ class StreamingReconstructor:
         t0 = time.perf_counter()
         if len(frames) <= head:  # a final job with no new frame: only the pending tail is left
             return _Queued(job, frames, head, None, None, None, t0)
-        # With no provisional pass to make room for, a window replays its CUDA graph (one launch
-        # instead of thousands from this thread); with passes it runs block by block, so that it
-        # can stop for them at each block (`gpu_share`).
-        # Full windows only (a final partial window comes once per sequence).
+        # With no provisional pass to make room for, a full window replays its CUDA graph (one
+        # launch instead of thousands from this thread); with passes it runs block by block, so
+        # that it can stop for them (`gpu_share`). Raw camera output: the camera head's SVD waits
+        # for the device, and this stage must return as soon as the window is queued, so that the
+        # previous window's outputs are built while the device computes this one (`WindowWorker`).
         full = len(frames) == self.config.window_size
         graphs = self._window_graphs if self.config.provisional_every == 0 and full else None
-        # Raw camera output: the camera head's SVD waits for the device, and this stage must return
-        # as soon as the window is queued, so that the previous window's outputs are built while
-        # the device computes this one (`WindowWorker`); `_settle` finishes the poses.
         pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb,
                                              graphs=graphs, raw_camera=True)
         return _Queued(job, frames, head, pred, new_state, rgb, t0)
