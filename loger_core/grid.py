@@ -301,14 +301,8 @@ class OccupancyGrid2D:
         shape = (int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1))  # (rows = y, cols = x)
         hit = np.zeros(shape, dtype=bool)
         free = np.zeros(shape, dtype=bool)
-        outside = 0
-        for target, pts in ((hit, hit_xy), (free, free_xy), (free, ground_xy)):
-            col = np.floor(pts[:, 0] / cfg.resolution).astype(np.int64) - lo[0]
-            row = np.floor(pts[:, 1] / cfg.resolution).astype(np.int64) - lo[1]
-            keep = (col >= 0) & (col < shape[1]) & (row >= 0) & (row < shape[0])
-            outside += len(pts) - int(np.count_nonzero(keep))
-            target[row[keep], col[keep]] = True
-        stats.outside_extent = outside
+        stats.outside_extent = sum(_mark(target, pts, lo, cfg.resolution)
+                                   for target, pts in ((hit, hit_xy), (free, free_xy), (free, ground_xy)))
         free &= ~hit
         self._ensure(lo, hi)
         rows = slice(int(lo[1] - self._y0), int(hi[1] - self._y0 + 1))
@@ -353,9 +347,14 @@ class OccupancyGrid2D:
         end = cam + d * t_far[:, None]
         n = np.ceil((t_far - t_lo) * length_xy / (_STEP * cfg.resolution)).astype(np.int64) + 1
         step = (end - start) / np.maximum(n - 1, 1)[:, None]
-        ray = np.repeat(np.arange(len(n)), n)
-        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # sample index within its ray
-        return start[ray] + step[ray] * k[:, None]
+        k = np.arange(int(n.sum()), dtype=np.float64) - np.repeat((np.cumsum(n) - n).astype(np.float64), n)
+        # Per axis, each ray's start and step repeated over its samples (cheaper than gathering
+        # (S, 2) rows by a sample -> ray index; the same arithmetic, so the same cells).
+        out = np.empty((2, len(k))).T  # (S, 2) with contiguous columns: `_mark` reads them one by one
+        for axis in range(2):
+            np.multiply(np.repeat(step[:, axis], n), k, out=out[:, axis])
+            out[:, axis] += np.repeat(start[:, axis], n)
+        return out
 
     def _ensure(self, lo: np.ndarray, hi: np.ndarray) -> None:
         """Grow the storage to hold global cells ``lo..hi`` (x, y), geometrically, within the extent."""
@@ -404,6 +403,19 @@ class OccupancyGrid2D:
         data[seen & (L <= 0)] = FREE
         origin = ((self._x0 + int(c0)) * res, (self._y0 + int(r0)) * res)
         return GridSnapshot(data, res, origin)
+
+
+def _mark(target: np.ndarray, pts: np.ndarray, lo: np.ndarray, resolution: float) -> int:
+    """Sets the cells of ``target`` (rows = y, cols = x; cell ``lo`` at [0, 0]) that hold the
+    ``(N, 2)`` map xy ``pts``; returns how many points fall outside it."""
+    rows, cols = target.shape
+    col, row = (np.floor(pts[:, axis] / resolution).astype(np.int64) - lo[axis] for axis in (0, 1))
+    # Negative indices wrap to huge unsigned ones: one comparison per axis bounds both sides.
+    kept = np.flatnonzero((col.view(np.uint64) < cols) & (row.view(np.uint64) < rows))
+    flat = target.reshape(-1)
+    assert np.shares_memory(flat, target)  # a C-contiguous mask: the flat view writes through
+    flat[row[kept] * cols + col[kept]] = True
+    return len(pts) - len(kept)
 
 
 def _spread(n: int, k: int) -> np.ndarray:

@@ -539,3 +539,18 @@ def test_a_failing_grid_update_loses_neither_the_map_nor_its_messages(tmp_path):
         pubs += core.process_all()
     assert {"cloud", "path"} <= {p.channel for p in pubs} and len(core.fusion) > 0
     assert any("occupancy grid" in e and "grid bug" in e for e in logger.errors)
+
+
+def test_marking_cells_counts_points_off_the_box_on_every_side():
+    """`_mark` bounds both sides of each axis with one unsigned comparison: points left of / below
+    the box (negative indices) must be counted outside, never wrap onto its far side."""
+    from loger_core.grid import _mark
+
+    target = np.zeros((3, 4), dtype=bool)  # rows = y cells 10..12, cols = x cells 20..23
+    lo = np.array([20, 10])
+    pts = np.array([[20.0, 10.0], [23.9, 12.9], [19.9, 11.0], [24.0, 11.0], [21.0, 9.9], [21.0, 13.0],
+                    [-1e9, -1e9], [22.5, 11.5]])
+    assert _mark(target, pts, lo, 1.0) == 5
+    expected = np.zeros_like(target)
+    expected[0, 0] = expected[2, 3] = expected[1, 2] = True
+    np.testing.assert_array_equal(target, expected)
