@@ -828,7 +828,6 @@ class StreamingReconstructor:
 
     def _emit_finish(self, outputs: _Outputs) -> list[FrameResult]:
         """Waits for the copies of `_emit_start` and builds the frames' results."""
-        cfg = self.config
         frames, host, window_index, provisional = outputs.frames, outputs.host, outputs.window_index, outputs.provisional
         if outputs.event is not None:
             outputs.event.synchronize()
@@ -852,30 +851,14 @@ class StreamingReconstructor:
                     self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
                 est = self._scale.estimate()
             s = est.scale
-            T = poses[i].copy()
-            T[:3, 3] *= s
-            K_model = K_all[i]
-            known = fr.K is not None and cfg.use_known_intrinsics
-            out.append(FrameResult(
-                index=fr.index,
-                stamp_ns=fr.stamp_ns,
-                T_world_cam=T,
+            out.append(self._result(
+                fr, poses[i], est, K_all[i], window_index, provisional,
                 depth=depth * np.float32(s) if s != 1.0 else depth,
                 confidence=confidence,
                 valid=valid,
                 points=pts_all[a:b] * np.float32(s) if s != 1.0 else pts_all[a:b],
                 colors=col_all[a:b],
                 point_confidence=pconf_all[a:b],
-                K=fr.K.copy() if known else model_to_original(K_model, fr.geometry),
-                K_model=K_model,
-                image_size=fr.geometry.original_size,
-                model_size=fr.geometry.model_size,
-                scale=s,
-                scale_std=est.std,
-                scale_valid=est.valid,
-                window_index=window_index,
-                provisional=provisional,
-                intrinsics_known=known,
                 point_weights=None if weights_all is None else weights_all[a:b],
             ))
         if not provisional:
@@ -886,27 +869,30 @@ class StreamingReconstructor:
 
     def _pose_results(self, outputs: _Outputs) -> list[FrameResult]:
         """Pose-only provisional results (`StreamConfig.provisional_outputs` 'pose')."""
-        cfg = self.config
         poses = outputs.host["poses"].numpy()
-        K_model = self._last_K_model
         with self._scale_lock:
             est = self._scale.estimate()
-        out = []
-        for i, fr in enumerate(outputs.frames):
-            T = poses[i].copy()
-            T[:3, 3] *= est.scale
-            known = fr.K is not None and cfg.use_known_intrinsics
-            out.append(FrameResult(
-                index=fr.index, stamp_ns=fr.stamp_ns, T_world_cam=T,
-                depth=np.zeros((0, 0), np.float32), confidence=np.zeros((0, 0), np.float32),
-                valid=np.zeros((0, 0), bool), points=np.zeros((0, 3), np.float32),
-                colors=np.zeros((0, 3), np.uint8), point_confidence=np.zeros((0,), np.float32),
-                K=fr.K.copy() if known else model_to_original(K_model, fr.geometry), K_model=K_model.copy(),
-                image_size=fr.geometry.original_size, model_size=fr.geometry.model_size,
-                scale=est.scale, scale_std=est.std, scale_valid=est.valid, window_index=outputs.window_index,
-                provisional=True, intrinsics_known=known, point_weights=None,
-            ))
-        return out
+        return [self._result(
+            fr, poses[i], est, self._last_K_model.copy(), outputs.window_index, True,
+            depth=np.zeros((0, 0), np.float32), confidence=np.zeros((0, 0), np.float32),
+            valid=np.zeros((0, 0), bool), points=np.zeros((0, 3), np.float32),
+            colors=np.zeros((0, 3), np.uint8), point_confidence=np.zeros((0,), np.float32), point_weights=None,
+        ) for i, fr in enumerate(outputs.frames)]
+
+    def _result(self, fr: _Frame, pose: np.ndarray, est: ScaleEstimate, K_model: np.ndarray, window_index: int,
+                provisional: bool, **geometry: Any) -> FrameResult:
+        """The FrameResult of frame `fr`: `pose` (4, 4) in model scale, scaled by `est`; `geometry`
+        the per-pixel / per-point fields, already scaled."""
+        T = pose.copy()
+        T[:3, 3] *= est.scale
+        known = fr.K is not None and self.config.use_known_intrinsics
+        return FrameResult(
+            index=fr.index, stamp_ns=fr.stamp_ns, T_world_cam=T,
+            K=fr.K.copy() if known else model_to_original(K_model, fr.geometry), K_model=K_model,
+            image_size=fr.geometry.original_size, model_size=fr.geometry.model_size,
+            scale=est.scale, scale_std=est.std, scale_valid=est.valid, window_index=window_index,
+            provisional=provisional, intrinsics_known=known, **geometry,
+        )
 
     def _device_outputs(self, pred: WindowPrediction, rgb: torch.Tensor, start: int, end: int) -> dict:
         """Per-frame outputs of window frames [start, end) as tensors on the model's device:
