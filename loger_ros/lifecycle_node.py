@@ -60,11 +60,13 @@ class LogerLifecycleNode(MappingShell, LifecycleNode):
         if not self._started:
             self.core.start(self._dispatch, self._clock_ns)
             self._started = True
+        self.core.watch_input(True)
         self._log_ready()
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
+        self.core.watch_input(False)  # no image is expected while inactive
         self.log.info("deactivated: inputs unsubscribed; map and memory kept")
         return TransitionCallbackReturn.SUCCESS
 

@@ -306,6 +306,10 @@ class NodeParams:
                                 group="output")
     diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds.", minimum=0.01,
                                      maximum=3600.0, group="output")
+    input_timeout_s: float = _p(
+        3.0, "No image on image_topic for this long (wall clock, while the node is active) turns /diagnostics "
+        "WARN and logs a warning naming the topic (a camera that stopped, or a topic that is not remapped); "
+        "0 = off.", minimum=0.0, maximum=3600.0, group="output")
     shutdown_partial_window: str = _p(
         "finish",
         "On shutdown (SIGINT/SIGTERM, Ctrl-C) frames still waiting in the queue are dropped; the frames already in "

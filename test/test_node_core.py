@@ -814,3 +814,52 @@ def test_async_windows_in_the_threaded_node_core_commit_every_frame_and_count_wi
     # deferred (the node catches up first), so on a loaded machine not every frame gets one.
     assert stream.stats.provisional_runs > 0
     assert core.counters.odom_published + stream.stats.provisional_deferred >= n - len(lost)
+
+
+# ------------------------------------------------------------------ input watchdog
+def test_diagnostics_warn_when_no_image_arrives_and_name_the_topic():
+    """A camera that never publishes (or a topic not remapped) and a camera that stops: /diagnostics
+    turns WARN after input_timeout_s naming the topic, logged once per period; images flowing again
+    clear it; an inactive node (lifecycle) expects none."""
+    t = [0]
+    log = ListLogger()
+    core = make_core(logger=log, clock=lambda: t[0], input_timeout_s=2.0, image_topic="/front/image_raw",
+                     checkpoint_path="/w/latest.pt", model_config="loger", allow_synthetic_weights=False)
+
+    def status():
+        return core.diagnostics(stamp(0)).msg.status[0]
+
+    assert core.input_silence() is None  # not watching before start / activation
+    core.watch_input(True)
+    t[0] = int(1.5e9)
+    assert status().level == 0
+    t[0] = int(2.5e9)
+    s = status()
+    assert s.level == 1 and "no image received on /front/image_raw" in s.message and "remapping" in s.message
+    assert any("/front/image_raw" in line for line in log.lines["warning"])
+    core.on_image(image_msg(0))
+    core.process_all()
+    t[0] = int(3.0e9)
+    s = status()
+    assert "no image" not in s.message  # (WARN remains for the camera mount: no TF lookup here)
+    values = {kv.key: kv.value for kv in s.values}
+    assert float(values["last_image_age_s"]) == pytest.approx(0.5)
+    t[0] = int(5.6e9)
+    s = status()
+    assert s.level == 1 and "for 3.1 s" in s.message and "stopped" in s.message
+    core.watch_input(False)  # deactivated
+    t[0] = int(60e9)
+    assert "no image" not in status().message and core.input_silence() is None
+    core.watch_input(True)  # activated again: the timeout counts from now
+    t[0] = int(61e9)
+    assert core.input_silence() is None
+    t[0] = int(63e9)
+    assert "since the node was activated" in core.input_silence()
+
+
+def test_the_input_watchdog_can_be_switched_off():
+    t = [0]
+    core = make_core(clock=lambda: t[0], input_timeout_s=0.0)
+    core.watch_input(True)
+    t[0] = int(1e12)
+    assert core.input_silence() is None

@@ -181,6 +181,9 @@ class MappingCore:
         self._reset_requested = threading.Event()
         self._last_diag_dropped = 0
         self._last_diag_errors = 0
+        # Input watchdog: the last image's arrival and since when images are expected (None: not now).
+        self._last_image_ns: Optional[int] = None
+        self._watch_since_ns: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         # Mapping sessions: each part of the state is a named component; a part registered here
@@ -197,6 +200,7 @@ class MappingCore:
         self.rate_in.tick(now)
         with self._lock:
             self.counters.received += 1
+            self._last_image_ns = now
         if self._intake_closed:
             self._count_drop("shutdown", "dropped an image that arrived while the node is shutting down")
             return
@@ -688,6 +692,8 @@ class MappingCore:
                 "map_device": str(getattr(self.fusion.map, "device", "cpu")),
                 "map_backlog_windows": self.fusion.backlog(),
                 "trajectory_poses": len(self._traj_stamps),
+                "last_image_age_s": (round((now - self._last_image_ns) / 1e9, 3) if self._last_image_ns is not None
+                                     else float("nan")),
             }
         if self.grid is not None:
             values.update(self.grid.diagnostics())
@@ -720,15 +726,48 @@ class MappingCore:
                       camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
         return values
 
+    def watch_input(self, on: bool) -> None:
+        """Images are expected from now on (``on``: the node is active) or not (inactive): see
+        `input_silence`. `start` switches it on."""
+        with self._lock:
+            self._watch_since_ns = self._now() if on else None
+
+    def input_silence(self) -> Optional[str]:
+        """Why no image came for longer than ``input_timeout_s`` while images are expected, naming
+        the topic; None when images flow (or the watchdog is off / the node inactive)."""
+        timeout = self.params.input_timeout_s
+        with self._lock:
+            since, last = self._watch_since_ns, self._last_image_ns
+        if since is None or timeout <= 0:
+            return None
+        now = self._now()
+        topic = self.params.image_topic
+        if last is None or last < since:
+            waited = (now - since) / 1e9
+            if waited <= timeout:
+                return None
+            if last is None:
+                return (f"no image received on {topic} in {waited:.1f} s: is the camera publishing there "
+                        "(ros2 topic hz), or does image_topic need a remapping?")
+            return f"no image on {topic} for {waited:.1f} s since the node was activated"
+        silent = (now - last) / 1e9
+        return f"no image on {topic} for {silent:.1f} s (the camera stopped?)" if silent > timeout else None
+
     def diagnostics(self, stamp_ns: int) -> Publication:
-        """``/diagnostics`` message: ERROR when inference failed since the last call; WARN when frames
-        were dropped since the last call, the camera mount fell back to identity or the weights are the
-        bundled demo model (or synthetic); else OK."""
+        """``/diagnostics`` message: ERROR when inference failed since the last call; WARN when no image
+        came for ``input_timeout_s`` (also logged), when frames were dropped since the last call, the
+        camera mount fell back to identity or the weights are the bundled demo model (or synthetic);
+        else OK."""
         values = self.diagnostics_values()
         errors = values["dropped_inference_error"]
         dropped = values["dropped_total"]
+        silence = self.input_silence()
+        if silence is not None:
+            self._warn("warning", "input_silence", silence)
         if errors > self._last_diag_errors:
             level, message = "ERROR", f"inference failed on {errors - self._last_diag_errors} frame(s)"
+        elif silence is not None:
+            level, message = "WARN", silence
         elif dropped > self._last_diag_dropped:
             level, message = "WARN", f"{dropped - self._last_diag_dropped} frame(s) dropped"
         elif self.mount.source == "identity_fallback":
@@ -751,6 +790,7 @@ class MappingCore:
         if self._thread is not None:
             raise CoreError("MappingCore.start called twice")
         self._stop.clear()
+        self.watch_input(True)
         self.fusion.start(sink, clock_ns, self.params.map_publish_period_s)
         self._thread = threading.Thread(target=self._run, args=(sink,), name="loger-inference", daemon=True)
         self._thread.start()

@@ -240,6 +240,10 @@ def test_namespaced_node_maps_with_its_parameter_file(ros_ready, tmp_path, camer
     try:
         launched.wait_for(READY, STARTUP_S)
         client.wait_for_subscriber()
+        # No camera yet: after input_timeout_s the diagnostics say so and name the topic to check.
+        client.wait_until(lambda: any(_level(s) == 1 and "no image received on /camera/image_raw" in s.message
+                                      for s in _statuses(client)), 15.0, "a WARN naming the silent image topic")
+        assert "no image received on /camera/image_raw" in launched.text()  # logged too
         CameraStream(client, camera_frames, fps=10.0).run(40)
         client.wait_until(lambda: len(client.messages("odom")) >= 10, 60.0, "odometry on /robot1/loger/odom")
         client.wait_until(lambda: bool(_statuses(client)), 30.0, "diagnostics")
