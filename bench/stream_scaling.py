@@ -142,16 +142,14 @@ def _network_fps(cfg: StreamConfig, model, windows: int, graphs: bool) -> dict:
     from contextlib import nullcontext
 
     from loger_core.model.state import MemoryOptions
-    from loger_core.model.window_graphs import WindowGraphs
+    from loger_core.model.window_graphs import WindowGraphs, graph_autocast
 
     device, dtype = cfg.torch_device(), cfg.torch_dtype()
     w, h = cfg.resolution
     x = torch.rand(1, cfg.window_size, 3, h, w, device=device)
     opts = MemoryOptions(cfg.window_size, cfg.overlap_size, cfg.reset_every, cfg.use_ttt, cfg.use_swa)
     amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype, cache_enabled=False)) if dtype != torch.float32 \
-        else nullcontext
-    replay = WindowGraphs(model, opts, autocast) if graphs else None
+    replay = WindowGraphs(model, opts, graph_autocast(device.type, dtype)) if graphs else None
 
     def window(state):
         out = replay.run(x, state) if replay is not None else None

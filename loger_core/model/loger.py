@@ -7,7 +7,6 @@ as the authors' windowed inference does.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -291,10 +290,8 @@ class LoGeR(nn.Module):
 
     def _window_graphs(self, options: MemoryOptions):
         """The `WindowGraphs` of `reconstruct` for `options` under the caller's autocast."""
-        from .window_graphs import WindowGraphs
+        from .window_graphs import WindowGraphs, graph_autocast
 
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        # Without autocast's weight-cast cache: its copies are freed after a capture.
-        autocast = (lambda: torch.autocast("cuda", dtype=dtype, cache_enabled=False)) if dtype is not None \
-            else nullcontext
-        return WindowGraphs.shared(self, ("reconstruct", options, dtype), lambda: WindowGraphs(self, options, autocast))
+        return WindowGraphs.shared(self, ("reconstruct", options, dtype),
+                                   lambda: WindowGraphs(self, options, graph_autocast("cuda", dtype)))

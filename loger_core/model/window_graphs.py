@@ -16,6 +16,7 @@ optimisation, never a condition: a window that cannot be captured runs eagerly.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from contextlib import nullcontext
@@ -30,7 +31,16 @@ from .state import MemoryOptions, MemoryState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowGraphs", "get_or_capture"]
+__all__ = ["WindowGraphs", "get_or_capture", "graph_autocast"]
+
+
+def graph_autocast(device_type: str, dtype: Optional[torch.dtype]) -> Callable[[], ContextManager]:
+    """The context factory a CUDA graph runs the network in: `dtype` autocast (none for None or
+    float32) without autocast's weight-cast cache, whose copies are freed after a capture and their
+    memory reused, so that a replay would read garbage weights."""
+    if dtype is None or dtype == torch.float32:
+        return nullcontext
+    return functools.partial(torch.autocast, device_type=device_type, dtype=dtype, cache_enabled=False)
 
 
 def get_or_capture(graphs: dict, failed: set, key: Any, capture: Callable[[], Any], what: str) -> Optional[Any]:

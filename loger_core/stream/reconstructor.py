@@ -31,7 +31,7 @@ import torch
 from loger_core.model.fast_paths import eager_regions
 from loger_core.model.loger import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions
-from loger_core.model.window_graphs import WindowGraphs
+from loger_core.model.window_graphs import WindowGraphs, graph_autocast
 from loger_core.model.windowing import WindowAligner
 
 from .config import StreamConfig
@@ -216,12 +216,12 @@ class StreamingReconstructor:
                 self._prov_stream = torch.cuda.Stream(self.device, priority=-100)
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
-                    self._graphs = ProvisionalGraphs(self.model, self.options, self._graph_autocast)
+                    autocast = graph_autocast(self.device.type, self.dtype)
+                    self._graphs = ProvisionalGraphs(self.model, self.options, autocast)
                     if isinstance(self.model, torch.nn.Module):
                         self._window_graphs = WindowGraphs.shared(
                             self.model, ("stream", self.options, self.dtype),
-                            lambda: WindowGraphs(self.model, self.options, _graph_autocast(self.device, self.dtype),
-                                                 _rgb_batch))
+                            lambda: WindowGraphs(self.model, self.options, autocast, _rgb_batch))
             if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
                 self._share = GpuShare(self.device)
                 self._share.active = cfg.provisional_every > 0
@@ -439,13 +439,10 @@ class StreamingReconstructor:
         self._good_tail: list[_Frame] = []
         self._view = _CommittedView(None, self._aligner.snapshot(), [])
 
-    def _autocast(self, cache_enabled: bool = True):
+    def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
-
-    def _graph_autocast(self):
-        return _graph_autocast(self.device, self.dtype)()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _stack(self, frames: list[_Frame]) -> torch.Tensor:
         """(n, h, w, 3) uint8 images of `frames` on the host, pinned for CUDA."""
@@ -473,7 +470,7 @@ class StreamingReconstructor:
             self.stats.window_graph_replays += 1
             return replayed[0], replayed[1], rgb
         with torch.no_grad(), self._autocast():
-            pred, new_state = self.model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, self.options,
+            pred, new_state = self.model.forward_window(_rgb_batch(rgb), state, self.options,
                                                         commit=commit, anchor_frames=anchor_frames,
                                                         **({"raw_camera": True} if raw else {}))
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
@@ -934,15 +931,6 @@ def _finish_camera(pred: WindowPrediction) -> WindowPrediction:
         return pred
     poses, points = finish_raw_camera(pred.local_points, pred.camera_poses)
     return WindowPrediction(pred.local_points, pred.conf, poses, points)
-
-
-def _graph_autocast(device: torch.device, dtype: torch.dtype):
-    """The context factory CUDA graphs run the network in. They must not capture autocast's
-    weight-cast cache: its copies are freed after the capture and their memory reused, so a replay
-    would read garbage weights."""
-    if dtype == torch.float32:
-        return nullcontext
-    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype, cache_enabled=False)
 
 
 def _rgb_batch(rgb: torch.Tensor) -> torch.Tensor:
