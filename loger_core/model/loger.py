@@ -167,7 +167,7 @@ class LoGeR(nn.Module):
         state = state if state is not None else self.init_state()
         incoming = state
         # A provisional pass sees the memory its committed pass will see, including a TTT reset.
-        if options.reset_every > 0 and state.window_index > 0 and state.window_index % options.reset_every == 0:
+        if options.resets_ttt_at(state.window_index):
             state = state.reset_ttt()
 
         x = (images.to(self.image_mean.device) - self.image_mean) / self.image_std

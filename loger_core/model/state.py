@@ -38,6 +38,10 @@ class MemoryOptions:
     def stride(self) -> int:
         return self.window_size - self.overlap_size
 
+    def resets_ttt_at(self, window_index: int) -> bool:
+        """Whether the window after `window_index` committed windows starts from fresh TTT weights."""
+        return self.reset_every > 0 and window_index > 0 and window_index % self.reset_every == 0
+
 
 @dataclass
 class MemoryState:

@@ -95,8 +95,7 @@ class WindowGraphs:
         TTT reset is due at this window (it would change the memory inside the window)."""
         if state is None or any(w is None for w in state.ttt) or any(kv is None for kv in state.swa):
             return False
-        every = self.options.reset_every
-        return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
+        return not self.options.resets_ttt_at(state.window_index)
 
     def run(self, x: Tensor, state: Optional[MemoryState],
             finish: bool = True) -> Optional[tuple[WindowPrediction, MemoryState]]:

@@ -64,10 +64,7 @@ class ProvisionalGraphs:
     def usable_for(self, state: Optional[MemoryState]) -> bool:
         """Whether a pass on `state` can replay a graph: the memory must exist (after the first
         window) and no TTT reset may be due (it would change the memory inside the pass)."""
-        if state is None:
-            return False
-        every = self.options.reset_every
-        return not (every > 0 and state.window_index > 0 and state.window_index % every == 0)
+        return state is not None and not self.options.resets_ttt_at(state.window_index)
 
     def run(self, rgb: torch.Tensor, state: MemoryState, capture_allowed: Union[bool, Callable[[], bool]],
             anchor_frames: Optional[int] = None) -> Optional[WindowPrediction]:
