@@ -44,6 +44,7 @@ from loger_ros.params import NodeParams  # noqa: E402
 
 F = rosbags_factory("ros2_humble")
 T0 = 1_700_000_000_000_000_000
+STAMP_STEP_NS = 33_333_333  # frame k is stamped T0 + k * STAMP_STEP_NS, whatever the camera rate
 
 
 class _QuietLog:
@@ -209,8 +210,9 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         else:
             while len(core.queue) > 0:
                 time.sleep(0.0005)
-        fed_ns[T0 + k * 33_333_333] = time.monotonic_ns()
-        core.on_image(image_message(images[k % len(images)], T0 + k * 33_333_333))
+        stamp = T0 + k * STAMP_STEP_NS
+        fed_ns[stamp] = time.monotonic_ns()
+        core.on_image(image_message(images[k % len(images)], stamp))
     feed_s = time.perf_counter() - t_start
     deadline = time.time() + 600
     while (core.counters.processed + core.counters.dropped_total < args.frames) and time.time() < deadline:
@@ -238,11 +240,11 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
     stride = args.window - args.overlap
 
     def filled_ns(st: int) -> Optional[int]:
-        k = (st - T0) // 33_333_333
-        return fed_ns.get(T0 + min((k // stride) * stride + args.window - 1, args.frames - 1) * 33_333_333)
+        k = (st - T0) // STAMP_STEP_NS
+        return fed_ns.get(T0 + min((k // stride) * stride + args.window - 1, args.frames - 1) * STAMP_STEP_NS)
 
-    after_fill = np.array([(committed_ns[st] - filled_ns(st)) / 1e6 for st in committed_ns
-                           if filled_ns(st) is not None])
+    filled = {st: filled_ns(st) for st in committed_ns}
+    after_fill = np.array([(committed_ns[st] - f) / 1e6 for st, f in filled.items() if f is not None])
     window_period_ms = 1000.0 * (args.window - args.overlap) / args.fps if args.fps > 0 else float("nan")
     centres = np.array([committed_poses[i][:3, 3] for i in sorted(committed_poses)])
     path_len = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else float("nan")

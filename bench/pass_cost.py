@@ -101,20 +101,20 @@ def main(argv=None) -> int:
     state = rec._view.state
     graphs = rec._graphs
     model = rec.model
+
+    def eager_pass(rgb: torch.Tensor) -> None:
+        """The pass launched from Python, as the node runs it when no graph serves."""
+        with torch.no_grad(), rec._autocast(), eager_regions():
+            model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False, raw_camera=True)
+
     rows = []
     for n in args.frames_per_pass:
         rgb = torch.from_numpy(frames[:n]).to("cuda")
         with torch.cuda.stream(rec._prov_stream):
             graphs.run(rgb, state, capture_allowed=True)  # capture
             graph_ms = _time(lambda: graphs.run(rgb, state, capture_allowed=False), args.reps)
-
-            def eager():
-                with torch.no_grad(), rec._autocast(), eager_regions():
-                    model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False,
-                                         raw_camera=True)
-
-            eager()
-            eager_ms = _time(eager, max(3, args.reps // 4))
+            eager_pass(rgb)
+            eager_ms = _time(lambda: eager_pass(rgb), max(3, args.reps // 4))
         rows.append({"frames": n, "graph_ms": graph_ms, "eager_ms": eager_ms, "graph_ms_per_frame": graph_ms / n})
         print(f"pass of {n} frames: graph {graph_ms:.1f} ms, eager {eager_ms:.1f} ms", flush=True)
 
@@ -142,16 +142,13 @@ def main(argv=None) -> int:
 
     profile = {}
     if args.profile:
-
         rgb = torch.from_numpy(frames[: args.profile]).to("cuda")
         with torch.cuda.stream(rec._prov_stream):
             graphs.run(rgb, state, capture_allowed=True)
             torch.cuda.synchronize()
             # Eager: a graph replay shows as one launch; its kernels are those of the eager pass.
             with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-                with torch.no_grad(), rec._autocast(), eager_regions():
-                    model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False,
-                                         raw_camera=True)
+                eager_pass(rgb)
                 torch.cuda.synchronize()
         profile = {"frames": args.profile, **_kernel_summary(prof, top=15)}
 
