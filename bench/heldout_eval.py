@@ -9,6 +9,10 @@ them against the issue's targets, and writes JSON.
 
     python bench/heldout_eval.py --checkpoint loger_core/weights/small_synthetic.safetensors \\
         --device cuda --alignments none,sim3 --out /tmp/heldout.json
+
+Several checkpoints are compared on the same rendered frames (`--checkpoint A B`), and `--seeds`
+swaps the fixed cases for the four 256-frame kinds (room / corridor x handheld / ground robot) on
+seeds of your own: six fixed sequences are a noisy judge of two close checkpoints.
 """
 from __future__ import annotations
 
@@ -18,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loger_core.model import load_checkpoint  # noqa: E402
 from loger_core.model.state import MemoryOptions  # noqa: E402
-from loger_core.training.heldout import HELD_OUT_CASES, evaluate_case, render_case  # noqa: E402
+from loger_core.training.heldout import HELD_OUT_CASES, HeldOutCase, evaluate_case, render_case  # noqa: E402
 
 # The issue's targets: ATE share of path length by sequence length, RPE rotation, scale drift band.
 ATE_TARGET_PCT = {256: 3.0, 1024: 5.0}
@@ -41,9 +46,37 @@ def meets(row: dict) -> bool:
     return bool(ok)
 
 
+def seed_cases(spec: str) -> list[HeldOutCase]:
+    """The four 256-frame kinds on each seed of `spec` ("5000-5003" or "5000,5007")."""
+    if "-" in spec:
+        a, b = (int(v) for v in spec.split("-"))
+        seeds = range(a, b + 1)
+    else:
+        seeds = [int(v) for v in spec.split(",")]
+    kinds = [("room", "handheld"), ("corridor", "ground_robot"), ("room", "ground_robot"), ("corridor", "handheld")]
+    return [HeldOutCase(scene, traj, 256, seed) for seed in seeds for scene, traj in kinds]
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per checkpoint and alignment: mean / median ATE % and RPE rotation, cases meeting the targets."""
+    out = []
+    for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
+        for alignment in dict.fromkeys(r["alignment"] for r in rows):
+            sel = [r for r in rows if r["checkpoint"] == ckpt and r["alignment"] == alignment and r["finite"]]
+            if not sel:
+                continue
+            ate = np.array([r["ate_pct"] for r in sel])
+            rpe = np.array([r["rpe_rot_deg"] for r in sel])
+            out.append({"checkpoint": ckpt, "alignment": alignment, "cases": len(sel),
+                        "mean_ate_pct": round(float(ate.mean()), 3), "median_ate_pct": round(float(np.median(ate)), 3),
+                        "mean_rpe_rot_deg": round(float(rpe.mean()), 4), "median_rpe_rot_deg": round(float(np.median(rpe)), 4),
+                        "meets_target": int(sum(r["meets_target"] for r in sel))})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, nargs="+", help="one or more checkpoints, run on the same frames")
     p.add_argument("--model", default=None, help="config name (default: from the checkpoint's JSON)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", default="112x84")
@@ -52,6 +85,9 @@ def main(argv=None) -> int:
     p.add_argument("--alignments", default="none,sim3")
     p.add_argument("--max-frames", type=int, default=0, help="cut every case to this many frames (0: all; quick checks)")
     p.add_argument("--cases", default=None, help="comma-separated indices into HELD_OUT_CASES")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds or a range A-B: the 256-frame room/corridor x handheld/ground-robot "
+                        "cases on these seeds instead of HELD_OUT_CASES (pick seeds no training run drew)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -59,33 +95,45 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     w, h = (int(v) for v in args.size.split("x"))
-    model = load_checkpoint(args.checkpoint, config=args.model, device=device).eval()
+    models = [load_checkpoint(c, config=args.model, device=device).eval() for c in args.checkpoint]
     amp = device.type == "cuda"
-    cases = list(HELD_OUT_CASES)
+    cases = list(HELD_OUT_CASES) if not args.seeds else seed_cases(args.seeds)
     if args.cases:
         cases = [cases[int(i)] for i in args.cases.split(",")]
     if args.max_frames:
         from dataclasses import replace
         cases = [replace(c, frames=min(c.frames, args.max_frames)) for c in cases]
     rows = []
-    hdr = f"{'case':34s} {'align':5s} {'path m':>7s} {'ATE m':>7s} {'ATE %':>6s} {'RPE deg':>8s} {'drift':>6s} {'fps':>7s} target"
+    hdr = (f"{'case':34s} {'ckpt':>4s} {'align':5s} {'path m':>7s} {'ATE m':>7s} {'ATE %':>6s} {'RPE deg':>8s} "
+           f"{'drift':>6s} {'fps':>7s} target")
     print(hdr)
     for case in cases:
         t0 = time.perf_counter()
         images, gt = render_case(case, w, h, device)
         render_s = time.perf_counter() - t0
-        for alignment in args.alignments.split(","):
-            opts = MemoryOptions(window_size=args.window, overlap_size=args.overlap)
-            row = evaluate_case(model, case, opts, w, h, alignment=alignment, amp=amp, images=images, gt=gt)
-            row["render_s"] = round(render_s, 2)
-            row["meets_target"] = meets(row)
-            rows.append(row)
-            print(f"{row['case']:34s} {alignment:5s} {row['path_m']:7.2f} {row['ate_m']:7.3f} {row['ate_pct']:6.2f} "
-                  f"{row['rpe_rot_deg']:8.3f} {row['scale_drift']:6.3f} {row['frames_per_s']:7.1f} "
-                  f"{'yes' if row['meets_target'] else 'no'}", flush=True)
-    result = {"checkpoint": str(args.checkpoint), "model": model.cfg.name, "device": str(device),
+        for k, (ckpt, model) in enumerate(zip(args.checkpoint, models)):
+            for alignment in args.alignments.split(","):
+                opts = MemoryOptions(window_size=args.window, overlap_size=args.overlap)
+                row = evaluate_case(model, case, opts, w, h, alignment=alignment, amp=amp, images=images, gt=gt)
+                row["checkpoint"] = str(ckpt)
+                row["render_s"] = round(render_s, 2)
+                row["meets_target"] = meets(row)
+                rows.append(row)
+                print(f"{row['case']:34s} {k:4d} {alignment:5s} {row['path_m']:7.2f} {row['ate_m']:7.3f} "
+                      f"{row['ate_pct']:6.2f} {row['rpe_rot_deg']:8.3f} {row['scale_drift']:6.3f} "
+                      f"{row['frames_per_s']:7.1f} {'yes' if row['meets_target'] else 'no'}", flush=True)
+    summary = summarize(rows)
+    print(f"\n{'ckpt':>4s} {'align':5s} {'cases':>5s} {'mean ATE %':>10s} {'median ATE %':>12s} "
+          f"{'mean RPE':>8s} {'median RPE':>10s} {'meet':>4s}  checkpoint")
+    for s_ in summary:
+        print(f"{args.checkpoint.index(s_['checkpoint']):4d} {s_['alignment']:5s} {s_['cases']:5d} {s_['mean_ate_pct']:10.2f} "
+              f"{s_['median_ate_pct']:12.2f} {s_['mean_rpe_rot_deg']:8.3f} {s_['median_rpe_rot_deg']:10.3f} "
+              f"{s_['meets_target']:4d}  {s_['checkpoint']}")
+    result = {"checkpoints": [str(c) for c in args.checkpoint], "models": [m.cfg.name for m in models],
+              "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "size": args.size, "window": args.window, "overlap": args.overlap, "rows": rows}
+              "size": args.size, "window": args.window, "overlap": args.overlap, "seeds": args.seeds,
+              "summary": summary, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

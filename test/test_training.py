@@ -249,3 +249,25 @@ def test_scenes_get_matching_motions_and_randomised_settings():
     scene_b, traj_b = src._randomized("car")
     assert 6.0 <= traj_a.speed_mps <= 15.0 and traj_a.speed_mps != traj_b.speed_mps
     assert scene_a.room_size_m != scene_b.room_size_m
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="CUDA only: compiling the training graphs takes about 3 minutes on a 2-core CPU")
+def test_compiled_training_matches_eager(tmp_path):
+    """`--compile` (how the shipped weights were trained) computes the same first-step losses as
+    eager training from the same seed, and says so in the record."""
+    import json
+
+    args = _tiny_run_args(tmp_path / "x", 2, config="tiny")[:-1] + ["0", "--device", "cuda", "--seed", "5", "--no-amp"]
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        torch.manual_seed(0)
+        out = tmp_path / name
+        a = list(args)
+        a[a.index("--out") + 1] = str(out)
+        assert main(a + extra) == 0
+        runs[name] = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert runs["compiled"]["this_run"]["compiled"] and not runs["eager"]["this_run"]["compiled"]
+    first = [r["loss_history"][0] for r in (runs["eager"], runs["compiled"])]
+    for key in ("points", "rotation", "translation"):
+        assert first[1][key] == pytest.approx(first[0][key], rel=1e-3, abs=1e-5)

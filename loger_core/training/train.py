@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from loger_core.model import build_model
 from loger_core.model.checkpoint import load_checkpoint, save_checkpoint
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=500, help="also save every N steps (0: only at the end)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every transformer block and TTT layer (CUDA; the small model is launch-bound)")
     return p
 
 
@@ -219,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("initialised from %s", args.init)
     else:
         model = build_model(args.config, device=device)
+    if args.compile:
+        from loger_core.model.fast_paths import compile_regions_
+
+        # Two window sizes give two static specialisations; a dynamic-shape recompile would be slower.
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        log.info("compiled %d blocks / TTT layers (each new window shape compiles on first use)", compile_regions_(model))
     first_step = int(resume["step"]) if resume is not None else 0
     if first_step:
         data_cfg = ClipDataConfig(**{**data_cfg.to_dict(), "seed": data_cfg.seed + first_step})
@@ -313,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                              "clip_frames_trained_per_s": round(frames_trained / max(loop_s, 1e-9), 1),
                              "frames_rendered": source.rendered_sequences * data_cfg.sequence_frames,
                              "render_s": round(render_s, 1),
-                             "frames_rendered_per_s": round(source.rendered_sequences * data_cfg.sequence_frames / max(render_s, 1e-9), 1)},
+                             "frames_rendered_per_s": round(source.rendered_sequences * data_cfg.sequence_frames / max(render_s, 1e-9), 1),
+                             "compiled": bool(args.compile),
+                             "cuda_peak_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                                               if device.type == "cuda" else None)},
                 "seed": args.seed, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else device),
                 "data": data_cfg.to_dict(), "loss_weights": asdict(weights),
                 "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95],
