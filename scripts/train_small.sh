@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# How the shipped `small` weights are trained (one lent H100, bf16), in device commands of at most
-# 10 minutes: the first starts a run, each later one resumes it from the state the previous one
-# returned (`<out>.state.pt` + `<out>.safetensors`). The learning-rate schedule runs over
-# SCHEDULE_S cumulative training seconds, so the split into commands does not change it.
+# How the shipped `small` weights are trained (one lent H100/H200, bf16, compiled blocks), in device
+# commands of at most 30 minutes (a background run the command polls): the first starts a run, each
+# later one resumes it from the state the previous one returned (`<out>.state.pt` + `<out>.safetensors`).
+# The learning-rate schedule runs over SCHEDULE_S cumulative training seconds, so the split into
+# commands does not change it.
 #
 #   bash scripts/train_small.sh OUT_PREFIX TIME_LIMIT_S [RESUME_STATE]
+#
+# INIT=<weights> starts the first command from earlier weights (the shipped ones were: see
+# loger_core/weights/README.md); BATCH=80 fits an 80 GB card (peak 62 GiB).
 set -euo pipefail
 OUT=${1:?output prefix}; LIMIT=${2:?seconds of training in this command}; RESUME=${3:-}
-SCHEDULE_S=${SCHEDULE_S:-840}; REFRESH=${REFRESH:-4}; W_TRANS=${W_TRANS:-1.0}
+SCHEDULE_S=${SCHEDULE_S:-2400}; REFRESH=${REFRESH:-2}; W_TRANS=${W_TRANS:-1.0}; BATCH=${BATCH:-80}
 args=(--config small --device cuda --out "$OUT" --time-limit "$LIMIT" --schedule-seconds "$SCHEDULE_S"
-      --steps 100000 --size 112x84 --batch-size 32 --lr 1e-3 --warmup 100 --weight-decay 0.05
+      --steps 100000 --size 112x84 --batch-size "$BATCH" --lr 1e-3 --warmup 100 --weight-decay 0.05
       --scenes room,corridor,street,loop --trajectories handheld,ground_robot,car --randomize --fov 50,90
       --window-sizes 8,16 --overlap 3 --windows-per-clip 3,4,5,6 --frame-strides 1,2 --sequence-frames 168
-      --pool-size 24 --refresh-every "$REFRESH" --w-translation "$W_TRANS" --seed 10000 --log-every 25 --save-every 100)
-if [[ -n "$RESUME" ]]; then args+=(--resume "$RESUME"); fi
+      --pool-size 48 --refresh-every "$REFRESH" --w-translation "$W_TRANS" --seed 30000 --log-every 25
+      --save-every 100 --compile)
+if [[ -n "$RESUME" ]]; then args+=(--resume "$RESUME"); elif [[ -n "${INIT:-}" ]]; then args+=(--init "$INIT"); fi
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 exec "${PYTHON:-python}" -m loger_core.training.train "${args[@]}"
