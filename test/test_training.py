@@ -271,3 +271,29 @@ def test_compiled_training_matches_eager(tmp_path):
     first = [r["loss_history"][0] for r in (runs["eager"], runs["compiled"])]
     for key in ("points", "rotation", "translation"):
         assert first[1][key] == pytest.approx(first[0][key], rel=1e-3, abs=1e-5)
+
+
+def test_memory_gates_get_their_own_rate_and_decay():
+    """`--gate-lr-mult` / `--gate-weight-decay` put exactly the gate projections in a group whose
+    scheduled rate is scaled; without them the groups are the usual two."""
+    from loger_core.training.train import MEMORY_GATES, param_groups
+
+    model = build_model("tiny")
+    gate_ids = {id(p) for n, p in model.named_parameters() if n.startswith(MEMORY_GATES)}
+    assert gate_ids and len(param_groups(model, 0.05)) == 2
+    groups = param_groups(model, 0.05, gate_lr_mult=10.0, gate_weight_decay=0.0)
+    assert len(groups) == 3 and {id(p) for p in groups[2]["params"]} == gate_ids
+    assert groups[2]["lr_mult"] == 10.0 and groups[2]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_gate_lr_mult_scales_the_gates_rate_in_a_run(tmp_path):
+    import json
+
+    out = tmp_path / "g"
+    assert main(_tiny_run_args(out, 2, config="tiny") + ["--gate-lr-mult", "10", "--gate-weight-decay", "0"]) == 0
+    state = torch.load(str(out) + ".state.pt", weights_only=True)
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert len(lrs) == 3 and lrs[2] == pytest.approx(10 * lrs[0])
+    opt = json.loads(out.with_suffix(".json").read_text())["training"]["optimizer"]
+    assert opt["gate_lr_mult"] == 10.0 and opt["gate_weight_decay"] == 0.0

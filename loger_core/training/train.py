@@ -76,6 +76,31 @@ def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05, 
     return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+MEMORY_GATES = ("ttt_gate_projs.", "swa_gate_projs.")
+
+
+def param_groups(model: LoGeR, weight_decay: float, gate_lr_mult: float = 1.0,
+                 gate_weight_decay: float | None = None) -> list[dict]:
+    """AdamW groups: matrices decay, vectors / tokens / position embeddings do not. The memory
+    gates start at zero (a fresh model runs as its memory-free base) and grow only as fast as their
+    gradient lets them: with `gate_lr_mult` != 1 or their own `gate_weight_decay` they get a group of
+    their own (`lr_mult` scales the scheduled rate), so a model trained from scratch can open them sooner."""
+    gate_decay = weight_decay if gate_weight_decay is None else gate_weight_decay
+    own_gates = gate_lr_mult != 1.0 or gate_decay != weight_decay
+    decay, no_decay, gates = [], [], []
+    for name, param in model.named_parameters():
+        if own_gates and name.startswith(MEMORY_GATES):
+            gates.append(param)
+        elif param.ndim >= 2 and "token" not in name and "pos_embed" not in name:
+            decay.append(param)
+        else:
+            no_decay.append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if gates:
+        groups.append({"params": gates, "weight_decay": gate_decay, "lr_mult": gate_lr_mult})
+    return groups
+
+
 def train_step(model: LoGeR, opt: torch.optim.Optimizer, batch: ClipBatch, weights: LossWeights,
                amp: bool = False, clip_grad: float = 1.0) -> tuple[LossTerms, float, bool]:
     """One optimiser step; returns (losses, gradient norm, whether the step was applied)."""
@@ -127,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=500, help="also save every N steps (0: only at the end)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--gate-lr-mult", type=float, default=1.0,
+                   help="learning-rate factor of the memory gates (TTT / SWA gate projections; 1: like every weight)")
+    p.add_argument("--gate-weight-decay", type=float, default=None,
+                   help="weight decay of the memory gates' weights (default: --weight-decay)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every transformer block and TTT layer (CUDA; the small model is launch-bound)")
     return p
@@ -239,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
              data_cfg.pool_size, frames_pool, data_cfg.width, data_cfg.height, data_cfg.supersample, t_data, device,
              frames_pool / max(t_data, 1e-9))
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token" not in n and "pos_embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.gate_lr_mult, args.gate_weight_decay),
                             lr=args.lr, betas=(0.9, 0.95))
     if resume is not None:
         _load_optimizer(opt, resume["optimizer"])
@@ -276,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.schedule_seconds > 0:
             progress = elapsed / args.schedule_seconds
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, planned, args.lr, args.warmup, progress=progress)
+            g["lr"] = g.get("lr_mult", 1.0) * lr_at(step, planned, args.lr, args.warmup, progress=progress)
         n_before = source.rendered_sequences
         t_b = time.perf_counter()
         batch = source.next_batch()
@@ -329,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else device),
                 "data": data_cfg.to_dict(), "loss_weights": asdict(weights),
                 "optimizer": {"name": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95],
+                              "gate_lr_mult": args.gate_lr_mult, "gate_weight_decay": args.gate_weight_decay,
                               "warmup": args.warmup, "schedule": "cosine to 0.05*lr", "clip_grad": args.clip_grad, "bf16_autocast": amp},
                 "final_losses": history[-1] if history else {}, "loss_history": history,
                 "command": "python -m loger_core.training.train " + " ".join(argv if argv is not None else sys.argv[1:]),
