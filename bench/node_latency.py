@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loger_core.stream import StreamingReconstructor  # noqa: E402
+from loger_core.stream import StreamingReconstructor, warm_up as stream_warm_up  # noqa: E402
 from loger_core.stream.model_loading import load_stream_model  # noqa: E402
 from loger_ros.conversions import make_header, rosbags_factory  # noqa: E402
 from loger_ros.core import MappingCore  # noqa: E402
@@ -98,17 +98,10 @@ def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_pri
 
 
 def warm_up(model, args) -> None:
-    """Throwaway reconstructors, not timed: kernel choice, allocator growth and compilation of every
-    shape a setting meets (first window, windows with the SWA history, each provisional pass size)."""
-    images = make_images(2 * args.window + 3, *args.camera_size, seed=99)
+    """The node's own warm-up (`loger_core.stream.warm_up`, untimed) for every setting measured: each
+    meets its own shapes (first window, windows with the SWA history, each provisional pass size)."""
     for setting in sorted(set(settings(args))):
-        stream = StreamingReconstructor(params_for(args, *setting).stream_config(), model=model)
-        for i, rgb in enumerate(images):
-            stream.push(rgb, T0 + i)
-        stream.flush()
-        stream.close()  # its window worker thread must not outlive the interpreter's shutdown
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        stream_warm_up(params_for(args, *setting).stream_config(), model, image_size=tuple(args.camera_size), seed=99)
 
 
 def settings(args) -> list[tuple[int, str, str, int]]:

@@ -114,6 +114,7 @@ class MappingShell:
             self._tf_broadcaster = TransformBroadcaster(self)
             self._static_broadcaster = StaticTransformBroadcaster(self)
         self.core = MappingCore(self.params, RclpyFactory(), lookup=self._lookup, logger=self.log)
+        self.core.warm_up()  # before any subscription: compiling must not cost camera frames
         self._publishers_by_channel = {
             "odom": self.create_publisher(Odometry, OUTPUT_TOPICS["odom"], 10),
             "path": self.create_publisher(Path, OUTPUT_TOPICS["path"], 10),

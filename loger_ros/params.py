@@ -191,6 +191,11 @@ class NodeParams:
                             "its next transformer block (and never runs more than a few blocks ahead of the GPU), "
                             "so odometry does not wait behind a whole window: 'auto' = on with async windows on CUDA, "
                             "'on', 'off'.", choices=("auto", "on", "off"), group="streaming")
+    warm_up: str = _p("auto", "Before the first camera frame, run the model over a few windows of random frames, "
+                      "so that compiling the fast paths, choosing kernels and capturing CUDA graphs (about 45 s "
+                      "for the full model on an H100) happens at start-up (a managed node: in configure) "
+                      "instead of dropping live frames: 'auto' = on for CUDA, 'on', 'off'.",
+                      choices=("auto", "on", "off"), group="streaming")
     provisional_outputs: str = _p("pose", "What a low-latency pass returns: 'pose' (only the camera pose leaves the "
                                   "GPU: all odometry needs) or 'full' (depth, masks and points too, unused by the node).",
                                   choices=("pose", "full"), group="streaming")

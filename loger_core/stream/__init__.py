@@ -14,8 +14,13 @@ from .preprocess import ImageGeometry, PreparedImage, demo_resolution, prepare_i
 from .reconstructor import StreamingReconstructor, reconstruct_sequence
 from .results import FrameResult, StreamStats
 from .scale import ScaleEstimate, ScaleObservation, make_scale_source
+from .warm_up import WarmUpReport, warm_up, warm_up_frames, warm_up_wanted
 
 __all__ = [
+    "WarmUpReport",
+    "warm_up",
+    "warm_up_frames",
+    "warm_up_wanted",
     "DEMO_PIXEL_LIMIT", "DEMO_RESOLUTION", "SCALE_SOURCES", "FrameResult", "ImageGeometry", "PreparedImage",
     "SYNTHETIC_WEIGHTS_WARNING", "ScaleConfig", "ScaleEstimate", "ScaleObservation", "StreamConfig",
     "StreamInputError", "StreamStats", "StreamingReconstructor", "demo_resolution", "estimate_intrinsics",

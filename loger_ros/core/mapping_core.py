@@ -38,7 +38,7 @@ import numpy as np
 from loger_core.io.trajectory import Trajectory
 from loger_core.model_selection import ModelSelection
 from loger_core.session import SessionError
-from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError
+from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError, WarmUpReport, warm_up, warm_up_wanted
 from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
 from loger_ros.conversions.image import check_image
 from loger_ros.core.errors import DROP_REASONS, CoreError
@@ -168,6 +168,7 @@ class MappingCore:
         self.rate_processed = RateMeter()
         self.scale_source = params.resolved_scale_source
         self._lock = threading.RLock()  # map, trajectory, counters, stamps
+        self.warm_up_report: Optional[WarmUpReport] = None
         self._traj_stamps: list[int] = []
         self._traj_base: list[np.ndarray] = []
         self._traj_cam: list[np.ndarray] = []
@@ -692,6 +693,7 @@ class MappingCore:
                 "map_device": str(getattr(self.fusion.map, "device", "cpu")),
                 "map_backlog_windows": self.fusion.backlog(),
                 "trajectory_poses": len(self._traj_stamps),
+                "warm_up_s": round(self.warm_up_report.seconds, 2) if self.warm_up_report is not None else float("nan"),
                 "last_image_age_s": (round((now - self._last_image_ns) / 1e9, 3) if self._last_image_ns is not None
                                      else float("nan")),
             }
@@ -725,6 +727,25 @@ class MappingCore:
         values.update(gpu_memory_allocated_mib=allocated, gpu_memory_reserved_mib=reserved,
                       camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
         return values
+
+    def warm_up(self) -> Optional[WarmUpReport]:
+        """Runs the stream's model over throwaway frames when ``params.warm_up`` asks for it ('auto':
+        on CUDA), before any camera frame, so that compiling and graph capture do not cost live
+        frames. A failure is logged and the node starts anyway (its first windows then compile
+        live). Returns the report, or None when nothing ran."""
+        rec = self.reconstructor
+        if not isinstance(rec, StreamingReconstructor) or not warm_up_wanted(self.params.warm_up, rec.device):
+            return None
+        self.log.info("warm-up: running the model over throwaway frames before the first camera frame")
+        try:
+            report = warm_up(rec.config, rec.model)
+        except Exception as err:  # e.g. out of memory: the node is still useful without it
+            self.log.warning(f"warm-up failed ({err!r}); the first windows will compile while frames arrive")
+            return None
+        self.warm_up_report = report
+        self.log.info(f"warm-up done in {report.seconds:.1f} s: {report.windows} windows, {report.provisional_passes} "
+                      f"provisional passes, {report.window_graph_replays} CUDA-graph replays")
+        return report
 
     def watch_input(self, on: bool) -> None:
         """Images are expected from now on (``on``: the node is active) or not (inactive): see
