@@ -196,6 +196,12 @@ class NodeParams:
                       "for the full model on an H100) happens at start-up (a managed node: in configure) "
                       "instead of dropping live frames: 'auto' = on for CUDA, 'on', 'off'.",
                       choices=("auto", "on", "off"), group="streaming")
+    warm_up_image_width: int = _p(640, "Camera image width the warm-up assumes when the network input size comes "
+                                  "from the camera (input_width/input_height 0 and a model without a fixed size, "
+                                  "e.g. small): set your camera's, or the first real windows compile again.",
+                                  minimum=14, maximum=8192, group="streaming")
+    warm_up_image_height: int = _p(480, "Camera image height the warm-up assumes; see warm_up_image_width.",
+                                   minimum=14, maximum=8192, group="streaming")
     provisional_outputs: str = _p("pose", "What a low-latency pass returns: 'pose' (only the camera pose leaves the "
                                   "GPU: all odometry needs) or 'full' (depth, masks and points too, unused by the node).",
                                   choices=("pose", "full"), group="streaming")

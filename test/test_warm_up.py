@@ -80,14 +80,15 @@ def test_after_a_warm_up_the_live_stream_replays_its_windows_from_graphs():
 
 
 # ---------------------------------------------------------------- the node core
-def _core(warm, stream=None, logger=None):
+def _core(warm, stream=None, logger=None, **overrides):
     from loger_ros.core.mapping_core import MappingCore
     from loger_ros.params import NodeParams
 
     from test_node_core import F, ListLogger
 
-    params = NodeParams(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28, input_height=28,
-                        window_size=4, overlap_size=1, provisional_every=1, provisional_budget=1.0, warm_up=warm)
+    kw = dict(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28, input_height=28,
+              window_size=4, overlap_size=1, provisional_every=1, provisional_budget=1.0, warm_up=warm)
+    params = NodeParams(**{**kw, **overrides})
     stream = stream or StreamingReconstructor(params.stream_config(), model=_model())
     log = logger or ListLogger()
     return MappingCore(params, F, reconstructor=stream, logger=log), log
@@ -103,6 +104,14 @@ def test_core_warms_up_when_asked_and_reports_it():
 
     core, _ = _core("auto")  # on the CPU 'auto' is off: nothing is compiled there
     assert core.warm_up() is None and np.isnan(core.diagnostics_values()["warm_up_s"])
+
+
+def test_core_warm_up_assumes_the_configured_camera_size_when_the_camera_sets_the_input():
+    # tiny / small have no fixed input size: the first frame's aspect ratio picks it.
+    core, log = _core("on", input_width=0, input_height=0, warm_up_image_width=320, warm_up_image_height=240)
+    assert core.reconstructor.config.resolution is None
+    report = core.warm_up()
+    assert report is not None and report.windows == 4, log.lines["warning"]
 
 
 def test_a_failed_warm_up_is_logged_and_the_core_still_maps(monkeypatch):

@@ -738,7 +738,10 @@ class MappingCore:
             return None
         self.log.info("warm-up: running the model over throwaway frames before the first camera frame")
         try:
-            report = warm_up(rec.config, rec.model)
+            # Without a fixed network size the camera's decides it: assume the configured camera size.
+            size = None if rec.config.resolution is not None else (self.params.warm_up_image_width,
+                                                                   self.params.warm_up_image_height)
+            report = warm_up(rec.config, rec.model, image_size=size)
         except Exception as err:  # e.g. out of memory: the node is still useful without it
             self.log.warning(f"warm-up failed ({err!r}); the first windows will compile while frames arrive")
             return None

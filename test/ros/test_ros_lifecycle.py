@@ -1,7 +1,7 @@
 """The managed node (``lifecycle:=true``: loger_lifecycle_node) in a real ROS 2 graph: it maps only
 between activate and deactivate, keeps its map across a deactivate, refuses a bad configure and can
-be configured again after a parameter was set right, takes only live parameter changes while
-configured, and saves the map on cleanup. Bundled small model on the CPU."""
+be configured again after a parameter was set right, warms the model up inside configure, takes only
+live parameter changes while configured, and saves the map on cleanup. Bundled small model on the CPU."""
 from __future__ import annotations
 
 import re
@@ -74,8 +74,13 @@ def test_managed_node_maps_between_activate_and_deactivate_and_saves_on_cleanup(
 
         # Unconfigured, any parameter can be set right (here: back to the bundled model), then configure.
         assert _set_param(client, "checkpoint_path", "").successful
+        assert _set_param(client, "warm_up", "on").successful  # 'auto' is on only on CUDA
         assert _transition(client, Transition.TRANSITION_CONFIGURE)
         assert _state(client) == "inactive" and client.image_pub.get_subscription_count() == 0
+        # The warm-up ran inside configure, before anything was subscribed.
+        text = launched.text()
+        warm = re.search(r"warm-up done in [\d.]+ s: 4 windows", text)
+        assert warm and warm.start() < text.index("configured: model loaded"), text[-3000:]
         assert _transition(client, Transition.TRANSITION_ACTIVATE)
         assert _state(client) == "active"
         launched.wait_for(r"loger_node ready", 30.0)
