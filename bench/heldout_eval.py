@@ -53,7 +53,7 @@ def seed_cases(spec: str) -> list[HeldOutCase]:
         seeds = range(a, b + 1)
     else:
         seeds = [int(v) for v in spec.split(",")]
-    kinds = [("room", "handheld"), ("corridor", "ground_robot"), ("room", "ground_robot"), ("corridor", "handheld")]
+    kinds = [(c.scene, c.trajectory) for c in HELD_OUT_CASES if c.frames == 256]
     return [HeldOutCase(scene, traj, 256, seed) for seed in seeds for scene, traj in kinds]
 
 

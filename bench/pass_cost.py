@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from loger_core.model.fast_paths import eager_regions  # noqa: E402
 from loger_core.stream import StreamConfig, StreamingReconstructor  # noqa: E402
-from loger_core.stream.preprocess import rgb_to_tensor  # noqa: E402
+from loger_core.stream.preprocess import rgb_batch  # noqa: E402
 
 
 def _time(fn, reps: int) -> float:
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     def eager_pass(rgb: torch.Tensor) -> None:
         """The pass launched from Python, as the node runs it when no graph serves."""
         with torch.no_grad(), rec._autocast(), eager_regions():
-            model.forward_window(rgb_to_tensor(rgb).unsqueeze(0), state, rec.options, commit=False, raw_camera=True)
+            model.forward_window(rgb_batch(rgb), state, rec.options, commit=False, raw_camera=True)
 
     rows = []
     for n in args.frames_per_pass:
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
 
     def bulk():
         with torch.no_grad(), rec._autocast():
-            model.forward_window(rgb_to_tensor(window).unsqueeze(0), state, rec.options, commit=True)
+            model.forward_window(rgb_batch(window), state, rec.options, commit=True)
 
     bulk()
     window_ms = _time(bulk, 3)

@@ -31,7 +31,7 @@ from .state import MemoryOptions, MemoryState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowGraphs", "get_or_capture", "graph_autocast"]
+__all__ = ["WindowGraphs", "capture_graph", "get_or_capture", "graph_autocast"]
 
 
 def graph_autocast(device_type: str, dtype: Optional[torch.dtype]) -> Callable[[], ContextManager]:
@@ -56,6 +56,26 @@ def get_or_capture(graphs: dict, failed: set, key: Any, capture: Callable[[], An
             return None
         graphs[key] = entry
     return entry
+
+
+def capture_graph(forward: Callable[[], Any], device: torch.device, warm_ups: int = 1) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Captures `forward()` (which reads and writes only static tensors) as a CUDA graph on
+    `device`; returns the graph and the outputs of the captured call (overwritten by every replay).
+
+    It runs `warm_ups` times first, outside the graph on a side stream: library workspaces and
+    per-shape kernel choices (attention timing syncs) must exist before capture. The capture is
+    thread-local: other threads (window worker, provisional passes, output copies) may go on launching
+    and allocating meanwhile."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warm_ups):
+            forward()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = forward()
+    return graph, out
 
 
 @dataclass
@@ -159,17 +179,7 @@ class WindowGraphs:
     def _capture(self, x: Tensor, state: MemoryState) -> _Graph:
         static_x = x.clone()
         static_state = state.clone()
-        device = x.device
-        # Warm-up outside the graph on a side stream: library workspaces must exist before capture.
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            self._forward(static_x, static_state)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (provisional passes, output copies) may go on meanwhile.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            out, new_state = self._forward(static_x, static_state)
+        graph, (out, new_state) = capture_graph(lambda: self._forward(static_x, static_state), x.device)
         self.captures += 1
         log.info("committed window of shape %s captured as a CUDA graph", tuple(x.shape))
         return _Graph(graph, static_x, static_state, out, new_state)

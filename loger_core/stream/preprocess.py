@@ -58,6 +58,11 @@ def rgb_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
     return rgb.movedim(-1, -3).float().div_(255.0)
 
 
+def rgb_batch(rgb: torch.Tensor) -> torch.Tensor:
+    """(n, h, w, 3) uint8 -> the (1, n, 3, h, w) float32 images the network takes."""
+    return rgb_to_tensor(rgb).unsqueeze(0)
+
+
 def demo_resolution(width: int, height: int, pixel_limit: int, patch: int = 14) -> tuple[int, int]:
     """The authors' demo rule: scale to `pixel_limit` pixels, round both sides to multiples of
     `patch`, then shrink the side that is relatively too long until the budget holds. Returns (W, H)."""

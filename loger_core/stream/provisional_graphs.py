@@ -26,9 +26,9 @@ import torch
 from loger_core.model.fast_paths import eager_regions
 from loger_core.model.loger import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions, MemoryState
-from loger_core.model.window_graphs import get_or_capture
+from loger_core.model.window_graphs import capture_graph, get_or_capture
 
-from .preprocess import rgb_to_tensor
+from .preprocess import rgb_batch
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +106,13 @@ class ProvisionalGraphs:
             # the compiled blocks was tried: each new reconstructor's first captures then compiled
             # for seconds on the node's inference thread (dropped frames on an H100).
             with torch.no_grad(), self.autocast(), eager_regions():
-                pred, _ = self.model.forward_window(rgb_to_tensor(static_rgb).unsqueeze(0), static_state,
+                pred, _ = self.model.forward_window(rgb_batch(static_rgb), static_state,
                                                     self.options, commit=False, raw_camera=True,
                                                     anchor_frames=anchor_frames)
                 # The camera head's SVD stays out of the graph (its error check copies to the host).
                 return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None)
 
-        # Warm-up outside the graph: per-shape kernel choices (attention timing syncs) and library
-        # workspaces must exist before capture.
-        side = torch.cuda.Stream(rgb.device)
-        side.wait_stream(torch.cuda.current_stream(rgb.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                forward()
-        torch.cuda.current_stream(rgb.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the window worker keeps launching and allocating on its own thread.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            out = forward()
+        graph, out = capture_graph(forward, rgb.device, warm_ups=2)
         self.captures += 1
         log.info("provisional pass of shape %s captured as a CUDA graph", tuple(rgb.shape))
         return _Graph(graph, static_rgb, static_state, out, weakref.ref(state))

@@ -42,7 +42,7 @@ from .model_loading import load_stream_model
 from .provisional_graphs import ProvisionalGraphs
 from .preprocess import (
     ImageGeometry, PreparedImage, check_image, check_resolution, demo_resolution, image_geometry, prepare_image,
-    resample_depth, rgb_to_tensor,
+    resample_depth, rgb_batch,
 )
 from .results import FrameResult, StreamStats
 from .scale import ScaleEstimate, ScaleObservation, make_scale_source
@@ -221,7 +221,7 @@ class StreamingReconstructor:
                     if isinstance(self.model, torch.nn.Module):
                         self._window_graphs = WindowGraphs.shared(
                             self.model, ("stream", self.options, self.dtype),
-                            lambda: WindowGraphs(self.model, self.options, autocast, _rgb_batch))
+                            lambda: WindowGraphs(self.model, self.options, autocast, rgb_batch))
             if cfg.pass_priority_enabled() and isinstance(self.model, torch.nn.Module):
                 self._share = GpuShare(self.device)
                 self._share.active = cfg.provisional_every > 0
@@ -470,7 +470,7 @@ class StreamingReconstructor:
             self.stats.window_graph_replays += 1
             return replayed[0], replayed[1], rgb
         with torch.no_grad(), self._autocast():
-            pred, new_state = self.model.forward_window(_rgb_batch(rgb), state, self.options,
+            pred, new_state = self.model.forward_window(rgb_batch(rgb), state, self.options,
                                                         commit=commit, anchor_frames=anchor_frames,
                                                         **({"raw_camera": True} if raw else {}))
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
@@ -931,11 +931,6 @@ def _finish_camera(pred: WindowPrediction) -> WindowPrediction:
         return pred
     poses, points = finish_raw_camera(pred.local_points, pred.camera_poses)
     return WindowPrediction(pred.local_points, pred.conf, poses, points)
-
-
-def _rgb_batch(rgb: torch.Tensor) -> torch.Tensor:
-    """(n, h, w, 3) uint8 -> the (1, n, 3, h, w) images the network takes."""
-    return rgb_to_tensor(rgb).unsqueeze(0)
 
 
 def _percentile_cuts(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
