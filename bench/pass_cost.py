@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from loger_core.model.fast_paths import eager_regions  # noqa: E402
 from loger_core.stream import StreamConfig, StreamingReconstructor  # noqa: E402
 from loger_core.stream.preprocess import rgb_batch  # noqa: E402
+from timeline import kernel_kind  # noqa: E402  (bench/timeline.py)
 
 
 def _time(fn, reps: int) -> float:
@@ -48,23 +49,12 @@ def _time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-# Kernel name fragments -> kind, first match wins (cuBLAS "nvjet", cuDNN / flash attention, Inductor).
-KERNEL_KINDS = (
-    ("attention", ("sdpa", "flash", "fmha", "attention")),
-    ("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas")),
-    ("layer norm", ("layer_norm",)),
-    ("fused (triton)", ("triton",)),
-    ("copy / cat", ("copy", "cat", "elementwise_kernel_with_index", "direct_copy")),
-)
-
-
 def _kernel_summary(prof, top: int) -> dict:
     """Device time of a `torch.profiler` run: total, by kernel kind, and the `top` kernels."""
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     by_kind: dict[str, float] = {}
     for e in events:
-        name = e.key.lower()
-        kind = next((k for k, frags in KERNEL_KINDS if any(f in name for f in frags)), "other")
+        kind = kernel_kind(e.key)
         by_kind[kind] = by_kind.get(kind, 0.0) + e.device_time_total / 1000
     ranked = sorted(events, key=lambda e: -e.device_time_total)[:top]
     return {"kernels": sum(e.count for e in events), "device_ms": sum(by_kind.values()),

@@ -7,7 +7,15 @@ sequence, windowed as the authors' demo (window 32 / overlap 3, 504x280, bf16 au
 - ``ours_eager``: `LoGeR.reconstruct` with the fast paths off (pinned kernels, fp32 weights);
 - ``ours_fast``: the same model class with the default CUDA fast paths (`fast_paths.py`);
 - ``ours_graphs``: ``ours_fast`` with every full window after the first replayed from a CUDA graph
-  (`reconstruct(cuda_graphs=True)`, `window_graphs.py`).
+  (`reconstruct(cuda_graphs=True)`, `window_graphs.py`);
+- ``ours_<name>`` for each ``--variant name:field=value,...``: ``ours_graphs`` with those
+  `FastPathConfig` fields changed (to measure one fast path's worth side by side).
+
+frames/s counts the network: the clip goes in from the host and the run ends when the outputs are
+ready on the GPU (as `Pi3.forward` returns them). The same runs also report frames/s until the poses
+and local points are on the host: a fixed cost (about 0.2 s for 128 frames, mostly page faults of the
+fresh pageable buffers) that is the same for every implementation and hides the network's speed.
+`--timeline` profiles one more run of each and prints where the GPU idles (`timeline.py`).
 
 For each: new frames/s, seconds, peak GPU memory, and achieved TFLOP/s (the clip's FLOPs counted with
 `torch.utils.flop_counter.FlopCounterMode` on an eager run of the same implementation). Then, per
@@ -26,8 +34,10 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from loger_core.model import MemoryOptions, build_model, window_schedule  # noqa: E402
 from loger_core.model.fast_paths import FastPathConfig, enable_fast_paths  # noqa: E402
 from loger_core.model.synthetic_weights import fill_deterministic_  # noqa: E402
+from timeline import format_timeline, gpu_timeline  # noqa: E402  (bench/timeline.py)
 
 
 def smooth_clip(n: int, width: int, height: int, seed: int = 0) -> torch.Tensor:
@@ -67,7 +78,7 @@ def authors_model(path: Path, name: str, state_dict: dict, device: torch.device)
 
 
 class Runner:
-    """One implementation: `run(clip, bf16)` -> dict of (1, N, ...) outputs on the CPU."""
+    """One implementation: `run(clip, bf16)` -> dict of (1, N, ...) outputs on the GPU."""
 
     def __init__(self, name, fn):
         self.name, self.fn = name, fn
@@ -77,33 +88,47 @@ class Runner:
         with torch.no_grad(), ctx:
             return self.fn(clip)
 
+    def run_to_host(self, clip: torch.Tensor, bf16: bool) -> dict:
+        return to_host(self.run(clip, bf16))
+
+
+def to_host(out: dict) -> dict:
+    return {k: v.float().cpu() for k, v in out.items()}
+
 
 def ours_fn(model, opts, cuda_graphs=False):
     def fn(clip):
         pred = model.reconstruct(clip.cuda(), opts, alignment="none", cuda_graphs=cuda_graphs)
-        return {"camera_poses": pred.camera_poses.float().cpu(), "local_points": pred.local_points.float().cpu()}
+        return {"camera_poses": pred.camera_poses, "local_points": pred.local_points}
     return fn
 
 
 def authors_fn(model, opts):
     def fn(clip):
         out = model(clip.cuda(), window_size=opts.window_size, overlap_size=opts.overlap_size)
-        return {k: out[k].float().cpu() for k in ("camera_poses", "local_points")}
+        return {k: out[k] for k in ("camera_poses", "local_points")}
     return fn
 
 
 def timed(runner: Runner, clip: torch.Tensor, repeats: int) -> dict:
+    """Best of `repeats`: the network (host clip in, outputs ready on the GPU: the frames/s the issue
+    targets) and, in the same runs, until the poses and local points are copied to the host (a
+    fixed cost of a few hundred MB into pageable memory, the same for every implementation)."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, to_host_times = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = runner.run(clip, bf16=True)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    best = min(times)
+        to_host(out)
+        to_host_times.append(time.perf_counter() - t0)
+        del out
+    best, best_host = min(times), min(to_host_times)
     return {"seconds": best, "seconds_all": times, "fps": clip.shape[1] / best,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "out": out}
+            "seconds_to_host": best_host, "fps_to_host": clip.shape[1] / best_host,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def count_flops(runner: Runner, clip: torch.Tensor) -> float:
@@ -115,6 +140,20 @@ def count_flops(runner: Runner, clip: torch.Tensor) -> float:
     with ctx, counter:
         runner.run(clip, bf16=True)
     return float(counter.get_total_flops())
+
+
+def profile_timeline(runner: Runner, clip: torch.Tensor, trace_path: Path) -> dict:
+    """One profiled run: device busy / idle inside it (`timeline.gpu_timeline`)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function("vs_authors.run"):
+            runner.run(clip, bf16=True)
+            torch.cuda.synchronize()
+    trace_path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(trace_path))
+    return gpu_timeline(trace_path, "vs_authors.run")
 
 
 def rotation_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
@@ -152,6 +191,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--overlap", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per implementation (best is reported)")
     ap.add_argument("--accuracy-frames", type=int, default=61, help="clip length of the fp32-vs-bf16 comparison (0: skip)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE,...",
+                    help="also time the fast paths with these FastPathConfig fields changed (with window graphs), "
+                         "e.g. nogelu:fused_gelu=0 or tuned:tune_kernels=1")
+    ap.add_argument("--timeline", action="store_true",
+                    help="profile one more run of each implementation: device busy / idle time and the largest idle gaps")
     ap.add_argument("--out", type=Path, default=Path("bench_results/vs_authors.json"))
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -172,19 +216,31 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_fast": Runner("ours_fast", ours_fn(fast, opts)),
         "ours_graphs": Runner("ours_graphs", ours_fn(fast, opts, cuda_graphs=True)),
     }
+    for spec in args.variant:  # other fast-path settings, each on its own copy, with window graphs
+        name, _, fields = spec.partition(":")
+        overrides = {k: type(getattr(FastPathConfig(), k))(int(v) if v.isdigit() else v)
+                     for k, v in (f.split("=") for f in fields.split(",") if f)}
+        variant = enable_fast_paths(copy.deepcopy(eager), replace(FastPathConfig(), **overrides))
+        runners[f"ours_{name}"] = Runner(f"ours_{name}", ours_fn(variant, opts, cuda_graphs=True))
     warm = clip[:, : min(args.frames, 2 * args.window)]
     results: dict[str, dict] = {}
     for name, runner in runners.items():
         t0 = time.perf_counter()
-        for _ in range(2 if name == "ours_graphs" else 1):  # (graphs: a shape is captured when seen again)
+        for _ in range(1 if name in ("authors", "ours_eager", "ours_fast") else 2):  # (graphs: a shape is captured when seen again)
             runner.run(warm, bf16=True)  # compile / kernel choice / allocator growth
         torch.cuda.synchronize()
         warm_s = time.perf_counter() - t0
         r = timed(runner, clip, args.repeats)
-        r.pop("out")
         r["warmup_s"] = warm_s
         results[name] = r
         print(f"  {name}: {r['fps']:.1f} new frames/s ({r['seconds']:.2f} s, warm-up {warm_s:.1f} s)", flush=True)
+
+    timelines = {}
+    if args.timeline:
+        for name, runner in runners.items():
+            trace = Path(tempfile.gettempdir()) / f"vs_authors_{name}_trace.json"
+            timelines[name] = profile_timeline(runner, clip, trace)
+            print(format_timeline(name, timelines[name]), flush=True)
 
     flops = {"authors": count_flops(runners["authors"], clip), "ours": count_flops(runners["ours_eager"], clip)}
     for name, r in results.items():
@@ -196,23 +252,26 @@ def main(argv: list[str] | None = None) -> dict:
     if args.accuracy_frames:
         acc_clip = clip[:, : args.accuracy_frames]
         windows = window_schedule(acc_clip.shape[1], args.window, args.overlap)
-        ref_ours = runners["ours_eager"].run(acc_clip, bf16=False)
-        ref_theirs = runners["authors"].run(acc_clip, bf16=False)
-        accuracy = {
-            "ours_fast_vs_ours_fp32": window_differences(runners["ours_fast"].run(acc_clip, True), ref_ours, windows),
-            "ours_graphs_vs_ours_fp32": window_differences(runners["ours_graphs"].run(acc_clip, True), ref_ours, windows),
-            "ours_eager_bf16_vs_ours_fp32": window_differences(runners["ours_eager"].run(acc_clip, True), ref_ours, windows),
-            "authors_bf16_vs_authors_fp32": window_differences(runners["authors"].run(acc_clip, True), ref_theirs, windows),
+        ref_ours = runners["ours_eager"].run_to_host(acc_clip, bf16=False)
+        ref_theirs = runners["authors"].run_to_host(acc_clip, bf16=False)
+        accuracy = {f"{name}_vs_ours_fp32": window_differences(runners[name].run_to_host(acc_clip, True), ref_ours, windows)
+                    for name in runners if name.startswith("ours_") and name != "ours_eager"}
+        accuracy.update({
+            "ours_eager_bf16_vs_ours_fp32": window_differences(runners["ours_eager"].run_to_host(acc_clip, True), ref_ours, windows),
+            "authors_bf16_vs_authors_fp32": window_differences(runners["authors"].run_to_host(acc_clip, True), ref_theirs, windows),
             "ours_fp32_vs_authors_fp32": window_differences(ref_ours, ref_theirs, windows),
-        }
+        })
 
     base = results["authors"]["fps"]
     print(f"\n{args.config}, {args.frames} frames {args.width}x{args.height}, window {args.window}/{args.overlap}, bf16, "
           f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}")
-    print(f"{'implementation':<12} {'frames/s':>9} {'vs authors':>10} {'s':>7} {'peak GiB':>9} {'TFLOP':>7} {'TFLOP/s':>8}")
+    print("frames/s: new frames per second of the network (clip in, outputs on the GPU); to host: "
+          "until poses and local points are copied to the host")
+    print(f"{'implementation':<14} {'frames/s':>9} {'vs authors':>10} {'s':>7} {'to host f/s':>11} {'peak GiB':>9} "
+          f"{'TFLOP':>7} {'TFLOP/s':>8}")
     for name, r in results.items():
-        print(f"{name:<12} {r['fps']:9.1f} {r['fps'] / base:9.2f}x {r['seconds']:7.2f} {r['peak_gib']:9.2f} "
-              f"{r['tflop']:7.1f} {r['tflops_per_s']:8.0f}")
+        print(f"{name:<14} {r['fps']:9.1f} {r['fps'] / base:9.2f}x {r['seconds']:7.2f} {r['fps_to_host']:11.1f} "
+              f"{r['peak_gib']:9.2f} {r['tflop']:7.1f} {r['tflops_per_s']:8.0f}")
     if accuracy:
         print(f"\nper window, bf16 path vs its implementation's fp32 path ({args.accuracy_frames} frames):")
         print(f"{'comparison':<30} {'window':>7} {'rot deg':>9} {'centre rel':>11} {'|dlog z| med':>13}")
@@ -222,8 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "config": args.config, "frames": args.frames, "resolution_wh": [args.width, args.height],
         "window": args.window, "overlap": args.overlap, "device_name": torch.cuda.get_device_name(device),
-        "torch": torch.__version__, "results": results, "speedup_vs_authors": max(results[k]["fps"] for k in ("ours_fast", "ours_graphs")) / base,
-        "accuracy": accuracy,
+        "torch": torch.__version__, "results": results, "speedup_vs_authors": max(r["fps"] for k, r in results.items() if k not in ("authors", "ours_eager")) / base,
+        "accuracy": accuracy, "timelines": timelines,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))

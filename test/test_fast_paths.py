@@ -3,6 +3,7 @@
 Each optimisation is checked where both it and its reference run on the CPU:
 - bf16 weights under bf16 autocast: bitwise equal to fp32 weights under the same autocast (autocast
   casts those weights to bf16 at every call, so storing them in bf16 changes no arithmetic);
+- the MLPs' GELU in the matmul epilogue: on the CPU the exact GELU, bitwise;
 - the "fastest" attention policy: off CUDA it is the reference kernel, bitwise;
 - `torch.compile` of the blocks and TTT layers: equal to eager fp32 to rounding on a first window
   (later windows pass through the bf16 Newton-Schulz step of the TTT update, which amplifies
@@ -16,6 +17,7 @@ import torch
 from loger_core.model import MemoryOptions, build_model
 from loger_core.model.attention import CHOOSER, attention, reference_attention
 from loger_core.model.fast_paths import FastPathConfig, default_fast_paths, enable_fast_paths
+from loger_core.model.layers import Mlp, linear_gelu
 from loger_core.stream import StreamConfig
 
 OPTS = MemoryOptions(window_size=4, overlap_size=1)
@@ -56,13 +58,37 @@ def test_bf16_weights_are_bitwise_equal_under_autocast(tiny):
             assert torch.equal(getattr(a, key), getattr(b, key)), key
 
 
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16_autocast"])
+def test_fused_gelu_is_bitwise_the_mlp_on_the_cpu(tiny, amp):
+    """On the CPU the epilogue GELU is the exact one, so the fused MLPs must equal the reference
+    bitwise (on CUDA it is cuBLASLt's tanh form; the golden test bounds the bf16 fast path there)."""
+    x = clip()
+    fast = enable_fast_paths(copy.deepcopy(tiny), FastPathConfig(attention="reference", bf16_weights=False,
+                                                                 compile=False, fused_gelu=True))
+    assert all(m.fused_gelu for m in fast.modules() if isinstance(m, Mlp))
+    assert not any(m.fused_gelu for m in tiny.modules() if isinstance(m, Mlp))
+    for a, b in zip(run(tiny, x, amp=amp), run(fast, x, amp=amp)):
+        for key in ("local_points", "conf", "camera_poses"):
+            assert torch.equal(getattr(a, key), getattr(b, key)), key
+
+
+def test_linear_gelu_keeps_leading_shape_and_autocast_dtype():
+    fc = torch.nn.Linear(8, 16)
+    x = torch.randn(2, 3, 5, 8)
+    torch.testing.assert_close(linear_gelu(x, fc), torch.nn.functional.gelu(fc(x)), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = linear_gelu(x, fc)
+    assert y.shape == (2, 3, 5, 16) and y.dtype == torch.bfloat16
+
+
 def test_fastest_attention_is_the_reference_kernel_off_cuda():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 50, 16, generator=g) for _ in range(3))
+    before = dict(CHOOSER.choices)  # CUDA tests that ran earlier in this process may have filled it
     assert torch.equal(attention(q, k, v, "fastest"), reference_attention(q, k, v))
     with pytest.raises(ValueError, match="policy"):
         attention(q, k, v, "quickest")
-    assert CHOOSER.choices == {}  # nothing was timed on the CPU
+    assert CHOOSER.choices == before  # nothing was timed on the CPU
 
 
 def test_compiled_blocks_equal_eager_on_a_first_window(tiny):

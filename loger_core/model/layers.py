@@ -21,14 +21,31 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
+    """GELU(fc(x)) as one `addmm` with the activation in the matmul's epilogue: (..., in) -> (..., out).
+
+    On CUDA this is cuBLASLt's bias + GELU epilogue, which saves writing and re-reading the
+    (tokens, hidden) activations (about a quarter of an MLP's time at 23k tokens x 4096); its GELU is
+    the tanh form, within 5e-4 of the exact one, below bf16's rounding of the same values. On the CPU
+    it is the exact GELU and equals `F.gelu(fc(x))` bitwise. Runs in the autocast dtype, if any."""
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    out = torch._addmm_activation(fc.bias.to(dtype), x.reshape(-1, x.shape[-1]).to(dtype), fc.weight.to(dtype).t(),
+                                  use_gelu=True)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+        # Set by the CUDA fast paths (`fast_paths.py`): fc1's GELU in the matmul epilogue.
+        self.fused_gelu = False
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused_gelu:
+            return self.fc2(linear_gelu(x, self.fc1))
         return self.fc2(self.act(self.fc1(x)))
 
 
