@@ -257,6 +257,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "provisional_deferred": stream.stats.provisional_deferred,
         "provisional_skipped_budget": stream.stats.provisional_skipped_budget,
         "provisional_graph_captures": stream._graphs.captures if getattr(stream, "_graphs", None) else 0,
+        "provisional_compiled_captures": stream._graphs.compiled_captures if getattr(stream, "_graphs", None) else 0,
         "frames_fed": args.frames,
         "input_fps": args.frames / feed_s if feed_s > 0 else float("nan"),
         "frames_processed": c.processed,

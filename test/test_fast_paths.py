@@ -9,6 +9,7 @@ Each optimisation is checked where both it and its reference run on the CPU:
   (later windows pass through the bf16 Newton-Schulz step of the TTT update, which amplifies
   last-bit differences; the golden test covers multi-window parity of the reference path).
 """
+import contextlib
 import copy
 
 import pytest
@@ -131,6 +132,33 @@ def test_fast_paths_once_per_model_and_defaults(tiny):
     assert StreamConfig(model="tiny", device="cpu", fast_paths="on").fast_path_config() == FastPathConfig()
     with pytest.raises(ValueError, match="attention"):
         FastPathConfig(attention="quickest")
+
+
+def test_compiled_regions_are_entered_by_one_thread_at_a_time():
+    """A compiled call waits while another thread is inside a compiled region (it may be tracing a
+    new shape, which would make the call fail); an eager-regions call never waits."""
+    import threading
+
+    from loger_core.model.fast_paths import _COMPILED_CALLS, _compiled_or_eager, eager_regions
+
+    forward = _compiled_or_eager(lambda x: x * 2 + 1, compile_fn=lambda f: torch.compile(f, backend="eager"))
+    x = torch.arange(4.0)
+    forward(x)  # compiled once, on this thread
+    done = {}
+
+    def call(name, eager=False):
+        with eager_regions() if eager else contextlib.nullcontext():
+            done[name] = torch.equal(forward(x), x * 2 + 1)
+
+    with _COMPILED_CALLS:  # as if another thread were inside a compiled block
+        waiting = threading.Thread(target=call, args=("compiled",))
+        eager = threading.Thread(target=call, args=("eager", True))
+        waiting.start(), eager.start()
+        eager.join(5)
+        waiting.join(0.3)
+        assert done == {"eager": True} and waiting.is_alive()
+    waiting.join(5)
+    assert done == {"eager": True, "compiled": True}
 
 
 def test_eager_regions_keep_a_thread_out_of_compiled_code():

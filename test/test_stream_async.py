@@ -236,6 +236,30 @@ def test_provisional_graphs_skip_passes_without_a_fixed_memory(tiny):
     assert s2.layout() == s1.layout()  # fixed once the first window ran: one graph serves
 
 
+def test_provisional_graphs_capture_compiled_blocks_only_for_shapes_compiled_before(tiny):
+    """A live stream's pass graph holds compiled blocks only for a shape a warm-up stream
+    (`compile_new`) captured compiled on the same model: a first compile would stall it for seconds."""
+    import copy
+
+    from loger_core.model.fast_paths import FastPathConfig, enable_fast_paths
+    from loger_core.model.state import MemoryOptions
+    from loger_core.stream.provisional_graphs import ProvisionalGraphs
+
+    opts = MemoryOptions(5, 2)
+    eager_model = ProvisionalGraphs(tiny, opts, nullcontext_factory, compile_new=True)
+    assert not eager_model.uses_compiled_blocks(("key",))  # no compiled fast paths: eager blocks
+
+    model = enable_fast_paths(copy.deepcopy(tiny), FastPathConfig(attention="reference", bf16_weights=False,
+                                                                  compile=True, fused_gelu=False))
+    live = ProvisionalGraphs(model, opts, nullcontext_factory)
+    warm = ProvisionalGraphs(model, opts, nullcontext_factory, compile_new=True)
+    key = ((4, H, W, 3), 1, "layout")
+    assert not live.uses_compiled_blocks(key) and warm.uses_compiled_blocks(key)
+    warm._compiled_keys.add(key)  # what a successful compiled capture records (`_capture`, CUDA only)
+    later = ProvisionalGraphs(model, opts, nullcontext_factory)
+    assert later.uses_compiled_blocks(key) and not later.uses_compiled_blocks(((5, H, W, 3), 1, "layout"))
+
+
 def nullcontext_factory():
     from contextlib import nullcontext
 
@@ -243,15 +267,19 @@ def nullcontext_factory():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU machine)")
-def test_provisional_graph_replays_equal_eager_passes_as_memory_changes():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager_blocks", "compiled_blocks"])
+def test_provisional_graph_replays_equal_eager_passes_as_memory_changes(compiled):
     from contextlib import nullcontext
 
+    from loger_core.model.fast_paths import FastPathConfig, enable_fast_paths
     from loger_core.model.state import MemoryOptions
     from loger_core.stream.provisional_graphs import ProvisionalGraphs
 
     model = fill_deterministic_(build_model("tiny", device="meta")).to("cuda")
+    if compiled:  # fp32: the compiled blocks equal the eager ones to rounding
+        model = enable_fast_paths(model, FastPathConfig(attention="reference", bf16_weights=False, fused_gelu=False))
     opts = MemoryOptions(5, 2)
-    graphs = ProvisionalGraphs(model, opts, nullcontext)
+    graphs = ProvisionalGraphs(model, opts, nullcontext, compile_new=compiled)
     clip = torch.from_numpy(_clip(12, seed=3)).cuda()
     from loger_core.stream.preprocess import rgb_to_tensor
 
@@ -270,6 +298,7 @@ def test_provisional_graph_replays_equal_eager_passes_as_memory_changes():
     # One graph per input shape and memory layout (the last pass has 1 frame; the first window's
     # memory may be laid out differently from the later ones'); the memory is copied in per window.
     assert graphs.captures == len(keys) >= len(layouts) and graphs.replays == 3
+    assert graphs.compiled_captures == (graphs.captures if compiled else 0)
 
 
 def test_raw_camera_output_finishes_to_the_same_prediction(tiny):

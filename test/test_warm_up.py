@@ -79,6 +79,24 @@ def test_after_a_warm_up_the_live_stream_replays_its_windows_from_graphs():
     assert stream.stats.window_graph_replays == 1  # the live stream's first steady window is a replay
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: graph capture needs a GPU")
+def test_after_a_warm_up_the_live_passes_replay_graphs_of_compiled_blocks():
+    from loger_core.model.fast_paths import FastPathConfig, enable_fast_paths
+
+    model = enable_fast_paths(_model().to("cuda"), FastPathConfig())
+    cfg = _config(device="cuda", dtype="bfloat16", provisional_every=2, async_windows="on", cuda_graphs="on")
+    report = warm_up(cfg, model)
+    assert report.compiled_pass_graphs >= 1  # the warm-up compiled the pass shape
+    stream = StreamingReconstructor(cfg, model=model)
+    provisional = []
+    for i, rgb in enumerate(_frames(13)):
+        provisional += [r for r in stream.push(rgb, (i + 1) * 10**8) if r.provisional]
+        stream.drain(60.0)  # the worker idles: every due pass may capture
+    stream.close()
+    assert provisional and stream._graphs.compiled_captures >= 1 and stream._graphs.replays >= 1
+    assert all(np.isfinite(r.T_world_cam).all() for r in provisional)
+
+
 # ---------------------------------------------------------------- the node core
 def _core(warm, stream=None, logger=None, **overrides):
     from loger_ros.core.mapping_core import MappingCore

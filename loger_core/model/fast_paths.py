@@ -19,11 +19,13 @@ change how the same computation runs on a CUDA device under bf16 autocast:
   Newton-Schulz iterations become a few fused kernels instead of thousands of small launches.
   Identical blocks share compiled code, so compile time does not grow with depth.
 
-Compiled regions are not thread-safe: while dynamo traces a new shape on one thread, a call into any
-compiled function on another thread fails ("FX to symbolically trace a dynamo-optimized function").
-A thread that runs the network beside the committed windows (the provisional passes of
-`StreamingReconstructor` with async windows) therefore runs the same blocks eagerly inside
-`eager_regions()`: it never compiles and never enters compiled code.
+Compiled regions are entered by one thread at a time (`_COMPILED_CALLS`, a lock around every call):
+while dynamo traces a new shape on one thread, a call into any compiled function on another thread
+would fail ("FX to symbolically trace a dynamo-optimized function"); with the lock it waits instead.
+A thread that must never wait for another thread's compile (a provisional pass of the
+`StreamingReconstructor` launched from Python while the window worker may be compiling) runs the same
+blocks eagerly inside `eager_regions()`: it never compiles and never enters compiled code. Its CUDA
+graphs are captured from the compiled blocks where that compiles nothing (`ProvisionalGraphs`).
 """
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ def cast_autocast_weights_(model: nn.Module, dtype: torch.dtype = torch.bfloat16
 
 
 _local = threading.local()
+# Held by a thread while it is inside a compiled region (see the module docstring); re-entrant.
+_COMPILED_CALLS = threading.RLock()
 
 
 @contextmanager
@@ -109,7 +113,8 @@ def _compiled_or_eager(eager: Callable, compile_fn: Callable = torch.compile) ->
     def forward(*args, **kwargs):
         if getattr(_local, "eager", False):
             return eager(*args, **kwargs)
-        return compiled(*args, **kwargs)
+        with _COMPILED_CALLS:
+            return compiled(*args, **kwargs)
 
     forward.compiled = compiled
     return forward

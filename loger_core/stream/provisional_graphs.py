@@ -13,11 +13,19 @@ Capture is only tried while no window is being computed, or while the window wor
 between two blocks for this very pass (`capture_allowed`, `gpu_share`), and a shape that fails
 to capture (or a pass whose memory has no fixed layout: before the first window, a TTT reset) runs
 eagerly instead: graphs are an optimisation, never a condition.
+
+What a graph holds: with compiled fast paths, the compiled blocks (fused kernels: on an H100 a
+4-frame pass of the full model replays in 25 ms instead of the eager blocks' 50 ms,
+`bench/pass_cost.py --compiled-graph`), but only where capturing compiles nothing: for a pass shape
+that was captured from compiled blocks on this model before (by the warm-up, whose stream is made
+with `compile_new=True`), since a first compile takes seconds and would stall the live stream.
+Other shapes capture the eager blocks, as a model without compiled fast paths does.
 """
 from __future__ import annotations
 
 import logging
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Optional, Union
 
@@ -51,11 +59,18 @@ class ProvisionalGraphs:
     """
 
     def __init__(self, model: torch.nn.Module, options: MemoryOptions, autocast: Callable[[], ContextManager],
-                 max_graphs: int = 8) -> None:
+                 max_graphs: int = 8, compile_new: bool = False) -> None:
         self.model = model
         self.options = options
         self.autocast = autocast
         self.max_graphs = max_graphs
+        self.compile_new = compile_new
+        fast = getattr(model, "fast_paths", None)
+        self._compiled_blocks = bool(getattr(fast, "compile", False))
+        # Pass keys captured from compiled blocks on this model, by any stream (the warm-up's).
+        self._compiled_keys: set = model.__dict__.setdefault("_loger_compiled_pass_keys", set()) \
+            if isinstance(model, torch.nn.Module) else set()
+        self.compiled_captures = 0
         self._graphs: dict[Any, _Graph] = {}
         self._failed: set = set()
         self.replays = 0
@@ -81,7 +96,7 @@ class ProvisionalGraphs:
         if key not in self._graphs and (len(self._graphs) >= self.max_graphs or not (
                 capture_allowed() if callable(capture_allowed) else capture_allowed)):
             return None
-        entry = get_or_capture(self._graphs, self._failed, key, lambda: self._capture(rgb, state, anchor_frames),
+        entry = get_or_capture(self._graphs, self._failed, key, lambda: self._capture(key, rgb, state, anchor_frames),
                                f"provisional pass of shape {tuple(rgb.shape)}")
         if entry is None:
             return None
@@ -97,15 +112,21 @@ class ProvisionalGraphs:
         poses, points = finish_raw_camera(local_points, out.camera_poses)
         return WindowPrediction(local_points, out.conf.clone(), poses, points)
 
-    def _capture(self, rgb: torch.Tensor, state: MemoryState, anchor_frames: Optional[int]) -> _Graph:
+    def uses_compiled_blocks(self, key: Any) -> bool:
+        """Whether the graph of pass `key` (input shape, anchors, memory layout) is captured from the
+        model's compiled blocks: it has some, and this shape compiled before on this model or may
+        compile now (`compile_new`)."""
+        return self._compiled_blocks and (key in self._compiled_keys or self.compile_new)
+
+    def _capture(self, key: Any, rgb: torch.Tensor, state: MemoryState, anchor_frames: Optional[int]) -> _Graph:
         static_rgb = rgb.clone()
         static_state = state.clone()
+        compiled = self.uses_compiled_blocks(key)
 
         def forward() -> WindowPrediction:
-            # Eager blocks: compiled code may not be entered from this thread (fast_paths). Capturing
-            # the compiled blocks was tried: each new reconstructor's first captures then compiled
-            # for seconds on the node's inference thread (dropped frames on an H100).
-            with torch.no_grad(), self.autocast(), eager_regions():
+            # Eager blocks unless this shape's compiled code exists (or may be made now): see the
+            # module docstring. The capture runs while the window worker waits between two blocks.
+            with torch.no_grad(), self.autocast(), (nullcontext() if compiled else eager_regions()):
                 pred, _ = self.model.forward_window(rgb_batch(static_rgb), static_state,
                                                     self.options, commit=False, raw_camera=True,
                                                     anchor_frames=anchor_frames)
@@ -114,5 +135,9 @@ class ProvisionalGraphs:
 
         graph, out = capture_graph(forward, rgb.device, warm_ups=2)
         self.captures += 1
-        log.info("provisional pass of shape %s captured as a CUDA graph", tuple(rgb.shape))
+        if compiled:
+            self._compiled_keys.add(key)
+            self.compiled_captures += 1
+        log.info("provisional pass of shape %s captured as a CUDA graph (%s blocks)", tuple(rgb.shape),
+                 "compiled" if compiled else "eager")
         return _Graph(graph, static_rgb, static_state, out, weakref.ref(state))

@@ -178,7 +178,8 @@ class StreamingReconstructor:
     options, commit, anchor_frames=None)`, `init_state()` and `cfg.patch_size`); default: built from the config.
     """
 
-    def __init__(self, config: Optional[StreamConfig] = None, model: Optional[Any] = None) -> None:
+    def __init__(self, config: Optional[StreamConfig] = None, model: Optional[Any] = None,
+                 compile_passes: bool = False) -> None:
         self.config = config if config is not None else StreamConfig()
         cfg = self.config
         self.device = cfg.torch_device()
@@ -217,7 +218,7 @@ class StreamingReconstructor:
                 self._out_stream = torch.cuda.Stream(self.device, priority=0)
                 if cfg.graphs_enabled():
                     autocast = graph_autocast(self.device.type, self.dtype)
-                    self._graphs = ProvisionalGraphs(self.model, self.options, autocast)
+                    self._graphs = ProvisionalGraphs(self.model, self.options, autocast, compile_new=compile_passes)
                     if isinstance(self.model, torch.nn.Module):
                         self._window_graphs = WindowGraphs.shared(
                             self.model, ("stream", self.options, self.dtype),
@@ -634,8 +635,7 @@ class StreamingReconstructor:
                 frames, emit_from = anchors + list(newest), len(anchors)
             stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
             urgent = self._share.urgent() if self._share is not None else nullcontext()
-            # Eager blocks: the worker thread may be compiling a window shape at this moment.
-            with urgent, stream, eager_regions():
+            with urgent, stream:
                 pred = None
                 if self._graphs is not None and self._graphs.usable_for(view.state):
                     rgb = self._device_images(frames)
@@ -643,7 +643,10 @@ class StreamingReconstructor:
                     pred = self._graphs.run(rgb, view.state, capture_allowed=self._capture_allowed,
                                             anchor_frames=emit_from or None)
                 if pred is None:
-                    pred, _, rgb = self._forward(frames, view.state, commit=False, anchor_frames=emit_from or None)
+                    # Eager blocks: the worker thread may be compiling a window shape at this moment.
+                    with eager_regions():
+                        pred, _, rgb = self._forward(frames, view.state, commit=False,
+                                                     anchor_frames=emit_from or None)
                 self.stats.provisional_runs += 1
                 if not _usable(pred):
                     self.stats.provisional_dropped_nonfinite += 1

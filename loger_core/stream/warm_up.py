@@ -34,14 +34,16 @@ _STAMP_STEP_NS = 33_333_333
 
 @dataclass(frozen=True)
 class WarmUpReport:
-    """What a warm-up ran: wall seconds, frames pushed, committed windows, provisional passes and
-    committed windows replayed from a CUDA graph (a non-zero count means the graph was captured)."""
+    """What a warm-up ran: wall seconds, frames pushed, committed windows, provisional passes,
+    committed windows replayed from a CUDA graph (a non-zero count means the graph was captured) and
+    provisional-pass graphs captured from compiled blocks (the live stream reuses their code)."""
 
     seconds: float
     frames: int
     windows: int
     provisional_passes: int
     window_graph_replays: int
+    compiled_pass_graphs: int = 0
 
 
 def warm_up_frames(window_size: int, overlap_size: int) -> int:
@@ -78,7 +80,8 @@ def warm_up(config: StreamConfig, model: Any, image_size: Optional[tuple[int, in
     # A few distinct images: identical frames would be a degenerate (zero-parallax) input.
     images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(4)]
     t0 = time.perf_counter()
-    stream = StreamingReconstructor(cfg, model=model)
+    # Its provisional passes compile their shapes, so the live stream's graphs hold compiled blocks.
+    stream = StreamingReconstructor(cfg, model=model, compile_passes=True)
     try:
         for i in range(frames):
             stream.push(images[i % len(images)], (i + 1) * _STAMP_STEP_NS)
@@ -92,7 +95,9 @@ def warm_up(config: StreamConfig, model: Any, image_size: Optional[tuple[int, in
         torch.cuda.synchronize(stream.device)
     stats = stream.stats
     report = WarmUpReport(seconds=time.perf_counter() - t0, frames=frames, windows=stats.windows_run,
-                          provisional_passes=stats.provisional_runs, window_graph_replays=stats.window_graph_replays)
-    log.info("warm-up: %d frames, %d windows, %d provisional passes, %d graph replays in %.1f s", report.frames,
-             report.windows, report.provisional_passes, report.window_graph_replays, report.seconds)
+                          provisional_passes=stats.provisional_runs, window_graph_replays=stats.window_graph_replays,
+                          compiled_pass_graphs=stream._graphs.compiled_captures if stream._graphs is not None else 0)
+    log.info("warm-up: %d frames, %d windows, %d provisional passes (%d graphs of compiled blocks), %d window graph "
+             "replays in %.1f s", report.frames, report.windows, report.provisional_passes,
+             report.compiled_pass_graphs, report.window_graph_replays, report.seconds)
     return report
