@@ -115,6 +115,30 @@ def test_confidence_percentile_matches_numpy():
             assert abs(float(_percentile(torch.from_numpy(x), q)) - np.percentile(x.astype(np.float64), q)) < 1e-7
 
 
+def test_percentile_cuts_by_sort_equal_the_selections():
+    """The CUDA default (one sort of all frames) gives bitwise the per-frame selections' cuts, with
+    empty and one-pixel masks, ties and every interpolation case (checked on the CPU)."""
+    import torch
+
+    from loger_core.stream.reconstructor import _percentile_cuts
+
+    rng = np.random.default_rng(2)
+    values = torch.from_numpy(rng.random((6, 20, 30)).astype(np.float32))
+    values[3] = torch.round(values[3] * 4) / 4  # ties
+    mask = torch.from_numpy(rng.random((6, 20, 30)) > 0.3)
+    mask[1] = False
+    mask[2] = False
+    mask[2, 5, 7] = True
+    for q in (0.0, 20.0, 37.5, 99.0, 100.0):
+        by_sort = _percentile_cuts(values, mask, q, by_sort=True)
+        by_select = _percentile_cuts(values, mask, q, by_sort=False)
+        assert torch.equal(by_sort, by_select), q
+        assert by_sort[1] == float("-inf") and by_sort[2] == values[2, 5, 7].double()
+        for i in (0, 3, 4):
+            want = np.percentile(values[i][mask[i]].double().numpy(), q)
+            assert abs(float(by_sort[i]) - want) < 1e-7
+
+
 def test_batched_intrinsics_equal_the_per_frame_fit():
     """The stream fits K for all frames of a window at once on the model's device; on the CPU it
     equals the per-frame numpy reference (sub-grid, mask fallback, NaN where nothing is usable)."""
