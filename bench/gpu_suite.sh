@@ -18,12 +18,13 @@ status=0
 for stage in "${stages[@]}"; do
   echo "=== $stage"
   case "$stage" in
-    tests)  $PY -m pytest -q -p no:cacheprovider test -k "cuda or graph" ;;
+    tests)  $PY -m pytest -q -p no:cacheprovider test -k "cuda or graph or warm or compiled" ;;
     map)    $PY bench/map_fusion.py --points 141120 --windows 3 --out "$OUT/map_fusion.json" ;;
     synth)  $PY bench/synth_speed.py --device cuda --size 224x168 --frames 64 --out "$OUT/synth_speed.json" ;;
-    profile) $PY bench/pass_cost.py --model loger --frames-per-pass 2 3 4 6 --profile-window --out "$OUT/pass_cost.json" ;;
+    profile) $PY bench/pass_cost.py --model loger --frames-per-pass 2 4 6 --compiled-graph --profile-window --out "$OUT/pass_cost.json" ;;
     vs)     if [ -z "${AUTHORS:-}" ]; then echo "vs: set AUTHORS to a checkout of the authors' code; skipped"; continue; fi
-            $PY bench/vs_authors.py --authors "$AUTHORS" --frames 128 --out "$OUT/vs_authors.json" ;;
+            $PY bench/vs_authors.py --authors "$AUTHORS" --frames 128 --repeats 3 --variant nogelu:fused_gelu=0 \
+              --out "$OUT/vs_authors.json" ;;
     node)   $PY bench/node_latency.py --model loger --device cuda --fps 30 --camera-size 640x480 \
               --provisional-every 3 --provisional-anchors 1 --frames 300 --out "$OUT/node_latency.json" ;;
     stream) $PY bench/stream_scaling.py --model loger --device cuda --frames 1000 10000 --input-size 640x480 \
