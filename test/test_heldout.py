@@ -11,7 +11,7 @@ from loger_core.model import build_model
 from loger_core.model.synthetic_weights import fill_deterministic_
 from loger_core.training.data import HELD_OUT_SEEDS
 from loger_core.training.heldout import (ABLATION_VARIANTS, HELD_OUT_CASES, HeldOutCase, ablation_options,
-                                         evaluate_case, render_case, trajectory_metrics)
+                                         evaluate_case, render_case, trajectory_metrics, window_metrics)
 
 
 def _gt(n=60):
@@ -66,3 +66,22 @@ def test_evaluate_case_runs_windows_with_memory_and_reports_metrics():
                         images=images, gt=gt)
     assert row["finite"] and row["frames"] == 12 and row["window"] == 5 and row["alignment"] == "sim3"
     assert row["ate_pct"] >= 0 and row["frames_per_s"] > 0
+    assert 0 <= row["window_ate_pct"] < row["window_still_pct"] * 1.5 and row["window_ate_m"] >= 0
+
+
+def test_window_metrics_judge_each_window_apart_from_the_chaining():
+    """Each window is aligned on its own: windows that are each right up to a different similarity
+    score zero (however badly chained); a window that learned no motion scores the motionless share."""
+    gt = _gt(30)
+    windows = []
+    for k, (s, e) in enumerate([(0, 10), (8, 18), (16, 26), (24, 30)]):
+        est = gt[s:e].copy()
+        est[:, :3, 3] = (0.5 + k) * gt[s:e, :3, 3] + np.array([k, -k, 2.0 * k])  # own scale and shift
+        windows.append((s, e, torch.from_numpy(est)))
+    m = window_metrics(windows, gt)
+    assert m["window_ate_pct"] < 1e-6 and m["window_ate_m"] < 1e-8
+    assert 20.0 < m["window_still_pct"] < 40.0  # about path / sqrt(12) for steady motion
+    still = [(s, e, np.repeat(gt[s:s + 1], e - s, axis=0)) for s, e, _ in windows]
+    m = window_metrics(still, gt)
+    assert m["window_ate_pct"] == pytest.approx(m["window_still_pct"], rel=1e-6)
+    assert math.isnan(window_metrics([(0, 2, torch.zeros(2, 4, 4))], gt)["window_ate_pct"])  # too short

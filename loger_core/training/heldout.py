@@ -8,7 +8,8 @@ model one window at a time with the memory carried, as the node does; only the p
 Metrics (per case): ATE rmse after a Sim(3) alignment divided by the ground-truth path length,
 RPE rotation (deg per frame, rmse over consecutive frames), scale drift = Sim(3) scale of the last
 fifth of the trajectory over that of the first fifth (1 = none), and new frames per second of the
-network (rendering excluded).
+network (rendering excluded). Besides, per window: the Sim(3) ATE of each window's own poses (how
+well the network places frames inside a window, whatever the memory does between windows).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from loger_core.model.windowing import WindowAligner, window_schedule
 from loger_core.synthetic import SynthConfig, prepare
 
 __all__ = ["HeldOutCase", "HELD_OUT_CASES", "ABLATION_VARIANTS", "ablation_options", "render_case", "run_poses",
-           "trajectory_metrics", "evaluate_case"]
+           "trajectory_metrics", "window_metrics", "evaluate_case"]
 
 # Memory ablations (bench/ablation.py): which memories a variant keeps; "one_window" runs the whole
 # sequence as a single window (no memory needed).
@@ -96,10 +97,12 @@ def render_case(case: HeldOutCase, width: int, height: int, device: torch.device
 
 @torch.no_grad()
 def run_poses(model: LoGeR, images: Tensor, options: MemoryOptions, alignment: str = "none",
-              amp: bool = False) -> tuple[np.ndarray, float]:
+              amp: bool = False, windows: list | None = None) -> tuple[np.ndarray, float]:
     """Runs `images` `(N, 3, H, W)` window by window with memory; returns the merged `T_world_cam`
     poses `(N, 4, 4)` float64 (a later window's prediction of an overlap frame replaces the
-    earlier one, as `SequenceMerger` does) and the network's wall time in seconds."""
+    earlier one, as `SequenceMerger` does) and the network's wall time in seconds.
+    windows: if a list, gets `(start, end, poses (n, 4, 4) float64)` per window, as the network
+    predicted them (before any alignment)."""
     device = images.device
     aligner = WindowAligner(alignment, options.overlap_size, options.reset_every)
     poses = torch.zeros(images.shape[0], 4, 4, dtype=torch.float64, device=device)
@@ -112,6 +115,8 @@ def run_poses(model: LoGeR, images: Tensor, options: MemoryOptions, alignment: s
             pred, state = model.forward_window(images[start:end].unsqueeze(0), state, options)
         aligned = aligner.align(pred)
         poses[start:end] = aligned.camera_poses[0].double()
+        if windows is not None:
+            windows.append((start, end, pred.camera_poses[0].double()))
     sync()
     return poses.cpu().numpy(), time.perf_counter() - t0
 
@@ -137,14 +142,43 @@ def trajectory_metrics(est: np.ndarray, gt: np.ndarray) -> dict:
     }
 
 
+def window_metrics(windows: list, gt: np.ndarray) -> dict:
+    """How well single windows place their frames, apart from how windows are chained: the median
+    over windows of the Sim(3) ATE of each window's own poses against the ground truth (metres and
+    share of the window's path), and of a motionless estimate's (every frame at one point: the rmse
+    of the true positions about their mean) as the share a model that learned no motion gets."""
+    ate, share, still = [], [], []
+    for start, end, poses in windows:
+        if end - start < 3:
+            continue
+        est = poses.cpu().numpy() if isinstance(poses, Tensor) else np.asarray(poses)
+        truth = gt[start:end]
+        path = float(np.linalg.norm(np.diff(truth[:, :3, 3], axis=0), axis=1).sum())
+        if not np.all(np.isfinite(est)) or path <= 1e-9:
+            continue
+        centred = truth[:, :3, 3] - truth[:, :3, 3].mean(axis=0)
+        motionless = float(np.sqrt((centred ** 2).sum(axis=1).mean()))
+        spread = np.ptp(est[:, :3, 3], axis=0).max()
+        # A window predicted without motion: the best similarity maps it to the true centroid.
+        rmse = compute_ate(est, truth, align="sim3").rmse if spread > 1e-12 else motionless
+        ate.append(rmse)
+        share.append(100.0 * rmse / path)
+        still.append(100.0 * motionless / path)
+    if not ate:
+        return {"window_ate_m": float("nan"), "window_ate_pct": float("nan"), "window_still_pct": float("nan")}
+    return {"window_ate_m": float(np.median(ate)), "window_ate_pct": float(np.median(share)),
+            "window_still_pct": float(np.median(still))}
+
+
 def evaluate_case(model: LoGeR, case: HeldOutCase, options: MemoryOptions, width: int, height: int,
                   alignment: str = "none", amp: bool = False, images: Tensor | None = None,
                   gt: np.ndarray | None = None) -> dict:
     """Renders (unless given) and runs one case; returns its metrics, frames/s and settings."""
     if images is None or gt is None:
         images, gt = render_case(case, width, height, next(model.parameters()).device)
-    est, seconds = run_poses(model, images, options, alignment, amp)
-    out = {"case": case.name, **asdict(case), **trajectory_metrics(est, gt),
+    windows: list = []
+    est, seconds = run_poses(model, images, options, alignment, amp, windows=windows)
+    out = {"case": case.name, **asdict(case), **trajectory_metrics(est, gt), **window_metrics(windows, gt),
            "frames_per_s": case.frames / max(seconds, 1e-9), "window": options.window_size,
            "overlap": options.overlap_size, "use_ttt": options.use_ttt, "use_swa": options.use_swa,
            "alignment": alignment}
