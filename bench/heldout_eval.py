@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default=None,
                    help="comma-separated seeds or a range A-B: the 256-frame room/corridor x handheld/ground-robot "
                         "cases on these seeds instead of HELD_OUT_CASES (pick seeds no training run drew)")
+    p.add_argument("--stride", type=int, default=1,
+                   help="keep every k-th rendered frame (k times the camera motion between frames; the "
+                        "sequence has frames / k frames)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -105,7 +109,6 @@ def main(argv=None) -> int:
     if args.cases:
         cases = [cases[int(i)] for i in args.cases.split(",")]
     if args.max_frames:
-        from dataclasses import replace
         cases = [replace(c, frames=min(c.frames, args.max_frames)) for c in cases]
     rows = []
     hdr = (f"{'case':34s} {'ckpt':>4s} {'align':5s} {'path m':>7s} {'ATE m':>7s} {'ATE %':>6s} {'RPE deg':>8s} "
@@ -114,6 +117,9 @@ def main(argv=None) -> int:
     for case in cases:
         t0 = time.perf_counter()
         images, gt = render_case(case, w, h, device)
+        if args.stride > 1:  # every k-th rendered frame: k times the motion between frames
+            images, gt = images[:: args.stride], gt[:: args.stride]
+            case = replace(case, frames=len(gt))
         render_s = time.perf_counter() - t0
         for k, (ckpt, model) in enumerate(zip(args.checkpoint, models)):
             for alignment in args.alignments.split(","):
@@ -138,6 +144,7 @@ def main(argv=None) -> int:
               "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "size": args.size, "window": args.window, "overlap": args.overlap, "seeds": args.seeds,
+              "stride": args.stride,
               "summary": summary, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
