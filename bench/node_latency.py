@@ -180,8 +180,9 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
     spent: dict[str, float] = {}
     _time_calls(spent, "push", stream, "push")
     _time_calls(spent, "push.provisional_pass", stream, "_provisional_async")
-    if stream._graphs is not None:
-        _time_calls(spent, "push.provisional_pass.graph_replay", stream._graphs, "run")
+    graphs = stream.provisional_graphs
+    if graphs is not None:
+        _time_calls(spent, "push.provisional_pass.graph_replay", graphs, "run")
     _time_calls(spent, "push.provisional_pass.outputs", stream, "_emit")
     _time_calls(spent, "push.submit_window", stream, "_submit")
     _time_calls(spent, "decode", core.decoder, "decode_image")
@@ -252,12 +253,12 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "window_holds": share.holds if share is not None else 0,
         "window_held_s": share.held_s if share is not None else 0.0,
         "window_hold_timeouts": share.hold_timeouts if share is not None else 0,
-        "graphs_used": bool(stream._graphs.replays) if getattr(stream, "_graphs", None) else False,
+        "graphs_used": bool(graphs.replays) if graphs is not None else False,
         "provisional_pass_ms": 1000 * stream.stats.provisional_s_total / max(stream.stats.provisional_runs, 1),
         "provisional_deferred": stream.stats.provisional_deferred,
         "provisional_skipped_budget": stream.stats.provisional_skipped_budget,
-        "provisional_graph_captures": stream._graphs.captures if getattr(stream, "_graphs", None) else 0,
-        "provisional_compiled_captures": stream._graphs.compiled_captures if getattr(stream, "_graphs", None) else 0,
+        "provisional_graph_captures": graphs.captures if graphs is not None else 0,
+        "provisional_compiled_captures": graphs.compiled_captures if graphs is not None else 0,
         "frames_fed": args.frames,
         "input_fps": args.frames / feed_s if feed_s > 0 else float("nan"),
         "frames_processed": c.processed,
@@ -273,7 +274,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "latency_max_ms": lat.max_ms,
         "windows_run": stream.stats.windows_run,
         "provisional_runs": stream.stats.provisional_runs,
-        "provisional_graph_replays": stream._graphs.replays if getattr(stream, "_graphs", None) else 0,
+        "provisional_graph_replays": graphs.replays if graphs is not None else 0,
         "last_window_s": stream.stats.last_window_s,
         "processed_fps": c.processed / wall_s,
         "peak_gpu_mib": peak_mib,

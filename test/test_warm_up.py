@@ -93,7 +93,8 @@ def test_after_a_warm_up_the_live_passes_replay_graphs_of_compiled_blocks():
         provisional += [r for r in stream.push(rgb, (i + 1) * 10**8) if r.provisional]
         stream.drain(60.0)  # the worker idles: every due pass may capture
     stream.close()
-    assert provisional and stream._graphs.compiled_captures >= 1 and stream._graphs.replays >= 1
+    graphs = stream.provisional_graphs
+    assert provisional and graphs.compiled_captures >= 1 and graphs.replays >= 1
     assert all(np.isfinite(r.T_world_cam).all() for r in provisional)
 
 

@@ -636,7 +636,7 @@ class StreamingReconstructor:
             stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
             urgent = self._share.urgent() if self._share is not None else nullcontext()
             with urgent, stream:
-                pred = None
+                pred = rgb = None
                 if self._graphs is not None and self._graphs.usable_for(view.state):
                     rgb = self._device_images(frames)
                     # A first capture only while no window computes (its allocations stay apart).
@@ -645,7 +645,7 @@ class StreamingReconstructor:
                 if pred is None:
                     # Eager blocks: the worker thread may be compiling a window shape at this moment.
                     with eager_regions():
-                        pred, _, rgb = self._forward(frames, view.state, commit=False,
+                        pred, _, rgb = self._forward(frames, view.state, commit=False, rgb=rgb,
                                                      anchor_frames=emit_from or None)
                 self.stats.provisional_runs += 1
                 if not _usable(pred):
@@ -679,6 +679,12 @@ class StreamingReconstructor:
             if self._share is not None:
                 stack.enter_context(self._share.bulk())
             yield
+
+    @property
+    def provisional_graphs(self) -> Optional[ProvisionalGraphs]:
+        """The CUDA graphs of the provisional passes, with their capture / replay counts (None: no
+        async windows on CUDA, or `cuda_graphs` off)."""
+        return self._graphs
 
     @property
     def gpu_share_stats(self) -> Optional[GpuShareStats]:

@@ -93,10 +93,10 @@ def warm_up(config: StreamConfig, model: Any, image_size: Optional[tuple[int, in
         stream.close()
     if stream.device.type == "cuda":
         torch.cuda.synchronize(stream.device)
-    stats = stream.stats
+    stats, graphs = stream.stats, stream.provisional_graphs
     report = WarmUpReport(seconds=time.perf_counter() - t0, frames=frames, windows=stats.windows_run,
                           provisional_passes=stats.provisional_runs, window_graph_replays=stats.window_graph_replays,
-                          compiled_pass_graphs=stream._graphs.compiled_captures if stream._graphs is not None else 0)
+                          compiled_pass_graphs=graphs.compiled_captures if graphs is not None else 0)
     log.info("warm-up: %d frames, %d windows, %d provisional passes (%d graphs of compiled blocks), %d window graph "
              "replays in %.1f s", report.frames, report.windows, report.provisional_passes,
              report.compiled_pass_graphs, report.window_graph_replays, report.seconds)

@@ -125,10 +125,15 @@ def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
+def path_length(poses: np.ndarray) -> float:
+    """Length in metres of the camera path of `poses` (N, 4, 4)."""
+    return float(np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1).sum())
+
+
 def trajectory_metrics(est: np.ndarray, gt: np.ndarray) -> dict:
     """ATE (Sim(3)) rmse in metres and as a share of the GT path length, RPE rotation / translation
     over consecutive frames, scale drift (last / first fifth)."""
-    path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+    path = path_length(gt)
     if not np.all(np.isfinite(est)):
         return {"path_m": path, "ate_m": float("nan"), "ate_pct": float("nan"), "rpe_rot_deg": float("nan"),
                 "rpe_trans_m": float("nan"), "scale_drift": float("nan"), "finite": False}
@@ -153,7 +158,7 @@ def window_metrics(windows: list, gt: np.ndarray) -> dict:
             continue
         est = poses.cpu().numpy() if isinstance(poses, Tensor) else np.asarray(poses)
         truth = gt[start:end]
-        path = float(np.linalg.norm(np.diff(truth[:, :3, 3], axis=0), axis=1).sum())
+        path = path_length(truth)
         if not np.all(np.isfinite(est)) or path <= 1e-9:
             continue
         centred = truth[:, :3, 3] - truth[:, :3, 3].mean(axis=0)
