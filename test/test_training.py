@@ -79,6 +79,30 @@ def test_losses_positive_for_wrong_prediction_and_scale_invariant():
         assert moved.as_floats()[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
 
 
+def test_motion_normalised_translation_weighs_each_clip_by_its_own_motion():
+    points, poses, valid = _random_gt()
+    conf = torch.zeros(points.shape[:-1] + (1,))
+    G = _rotation(torch.tensor([0.3, -1.0, 0.2]), 0.7)
+    pred_pts, pred_poses = _similar(points, poses, 2.0, G, torch.tensor([1.0, 0.0, -3.0]))
+    motion = LossWeights(translation_norm="motion")
+    # Still zero for a prediction equal up to a similarity.
+    assert clip_losses(pred_pts, conf, pred_poses, points, poses, valid, motion).translation.item() < 1e-5
+    # Shrink the true motion of one clip tenfold (points unchanged): relative to depth its
+    # "no motion" error shrinks tenfold too; relative to its own motion it stays the same.
+    small = poses.clone()
+    small[1, :, :3, 3] *= 0.1
+    still = small.clone()
+    still[..., :3, 3] = 0.0
+    by_depth = [clip_losses(points, conf, p, points, g, valid).translation.item() for p, g in ((still, poses), (still, small))]
+    by_motion = [clip_losses(points, conf, p, points, g, valid, motion).translation.item() for p, g in ((still, poses), (still, small))]
+    assert by_depth[1] < 0.6 * by_depth[0]
+    assert by_motion[1] == pytest.approx(by_motion[0], rel=1e-4)
+    # "No motion" costs exactly 1 per clip relative to its own mean motion.
+    assert by_motion[0] == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="translation_norm"):
+        LossWeights(translation_norm="speed")
+
+
 def test_invalid_pixels_are_ignored():
     points, poses, valid = _random_gt()
     pred = points.clone()

@@ -5,8 +5,10 @@ predicted and true camera-frame points (depth-weighted least squares) and used f
 
 - points: mean over valid pixels of `|s * p_pred - p_gt|_1 / z_gt`;
 - camera: over all ordered frame pairs (i, j) of the clip, relative poses `T_i^-1 T_j`:
-  rotation geodesic angle (radians) and `|s * t_pred - t_gt|_1 / mean_depth`. Frames of different
-  windows are paired too, so poses must stay consistent through the memory;
+  rotation geodesic angle (radians) and `|s * t_pred - t_gt|_1 / norm`, where `norm` is the clip's
+  mean depth (`translation_norm="depth"`) or its mean true relative translation (`"motion"`, floored
+  at `motion_floor` x mean depth). Frames of different windows are paired too, so poses must stay
+  consistent through the memory;
 - conf: BCE of the confidence logits against "relative point error below `conf_threshold`".
 
 All terms are invariant to a global similarity of the prediction (one scale, one rigid motion of
@@ -35,6 +37,16 @@ class LossWeights:
     translation: float = 1.0
     conf: float = 0.05
     conf_threshold: float = 0.05
+    # "depth": a clip's translation error counts relative to its mean depth, so a clip whose camera
+    # moves 0.3 m past walls 3 m away weighs a tenth of its own motion, and predicting no motion at
+    # all costs little (the shipped small model did no better than that: weights/README.md).
+    # "motion": relative to the clip's own mean true motion, so "no motion" costs ~1 in every clip.
+    translation_norm: str = "depth"
+    motion_floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.translation_norm not in ("depth", "motion"):
+            raise ValueError(f"LossWeights.translation_norm must be 'depth' or 'motion', got {self.translation_norm!r}")
 
 
 @dataclass
@@ -123,7 +135,11 @@ def clip_losses(
     rel_gt = relative_poses(gt_poses.float())
     rotation = rotation_angle(rel_pred[..., :3, :3], rel_gt[..., :3, :3]).flatten(1).mean(1).mean()
     t_err = (s.view(-1, 1, 1, 1) * rel_pred[..., :3, 3] - rel_gt[..., :3, 3]).abs().sum(-1)
-    translation = (t_err.flatten(1).mean(1) / mean_depth.clamp_min(_EPS)).mean()
+    norm = mean_depth
+    if weights.translation_norm == "motion":
+        motion = rel_gt[..., :3, 3].abs().sum(-1).flatten(1).mean(1)
+        norm = torch.maximum(motion, weights.motion_floor * mean_depth)
+    translation = (t_err.flatten(1).mean(1) / norm.clamp_min(_EPS)).mean()
 
     total = (weights.points * points + weights.rotation * rotation + weights.translation * translation
              + weights.conf * conf)

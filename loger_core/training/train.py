@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine schedule over this many cumulative training seconds (0: over --steps)")
     p.add_argument("--w-translation", type=float, default=LossWeights.translation,
                    help="weight of the relative-translation loss (scale consistency across windows)")
+    p.add_argument("--translation-norm", choices=("depth", "motion"), default=LossWeights.translation_norm,
+                   help="what a clip's translation error is relative to: its mean depth or its own mean motion")
     p.add_argument("--randomize", action="store_true", help="randomise speed, height, wobble, room size, textures per sequence")
     p.add_argument("--fov", default="60,80", help="min,max horizontal field of view (deg)")
     p.add_argument("--pool-size", type=int, default=24)
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                             lr=args.lr, betas=(0.9, 0.95))
     if resume is not None:
         _load_optimizer(opt, resume["optimizer"])
-    weights = LossWeights(translation=args.w_translation)
+    weights = LossWeights(translation=args.w_translation, translation_norm=args.translation_norm)
     out = Path(args.out)
     log.info("model %s: %.2f M parameters; %d steps, batch %d, amp=%s", args.config, n_params / 1e6, args.steps, args.batch_size, amp)
     log.info("%6s %9s %8s %8s %8s %8s %8s %7s %6s", "step", "lr", "total", "points", "rot_deg", "trans", "conf", "gnorm", "s/it")
