@@ -7,7 +7,8 @@ training never draws. For each inter-window alignment asked for, prints ATE (Sim
 length, RPE rotation (deg/frame), scale drift (last / first fifth) and network frames/s, checks
 them against the issue's targets, and writes JSON. "win ATE %" is the median over windows of each
 window's own Sim(3) ATE / its path (the network inside one window, apart from the chaining);
-"still %" is what a motionless estimate gets there (the floor of a model that learned no motion).
+"still %" is what a motionless estimate gets there (the floor of a model that learned no motion);
+"dir %" the share of windows whose first-to-last displacement points the right way (50% is a coin).
 
     python bench/heldout_eval.py --checkpoint loger_core/weights/small_synthetic.safetensors \\
         --device cuda --alignments none,sim3 --out /tmp/heldout.json
@@ -71,8 +72,10 @@ def summarize(rows: list[dict]) -> list[dict]:
             ate = np.array([r["ate_pct"] for r in sel])
             rpe = np.array([r["rpe_rot_deg"] for r in sel])
             win = np.array([r["window_ate_pct"] for r in sel])
+            direction = np.array([r["window_direction_pct"] for r in sel], dtype=float)
             out.append({"checkpoint": ckpt, "alignment": alignment, "cases": len(sel),
                         "median_window_ate_pct": round(float(np.nanmedian(win)), 3),
+                        "mean_window_direction_pct": round(float(np.nanmean(direction)), 2),
                         "mean_ate_pct": round(float(ate.mean()), 3), "median_ate_pct": round(float(np.median(ate)), 3),
                         "mean_rpe_rot_deg": round(float(rpe.mean()), 4), "median_rpe_rot_deg": round(float(np.median(rpe)), 4),
                         "meets_target": int(sum(r["meets_target"] for r in sel))})
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
         cases = [replace(c, frames=min(c.frames, args.max_frames)) for c in cases]
     rows = []
     hdr = (f"{'case':34s} {'ckpt':>4s} {'align':5s} {'path m':>7s} {'ATE m':>7s} {'ATE %':>6s} {'RPE deg':>8s} "
-           f"{'drift':>6s} {'win ATE %':>9s} {'still %':>7s} {'fps':>7s} target")
+           f"{'drift':>6s} {'win ATE %':>9s} {'still %':>7s} {'dir %':>6s} {'fps':>7s} target")
     print(hdr)
     for case in cases:
         t0 = time.perf_counter()
@@ -131,15 +134,15 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"{row['case']:34s} {k:4d} {alignment:5s} {row['path_m']:7.2f} {row['ate_m']:7.3f} "
                       f"{row['ate_pct']:6.2f} {row['rpe_rot_deg']:8.3f} {row['scale_drift']:6.3f} "
-                      f"{row['window_ate_pct']:9.2f} {row['window_still_pct']:7.2f} "
+                      f"{row['window_ate_pct']:9.2f} {row['window_still_pct']:7.2f} {row['window_direction_pct']:6.1f} "
                       f"{row['frames_per_s']:7.1f} {'yes' if row['meets_target'] else 'no'}", flush=True)
     summary = summarize(rows)
     print(f"\n{'ckpt':>4s} {'align':5s} {'cases':>5s} {'mean ATE %':>10s} {'median ATE %':>12s} "
-          f"{'mean RPE':>8s} {'median RPE':>10s} {'win ATE %':>9s} {'meet':>4s}  checkpoint")
+          f"{'mean RPE':>8s} {'median RPE':>10s} {'win ATE %':>9s} {'dir %':>6s} {'meet':>4s}  checkpoint")
     for s_ in summary:
         print(f"{args.checkpoint.index(s_['checkpoint']):4d} {s_['alignment']:5s} {s_['cases']:5d} {s_['mean_ate_pct']:10.2f} "
               f"{s_['median_ate_pct']:12.2f} {s_['mean_rpe_rot_deg']:8.3f} {s_['median_rpe_rot_deg']:10.3f} "
-              f"{s_['median_window_ate_pct']:9.2f} {s_['meets_target']:4d}  {s_['checkpoint']}")
+              f"{s_['median_window_ate_pct']:9.2f} {s_['mean_window_direction_pct']:6.1f} {s_['meets_target']:4d}  {s_['checkpoint']}")
     result = {"checkpoints": [str(c) for c in args.checkpoint], "models": [m.cfg.name for m in models],
               "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -85,3 +85,21 @@ def test_window_metrics_judge_each_window_apart_from_the_chaining():
     m = window_metrics(still, gt)
     assert m["window_ate_pct"] == pytest.approx(m["window_still_pct"], rel=1e-6)
     assert math.isnan(window_metrics([(0, 2, torch.zeros(2, 4, 4))], gt)["window_ate_pct"])  # too short
+
+
+def test_window_direction_counts_windows_that_move_the_right_way():
+    gt = _gt(30)
+    spans = [(0, 10), (8, 18), (16, 26), (24, 30)]
+    right = [(s, e, gt[s:e].copy()) for s, e in spans]
+    assert window_metrics(right, gt)["window_direction_pct"] == 100.0
+    # Two windows travel their path backwards (positions mirrored about their first frame): the
+    # right axis, the wrong way, as the shipped small model often does.
+    mixed = []
+    for k, (s, e) in enumerate(spans):
+        est = gt[s:e].copy()
+        if k % 2:
+            est[:, :3, 3] = 2.0 * est[:1, :3, 3] - est[:, :3, 3]
+        mixed.append((s, e, est))
+    assert window_metrics(mixed, gt)["window_direction_pct"] == 50.0
+    still = [(s, e, np.repeat(gt[s:s + 1], e - s, axis=0)) for s, e in spans]
+    assert window_metrics(still, gt)["window_direction_pct"] == 0.0  # no motion is no direction

@@ -151,8 +151,11 @@ def window_metrics(windows: list, gt: np.ndarray) -> dict:
     """How well single windows place their frames, apart from how windows are chained: the median
     over windows of the Sim(3) ATE of each window's own poses against the ground truth (metres and
     share of the window's path), and of a motionless estimate's (every frame at one point: the rmse
-    of the true positions about their mean) as the share a model that learned no motion gets."""
-    ate, share, still = [], [], []
+    of the true positions about their mean) as the share a model that learned no motion gets; and
+    the share of windows whose first-to-last camera displacement, seen from the first camera
+    (`T_first^-1 T_last`, scale-free), points within 90 deg of the true one ("direction %": the
+    shipped small model moves the right way along the right axis only about half the time)."""
+    ate, share, still, direction = [], [], [], []
     for start, end, poses in windows:
         if end - start < 3:
             continue
@@ -169,10 +172,17 @@ def window_metrics(windows: list, gt: np.ndarray) -> dict:
         ate.append(rmse)
         share.append(100.0 * rmse / path)
         still.append(100.0 * motionless / path)
+        t_est = (np.linalg.inv(est[0]) @ est[-1])[:3, 3]
+        t_true = (np.linalg.inv(truth[0]) @ truth[-1])[:3, 3]
+        if np.linalg.norm(t_true) > 1e-6:
+            # A window without motion (up to rounding) has no direction: it counts as wrong.
+            direction.append(float(np.dot(t_est, t_true) > 1e-9 * np.linalg.norm(t_true)))
     if not ate:
-        return {"window_ate_m": float("nan"), "window_ate_pct": float("nan"), "window_still_pct": float("nan")}
+        return {"window_ate_m": float("nan"), "window_ate_pct": float("nan"), "window_still_pct": float("nan"),
+                "window_direction_pct": float("nan")}
     return {"window_ate_m": float(np.median(ate)), "window_ate_pct": float(np.median(share)),
-            "window_still_pct": float(np.median(still))}
+            "window_still_pct": float(np.median(still)),
+            "window_direction_pct": 100.0 * float(np.mean(direction)) if direction else float("nan")}
 
 
 def evaluate_case(model: LoGeR, case: HeldOutCase, options: MemoryOptions, width: int, height: int,
