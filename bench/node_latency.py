@@ -215,6 +215,9 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
     wall_s = time.perf_counter() - t_start
     stream.close()
     lat = core.latency.summary()
+    series = core.latency.samples_ms()  # in publication order
+    # Where in the run the tail is: a slow start (compile, first kernel loads) or throughout.
+    quarters = [float(np.percentile(q, 95)) for q in np.array_split(series, 4) if q.size]
     c = core.counters
     # Average rate over the run (first frame fed -> last odometry): bursts must not inflate it.
     span_s = (odom_times[-1] - t_start_ns) / 1e9 if odom_times else float("nan")
@@ -272,6 +275,8 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "latency_p50_ms": lat.p50_ms,
         "latency_p95_ms": lat.p95_ms,
         "latency_max_ms": lat.max_ms,
+        "latency_p95_by_quarter_ms": quarters,
+        "latency_series_ms": [round(float(v), 2) for v in series],
         "windows_run": stream.stats.windows_run,
         "provisional_runs": stream.stats.provisional_runs,
         "provisional_graph_replays": graphs.replays if graphs is not None else 0,
@@ -386,6 +391,8 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']} priority {row['pass_priority']} "
               f"anchors {row['provisional_anchors']}: time split (s, calls#): {row['time_split_s']}")
+        print("  odometry latency p95 by quarter of the run (ms): "
+              + " / ".join(f"{v:.0f}" for v in row["latency_p95_by_quarter_ms"]))
     out = args.out or REPO / "bench_results" / f"node_latency_{args.config}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": args.config, "device": str(device),
