@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from loger_core.model.fast_paths import eager_regions  # noqa: E402
+from loger_core.model.window_graphs import capture_graph  # noqa: E402
 from loger_core.stream import StreamConfig, StreamingReconstructor  # noqa: E402
 from loger_core.stream.preprocess import rgb_batch  # noqa: E402
 from timeline import kernel_kind  # noqa: E402  (bench/timeline.py)
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-window", action="store_true",
                     help="also profile one committed window (compiled, as the stream runs it): kernels by kind")
     ap.add_argument("--compiled-graph", action="store_true",
-                    help="also time each pass captured from the compiled blocks (the node captures eager blocks)")
+                    help="also time each pass captured from the compiled blocks (the node does so for the shapes "
+                         "its warm-up compiled; `graph` here captures the eager blocks: this stream compiles none)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "pass_cost.json")
     args = ap.parse_args(argv)
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
         rec.push(img, 1000 + i)
     rec._worker.wait_idle()
     state = rec._view.state
-    graphs = rec._graphs
+    graphs = rec.provisional_graphs
     model = rec.model
 
     def eager_pass(rgb: torch.Tensor) -> None:
@@ -101,8 +103,6 @@ def main(argv=None) -> int:
 
     def compiled_graph_ms(rgb: torch.Tensor) -> float:
         """Replay time of the same pass captured from the compiled blocks (this thread alone)."""
-        from loger_core.model.window_graphs import capture_graph
-
         static_rgb, static_state = rgb.clone(), state.clone()
 
         def forward():
