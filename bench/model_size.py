@@ -33,6 +33,7 @@ def candidates():
     yield replace(small, name="small_narrow", encoder=replace(small.encoder, embed_dim=96, num_heads=3), dec_embed_dim=96,
                   dec_num_heads=3, head_embed_dim=64, head_num_heads=2, camera_dim=48, ttt_head_dim=48)
     yield small
+    yield get_config("small_deep")
     yield replace(small, name="small_wide", encoder=EncoderConfig(embed_dim=192, depth=4, num_heads=6, pos_grid=8),
                   dec_embed_dim=192, dec_num_heads=6, head_embed_dim=128, ttt_head_dim=64)
 

@@ -135,7 +135,14 @@ SMALL = ModelConfig(
     ttt_pre_norm=True,
 )
 
-CONFIGS: dict[str, ModelConfig] = {"loger": LOGER, "loger_star": LOGER_STAR, "tiny": TINY, "small": SMALL}
+# `small_deep`: `small` with a frame / global block pair inserted between each of its decoder pairs
+# (7 global-attention blocks instead of 4, where frames are compared); grown from trained `small`
+# weights by `training.grow.grow_decoder` without changing what the network computes.
+SMALL_DEEP = ModelConfig.from_dict({**SMALL.to_dict(), "name": "small_deep", "dec_depth": 14,
+                                    "ttt_insert_after": [0, 4, 8, 12], "attn_insert_after": [8]})
+
+CONFIGS: dict[str, ModelConfig] = {"loger": LOGER, "loger_star": LOGER_STAR, "tiny": TINY, "small": SMALL,
+                                   "small_deep": SMALL_DEEP}
 
 
 def get_config(name: str) -> ModelConfig:

@@ -30,10 +30,12 @@ import torch._dynamo
 
 from loger_core.model import build_model
 from loger_core.model.checkpoint import load_checkpoint, save_checkpoint
+from loger_core.model.config import get_config
 from loger_core.model.loger import LoGeR, WindowPrediction
 from loger_core.model.state import MemoryOptions
 
 from .data import ClipBatch, ClipDataConfig, SyntheticClipSource
+from .grow import grow_decoder
 from .losses import LossTerms, LossWeights, clip_losses
 
 __all__ = ["main", "build_parser", "train_step", "forward_clip", "lr_at"]
@@ -136,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows-per-clip", default="2,3")
     p.add_argument("--frame-strides", default="1,2,3")
     p.add_argument("--init", default=None, help="start from this checkpoint (.safetensors) instead of a fresh model")
+    p.add_argument("--grow-from", default=None,
+                   help="start from this checkpoint of a shallower config (e.g. small -> small_deep): its blocks "
+                        "spread over --config's decoder, new blocks start as identities (training.grow)")
     p.add_argument("--resume", default=None, help="continue a run from its <out>.state.pt (model, optimiser, step, history)")
     p.add_argument("--schedule-seconds", type=float, default=0.0,
                    help="cosine schedule over this many cumulative training seconds (0: over --steps)")
@@ -240,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = _data_config(args)
     t0 = time.perf_counter()
 
+    if sum(bool(v) for v in (args.init, args.grow_from, args.resume)) > 1:
+        raise SystemExit("--init, --grow-from and --resume are alternatives: give one")
     resume = None
     if args.resume:
         resume = torch.load(args.resume, map_location=device, weights_only=True)
@@ -251,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.init:
         model = load_checkpoint(args.init, config=args.config, device=device)
         log.info("initialised from %s", args.init)
+    elif args.grow_from:
+        model = grow_decoder(load_checkpoint(args.grow_from, device=device), get_config(args.config))
+        log.info("grown from %s", args.grow_from)
     else:
         model = build_model(args.config, device=device)
     if args.compile:
@@ -342,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             loop_s = time.perf_counter() - t_train
             rendered = rendered_before + source.rendered_sequences
             meta = {
-                "config": args.config, "steps": step + 1, "steps_planned": planned, "init": args.init, "resumed_from": args.resume,
+                "config": args.config, "steps": step + 1, "steps_planned": planned, "init": args.init, "grown_from": args.grow_from, "resumed_from": args.resume,
                 "skipped_steps": skipped, "wall_time_s": round(time.perf_counter() - t0, 1),
                 "train_seconds_total": round(trained_before + loop_s, 1), "render_pool_s": round(t_data, 1),
                 "sequences_rendered": rendered, "render_seconds_total": round(render_s_before + render_s, 1),
