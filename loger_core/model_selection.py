@@ -39,7 +39,7 @@ BUNDLED_MODEL = "small"
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "small_synthetic.safetensors"
 # 'auto' plus the names of loger_core.model.CONFIGS (a test keeps them equal; importing the model here
 # would pull torch into every parameter check).
-MODEL_CHOICES = ("auto", "loger", "loger_star", "small", "tiny")
+MODEL_CHOICES = ("auto", "loger", "loger_star", "small", "small_deep", "tiny")
 # The model 'auto' means for a checkpoint without a JSON sidecar (the authors' recommended release).
 DEFAULT_CHECKPOINT_MODEL = "loger_star"
 
@@ -73,6 +73,8 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     "tiny": ModelDefaults(resolution=None, pixel_limit=10_000, window_size=16, overlap_size=3),
     # The shipped default: trained at 112x84 with windows of 8 and 16 frames.
     "small": ModelDefaults(resolution=None, pixel_limit=10_000, window_size=16, overlap_size=3),
+    # small with more decoder blocks (grown from trained small weights): small's input and windows.
+    "small_deep": ModelDefaults(resolution=None, pixel_limit=10_000, window_size=16, overlap_size=3),
     # GPU: the authors' demo setting.
     "loger": ModelDefaults(resolution=(504, 280), pixel_limit=255_000, window_size=32, overlap_size=3),
     "loger_star": ModelDefaults(resolution=(504, 280), pixel_limit=255_000, window_size=32, overlap_size=3),
@@ -136,7 +138,7 @@ def select_model(model: Optional[str] = "auto", checkpoint: Optional[str] = None
     """The model and weights to run (see the module docstring).
 
     Args:
-        model: 'auto' (or None), 'small', 'tiny', 'loger' or 'loger_star'.
+        model: 'auto' (or None), 'small', 'small_deep', 'tiny', 'loger' or 'loger_star'.
         checkpoint: a weights file ('' or None = none; '~' is expanded).
         synthetic: without a checkpoint, use deterministic untrained weights instead of the bundled ones.
     """

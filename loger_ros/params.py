@@ -128,7 +128,7 @@ class NodeParams:
         "auto",
         "Network: 'auto' (the bundled demo model 'small' when checkpoint_path is empty, else the model named "
         "by the JSON beside a .safetensors checkpoint, else 'loger_star'), 'loger', 'loger_star' (SE(3) window "
-        "alignment), 'small' or 'tiny' (CPU-sized).",
+        "alignment), 'small', 'small_deep' or 'tiny' (CPU-sized).",
         choices=MODEL_CHOICES, group="model")
     checkpoint_path: str = _p(
         "",
