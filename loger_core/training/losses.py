@@ -43,10 +43,16 @@ class LossWeights:
     # "motion": relative to the clip's own mean true motion, so "no motion" costs ~1 in every clip.
     translation_norm: str = "depth"
     motion_floor: float = 0.05
+    # Training-only token matching (training.correspondence); 0 = off, as the shipped weights were trained.
+    correspondence: float = 0.0
+    correspondence_temperature: float = 0.1
 
     def __post_init__(self) -> None:
         if self.translation_norm not in ("depth", "motion"):
             raise ValueError(f"LossWeights.translation_norm must be 'depth' or 'motion', got {self.translation_norm!r}")
+        if not self.correspondence >= 0.0 or not self.correspondence_temperature > 0.0:
+            raise ValueError("LossWeights.correspondence must be >= 0 and correspondence_temperature > 0, got "
+                             f"{self.correspondence!r} / {self.correspondence_temperature!r}")
 
 
 @dataclass
@@ -59,9 +65,11 @@ class LossTerms:
     translation: Tensor
     conf: Tensor
     scale: Tensor  # (B,) fitted scales, detached (diagnostics)
+    correspondence: Tensor | None = None  # set by the trainer when LossWeights.correspondence > 0
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in ("total", "points", "rotation", "translation", "conf")}
+        names = ("total", "points", "rotation", "translation", "conf") + (("correspondence",) if self.correspondence is not None else ())
+        return {k: float(getattr(self, k).detach()) for k in names}
 
 
 def fit_clip_scale(pred: Tensor, gt: Tensor, valid: Tensor) -> Tensor:

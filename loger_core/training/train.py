@@ -22,7 +22,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from loger_core.model.config import get_config
 from loger_core.model.loger import LoGeR, WindowPrediction
 from loger_core.model.state import MemoryOptions
 
+from .correspondence import correspondence_loss, token_correspondences, window_pairs
 from .data import ClipBatch, ClipDataConfig, SyntheticClipSource
 from .grow import grow_decoder
 from .losses import LossTerms, LossWeights, clip_losses
@@ -46,25 +47,44 @@ log = logging.getLogger("loger-train")
 RATE_PROBE_STEPS = 30
 
 
-def forward_clip(model: LoGeR, batch: ClipBatch) -> tuple[WindowPrediction, torch.Tensor]:
+def forward_clip(model: LoGeR, batch: ClipBatch, tokens: list | None = None) -> tuple[WindowPrediction, torch.Tensor]:
     """Runs the clip's windows in order with memory; returns every window's predictions
-    concatenated along frames and the (T',) clip frame index of each predicted frame."""
+    concatenated along frames and the (T',) clip frame index of each predicted frame.
+    tokens: if a list, gets each window's patch tokens as the heads read them, (B, n, P, D)."""
     options = MemoryOptions(window_size=batch.window_size, overlap_size=batch.overlap_size)
     state = model.init_state()
     preds, index = [], []
-    for start, end in batch.windows:
-        pred, state = model.forward_window(batch.images[:, start:end], state, options, commit=True)
-        preds.append(pred)
-        index.append(torch.arange(start, end))
+    handle = None
+    if tokens is not None:
+        s = model.cfg.patch_start_idx
+        handle = model.point_decoder.register_forward_pre_hook(lambda _m, args: tokens.append(args[0][:, s:]))
+    try:
+        for start, end in batch.windows:
+            pred, state = model.forward_window(batch.images[:, start:end], state, options, commit=True)
+            preds.append(pred)
+            index.append(torch.arange(start, end))
+    finally:
+        if handle is not None:
+            handle.remove()
+    if tokens is not None:
+        B = batch.images.shape[0]
+        tokens[:] = [t.reshape(B, -1, *t.shape[1:]) for t in tokens]
     return WindowPrediction.cat(preds), torch.cat(index).to(batch.images.device)
 
 
 def clip_loss(model: LoGeR, batch: ClipBatch, weights: LossWeights, amp: bool) -> LossTerms:
     device_type = batch.images.device.type
+    tokens: list | None = [] if weights.correspondence > 0 else None
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
-        pred, idx = forward_clip(model, batch)
-    return clip_losses(pred.local_points, pred.conf, pred.camera_poses,
-                       batch.local_points[:, idx], batch.poses[:, idx], batch.valid[:, idx], weights)
+        pred, idx = forward_clip(model, batch, tokens)
+    gt_local, gt_poses, valid = batch.local_points[:, idx], batch.poses[:, idx], batch.valid[:, idx]
+    terms = clip_losses(pred.local_points, pred.conf, pred.camera_poses, gt_local, gt_poses, valid, weights)
+    if tokens is None:
+        return terms
+    pairs = window_pairs([end - start for start, end in batch.windows])
+    target = token_correspondences(gt_local, gt_poses, valid, model.cfg.patch_size, pairs)
+    corr = correspondence_loss(torch.cat(tokens, dim=1), target, pairs, weights.correspondence_temperature)
+    return replace(terms, total=terms.total + weights.correspondence * corr, correspondence=corr)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05, progress: float | None = None) -> float:
@@ -146,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine schedule over this many cumulative training seconds (0: over --steps)")
     p.add_argument("--w-translation", type=float, default=LossWeights.translation,
                    help="weight of the relative-translation loss (scale consistency across windows)")
+    p.add_argument("--w-correspondence", type=float, default=LossWeights.correspondence,
+                   help="weight of the training-only token-matching loss (training.correspondence; 0: off)")
     p.add_argument("--translation-norm", choices=("depth", "motion"), default=LossWeights.translation_norm,
                    help="what a clip's translation error is relative to: its mean depth or its own mean motion")
     p.add_argument("--randomize", action="store_true", help="randomise speed, height, wobble, room size, textures per sequence")
@@ -284,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                             lr=args.lr, betas=(0.9, 0.95))
     if resume is not None:
         _load_optimizer(opt, resume["optimizer"])
-    weights = LossWeights(translation=args.w_translation, translation_norm=args.translation_norm)
+    weights = LossWeights(translation=args.w_translation, translation_norm=args.translation_norm,
+                          correspondence=args.w_correspondence)
     out = Path(args.out)
     log.info("model %s: %.2f M parameters; %d steps, batch %d, amp=%s", args.config, n_params / 1e6, args.steps, args.batch_size, amp)
     log.info("%6s %9s %8s %8s %8s %8s %8s %7s %6s", "step", "lr", "total", "points", "rot_deg", "trans", "conf", "gnorm", "s/it")
@@ -345,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                      avg.get("total", float("nan")), avg.get("points", float("nan")),
                      math.degrees(avg.get("rotation", float("nan"))), avg.get("translation", float("nan")),
                      avg.get("conf", float("nan")), gnorm, (now - t_log) / args.log_every)
+            if "correspondence" in avg:
+                log.info("%6d correspondence %.4f", step + 1, avg["correspondence"])
             sys.stdout.flush()
             running, n_run, t_log = {}, 0, now
         meta = None
