@@ -9,7 +9,9 @@ predicted and true camera-frame points (depth-weighted least squares) and used f
   mean depth (`translation_norm="depth"`) or its mean true relative translation (`"motion"`, floored
   at `motion_floor` x mean depth). Frames of different windows are paired too, so poses must stay
   consistent through the memory;
-- conf: BCE of the confidence logits against "relative point error below `conf_threshold`".
+- conf: BCE of the confidence logits against "relative point error below `conf_threshold`";
+- correspondence (optional, `LossWeights.correspondence` > 0): token matching across a window's
+  frames, computed by the trainer from the decoder's tokens (`training.correspondence`).
 
 All terms are invariant to a global similarity of the prediction (one scale, one rigid motion of
 the world frame) and zero for a prediction equal to the ground truth up to such a similarity,
