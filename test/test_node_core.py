@@ -629,7 +629,9 @@ def test_map_fusion_runs_off_the_inference_thread_and_loses_nothing(tmp_path):
         for i in range(7):
             core.on_image(image_msg(i))
         deadline = time.time() + 10
-        while core.counters.processed < 7 and time.time() < deadline:
+        # `processed` counts a frame before its results are handled (published, committed) on the
+        # same thread: wait for the handling too, not just the count.
+        while (core.counters.processed < 7 or core.counters.committed < 6) and time.time() < deadline:
             time.sleep(0.005)
         # Every frame's odometry is out while the mapper still works through the committed windows.
         assert core.counters.odom_published == 4 and core.counters.committed == 6
