@@ -30,6 +30,8 @@ def pair_mapping(src_pairs: int, dst_pairs: int) -> list[int]:
 
 
 def _check(src: ModelConfig, dst: ModelConfig) -> list[int]:
+    """The target decoder block of each source block; raises `GrowError` if `dst` cannot hold `src`.
+    The last pair maps to the last pair (`pair_mapping`), as the heads read the last two blocks."""
     same = replace(dst, name=src.name, dec_depth=src.dec_depth, ttt_insert_after=src.ttt_insert_after,
                    attn_insert_after=src.attn_insert_after)
     if same != src:
@@ -38,8 +40,6 @@ def _check(src: ModelConfig, dst: ModelConfig) -> list[int]:
         raise GrowError("decoder depths must be even (frame / global pairs)")
     pairs = pair_mapping(src.dec_depth // 2, dst.dec_depth // 2)
     block = [2 * pairs[i // 2] + i % 2 for i in range(src.dec_depth)]
-    if block[-2:] != [dst.dec_depth - 2, dst.dec_depth - 1]:
-        raise GrowError("the source's last pair must stay last (the heads read the last two blocks)")
     for key in ("ttt_insert_after", "attn_insert_after"):
         want = tuple(block[i] for i in getattr(src, key))
         if getattr(dst, key) != want:
@@ -52,7 +52,7 @@ def grow_decoder(source: LoGeR, target_cfg: ModelConfig) -> LoGeR:
     """A `target_cfg` model holding `source`'s weights, with identity (LayerScale 0) new blocks.
 
     Every parameter and buffer outside `decoder.*` is copied by name; decoder block `i` of the source
-    becomes block `mapping[i]` of the target. Raises `GrowError` on an incompatible config.
+    becomes block `_check(...)[i]` of the target. Raises `GrowError` on an incompatible config.
     """
     block = _check(source.cfg, target_cfg)
     param = next(source.parameters())
@@ -65,7 +65,7 @@ def grow_decoder(source: LoGeR, target_cfg: ModelConfig) -> LoGeR:
             name = f"decoder.{block[int(idx)]}.{rest}"
         dst_state[name] = value.clone()
     kept = set(block)
-    for i, blk in enumerate(target.decoder):
+    for i in range(len(target.decoder)):
         if i not in kept:
             dst_state[f"decoder.{i}.ls1.gamma"].zero_()
             dst_state[f"decoder.{i}.ls2.gamma"].zero_()
