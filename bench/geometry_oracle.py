@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loger_core.model.windowing import window_schedule  # noqa: E402
-from loger_core.synthetic import SynthConfig, prepare  # noqa: E402
+from loger_core.synthetic import intrinsics_from_fov  # noqa: E402
 from loger_core.training.data import downsampled_intrinsics  # noqa: E402
 from loger_core.training.heldout import HeldOutCase, render_case  # noqa: E402
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heldout_eval import seed_cases  # noqa: E402
 
 MIN_MATCHES = 8
+SUPERSAMPLE = 2  # rendered at twice the size and box-filtered, as the held-out evaluation does
 
 
 def two_view_displacement(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray) -> np.ndarray | None:
@@ -61,10 +62,9 @@ def two_view_displacement(img_a: np.ndarray, img_b: np.ndarray, K: np.ndarray) -
 
 
 def evaluate(case: HeldOutCase, width: int, height: int, window: int, overlap: int) -> dict:
-    images, gt = render_case(case, width, height)
-    setup = prepare(SynthConfig(scene=case.scene, trajectory=case.trajectory, frames=case.frames, width=2 * width,
-                                height=2 * height, fov_deg=case.fov_deg, seed=case.seed))
-    K = downsampled_intrinsics(setup.K, 2)
+    images, gt = render_case(case, width, height, supersample=SUPERSAMPLE)
+    # The renderer's camera at the rendered size, then at the box-filtered one.
+    K = downsampled_intrinsics(intrinsics_from_fov(SUPERSAMPLE * width, SUPERSAMPLE * height, case.fov_deg), SUPERSAMPLE)
     grey = [cv2.cvtColor((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
             for img in images]
     right, angles, failed = [], [], 0
