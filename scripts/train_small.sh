@@ -13,7 +13,7 @@
 # exact commands (lr 5e-4, batch 20 among them) are in docs/training_trials_2026-11-26/. Not shipped.
 # CONFIG=small_deep GROW_FROM=<small weights> starts a deeper model from trained `small` weights
 # (training/grow.py; the later trials: docs/training_trials_2026-11-26b/). W_CORR > 0 adds the
-# training-only token-matching loss (training/correspondence.py; only a 24-step check on a GPU so far).
+# training-only token-matching loss (training/correspondence.py; three trials: docs/training_trials_2026-11-26c/).
 set -euo pipefail
 OUT=${1:?output prefix}; LIMIT=${2:?seconds of training in this command}; RESUME=${3:-}
 SCHEDULE_S=${SCHEDULE_S:-2400}; REFRESH=${REFRESH:-2}; W_TRANS=${W_TRANS:-1.0}; BATCH=${BATCH:-80}
