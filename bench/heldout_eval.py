@@ -18,7 +18,7 @@ swaps the fixed cases for the four 256-frame kinds (room / corridor x handheld /
 seeds of your own: six fixed sequences are a noisy judge of two close checkpoints. The summary
 gives each mean's standard error over cases and, for every checkpoint after the first, its paired
 difference from the first on the same sequences: on the 20 sequences of `--seeds 5000-5004` the
-standard error of a paired ATE difference is 1.3-1.6 points, so trials 1-2 points apart are not told
+standard error of a paired ATE difference is 1.2-1.6 points, so trials 1-2 points apart are not told
 apart.
 """
 from __future__ import annotations
