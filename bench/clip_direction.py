@@ -33,23 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loger_core.model import load_checkpoint  # noqa: E402
 from loger_core.model.state import MemoryOptions  # noqa: E402
 from loger_core.training.data import ClipBatch, ClipDataConfig, SyntheticClipSource  # noqa: E402
-from loger_core.training.heldout import run_poses  # noqa: E402
+from loger_core.training.heldout import direction_agreement, run_poses  # noqa: E402
 from loger_core.training.losses import LossWeights, clip_losses  # noqa: E402
 from loger_core.training.train import forward_clip  # noqa: E402
-
-
-def displacement(poses: np.ndarray) -> np.ndarray:
-    """(n, 4, 4) `T_world_cam` -> (3,) last camera's position seen from the first camera."""
-    return (np.linalg.inv(poses[0]) @ poses[-1])[:3, 3]
-
-
-def agreement(est: np.ndarray, true: np.ndarray) -> tuple[float, float] | None:
-    """(right side of 90 deg: 0 or 1, cosine) of two displacements, or None without true motion."""
-    nt = np.linalg.norm(true)
-    if nt < 1e-6:
-        return None
-    dot = float(np.dot(est, true))
-    return float(dot > 1e-9 * nt), dot / (max(np.linalg.norm(est), 1e-12) * nt)
 
 
 @torch.no_grad()
@@ -68,7 +54,7 @@ def evaluate(checkpoint: str, batches: list[ClipBatch]) -> dict:
         for start, end in batch.windows:
             n = end - start
             for b in range(est.shape[0]):
-                a = agreement(displacement(est[b, offset:offset + n]), displacement(truth[b, offset:offset + n]))
+                a = direction_agreement(est[b, offset:offset + n], truth[b, offset:offset + n])
                 if a is not None:
                     train_dir.append(a[0])
                     train_cos.append(a[1])
@@ -79,7 +65,7 @@ def evaluate(checkpoint: str, batches: list[ClipBatch]) -> dict:
             run_poses(model, batch.images[b], options, windows=windows)
             for k, (start, end, poses) in enumerate(windows):
                 p = poses.numpy()
-                a = agreement(displacement(p), displacement(batch.poses[b, start:end].double().numpy()))
+                a = direction_agreement(p, batch.poses[b, start:end].double().numpy())
                 if a is not None:
                     stream_dir.append(a[0])
                 # The same window through the trainer's path: poses must match up to float noise.

@@ -29,9 +29,8 @@ from loger_core.training.data import ClipDataConfig, SyntheticClipSource  # noqa
 from loger_core.training.heldout import run_poses, trajectory_metrics, window_metrics  # noqa: E402
 
 
-def data_config(record: Path, seed: int | None, sequences: int) -> ClipDataConfig:
-    """The `ClipDataConfig` a checkpoint was trained with (its JSON record), reseeded / resized."""
-    data = json.loads(record.read_text())["training"]["data"]
+def data_config(data: dict, seed: int | None, sequences: int) -> ClipDataConfig:
+    """The `ClipDataConfig` a checkpoint was trained with (`data` of its JSON record), reseeded / resized."""
     known = {f.name for f in fields(ClipDataConfig)}
     cfg = ClipDataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
     return replace(cfg, seed=cfg.seed if seed is None else seed, pool_size=sequences)
@@ -50,7 +49,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = Path(args.checkpoint)
-    cfg = data_config(ckpt.with_suffix(".json"), args.seed, args.sequences)
+    trained_on = json.loads(ckpt.with_suffix(".json").read_text())["training"]["data"]
+    cfg = data_config(trained_on, args.seed, args.sequences)
     model = load_checkpoint(ckpt).eval()
     source = SyntheticClipSource(cfg, "cpu")
     opts = MemoryOptions(window_size=args.window, overlap_size=args.overlap)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                "mean_window_direction_pct": float(np.mean([r["window_direction_pct"] for r in rows]))}
     print(f"\nmean ATE {summary['mean_ate_pct']:.1f}%  median window ATE {summary['median_window_ate_pct']:.1f}%  "
           f"mean dir {summary['mean_window_direction_pct']:.1f}%  (data seed {cfg.seed}, trained on seed "
-          f"{json.loads(ckpt.with_suffix('.json').read_text())['training']['data']['seed']})")
+          f"{trained_on['seed']})")
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": str(ckpt), "data_seed": cfg.seed, "window": args.window,
                                               "overlap": args.overlap, "summary": summary, "rows": rows}, indent=2))

@@ -29,7 +29,7 @@ from loger_core.model.windowing import WindowAligner, window_schedule
 from loger_core.synthetic import SynthConfig, prepare
 
 __all__ = ["HeldOutCase", "HELD_OUT_CASES", "ABLATION_VARIANTS", "ablation_options", "render_case", "run_poses",
-           "trajectory_metrics", "window_metrics", "evaluate_case"]
+           "trajectory_metrics", "direction_agreement", "window_metrics", "evaluate_case"]
 
 # Memory ablations (bench/ablation.py): which memories a variant keeps; "one_window" runs the whole
 # sequence as a single window (no memory needed).
@@ -147,6 +147,21 @@ def trajectory_metrics(est: np.ndarray, gt: np.ndarray) -> dict:
     }
 
 
+def direction_agreement(est: np.ndarray, truth: np.ndarray) -> tuple[float, float] | None:
+    """Whether a window's estimated motion points the right way: est, truth `(n, 4, 4)` `T_world_cam`
+    of its frames; the first-to-last displacement seen from the first camera (`T_first^-1 T_last`,
+    scale-free) of each. Returns (1.0 if within 90 deg of the true one else 0.0, cosine between the
+    two), or None when the truth has no motion. An estimate without motion (up to rounding) has no
+    direction: it counts as wrong (cosine 0)."""
+    t_est = (np.linalg.inv(est[0]) @ est[-1])[:3, 3]
+    t_true = (np.linalg.inv(truth[0]) @ truth[-1])[:3, 3]
+    n_true = np.linalg.norm(t_true)
+    if n_true <= 1e-6:
+        return None
+    dot = float(np.dot(t_est, t_true))
+    return float(dot > 1e-9 * n_true), dot / (max(float(np.linalg.norm(t_est)), 1e-12) * n_true)
+
+
 def window_metrics(windows: list, gt: np.ndarray) -> dict:
     """How well single windows place their frames, apart from how windows are chained: the median
     over windows of the Sim(3) ATE of each window's own poses against the ground truth (metres and
@@ -172,11 +187,9 @@ def window_metrics(windows: list, gt: np.ndarray) -> dict:
         ate.append(rmse)
         share.append(100.0 * rmse / path)
         still.append(100.0 * motionless / path)
-        t_est = (np.linalg.inv(est[0]) @ est[-1])[:3, 3]
-        t_true = (np.linalg.inv(truth[0]) @ truth[-1])[:3, 3]
-        if np.linalg.norm(t_true) > 1e-6:
-            # A window without motion (up to rounding) has no direction: it counts as wrong.
-            direction.append(float(np.dot(t_est, t_true) > 1e-9 * np.linalg.norm(t_true)))
+        agreement = direction_agreement(est, truth)
+        if agreement is not None:
+            direction.append(agreement[0])
     if not ate:
         return {"window_ate_m": float("nan"), "window_ate_pct": float("nan"), "window_still_pct": float("nan"),
                 "window_direction_pct": float("nan")}
