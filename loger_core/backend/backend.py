@@ -1,0 +1,197 @@
+"""``GeometricBackend``: the back end behind one small interface, run on its own thread so the frame
+path never waits on it. Frames go in with :meth:`GeometricBackend.submit`; corrected poses for every
+frame, the keyframes' clouds for re-fusion and the counters come out."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+
+from loger_core.backend.config import BackendConfig
+from loger_core.backend.core import BackendCore, FrameRecord
+from loger_core.backend.keyframes import FrameInput
+
+__all__ = ["GeometricBackend", "KeyframeCloud", "frame_input"]
+
+log = logging.getLogger(__name__)
+
+# Frames waiting for the worker beyond this are recorded but not tracked (their poses are
+# interpolated between keyframes): the back end stays bounded when it cannot keep up.
+MAX_QUEUE = 16
+
+
+@dataclass
+class KeyframeCloud:
+    """A keyframe's points in the world under the optimised pose.
+
+    points: (M, 3) float32 world points; colors (M, 3) uint8; confidence (M,) float32;
+    T_world_cam: (4, 4) float64; origin: (3,) camera centre.
+    """
+
+    key: int
+    points: np.ndarray
+    colors: np.ndarray
+    confidence: np.ndarray
+    T_world_cam: np.ndarray
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.T_world_cam[:3, 3]
+
+
+def frame_input(result: Any, image: np.ndarray, crop: Optional[tuple[int, int, int, int]] = None) -> FrameInput:
+    """A :class:`FrameInput` from a stream ``FrameResult`` and the original image. ``crop``: the box
+    of the image the network saw (None = the whole image, the default 'resize' mode)."""
+    W, H = result.image_size
+    return FrameInput(stamp_ns=int(result.stamp_ns), index=int(result.index), T_world_cam=np.asarray(result.T_world_cam),
+                      depth=result.depth, confidence=result.confidence, K=np.asarray(result.K, np.float64), image=image,
+                      crop=crop if crop is not None else (0, 0, int(W), int(H)), points=result.points,
+                      colors=result.colors, point_confidence=result.point_confidence)
+
+
+class GeometricBackend:
+    """Keyframes, verified poses, loop closure and the pose graph over a stream's committed frames.
+
+    ``metric``: the stream's scale is metric (depth or odometry scale source): SE(3) graph; else
+    Sim(3). With ``cfg.threaded`` the work runs on a daemon thread; :meth:`finish` waits for it.
+    """
+
+    def __init__(self, cfg: BackendConfig, metric: bool = False) -> None:
+        self.cfg = cfg
+        self.core = BackendCore(cfg, metric=metric)
+        self._lock = threading.Lock()
+        self._queue: "queue.Queue[Optional[FrameInput]]" = queue.Queue()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+        if cfg.threaded:
+            self._thread = threading.Thread(target=self._run, name="loger-backend", daemon=True)
+            self._thread.start()
+
+    # -- input ------------------------------------------------------------------------------
+    def submit(self, frame: FrameInput) -> None:
+        """Hand one committed frame over (stream order); never blocks on the back end's work."""
+        if self._thread is None:
+            with self._lock:
+                self._add(frame, track=True)
+            return
+        self._queue.put(frame)
+
+    def _add(self, frame: FrameInput, track: bool) -> None:
+        try:
+            self.core.add(frame, track=track)
+        except Exception as err:  # noqa: BLE001 - the back end must never take the mapping down
+            # A frame the back end cannot use (degenerate geometry, a numerical failure) keeps its
+            # network pose; the error is logged once per kind.
+            if self._error is None or type(self._error) is not type(err):
+                log.warning("back end: frame %d not used (%s: %s); its network pose is kept", frame.index,
+                            type(err).__name__, err)
+            self._error = err
+            self.core.frames.append(FrameRecord(frame.stamp_ns, frame.index, np.asarray(frame.T_world_cam), None))
+
+    def _run(self) -> None:
+        while True:
+            frame = self._queue.get()
+            try:
+                if frame is None:
+                    return
+                track = self._queue.qsize() < MAX_QUEUE
+                with self._lock:
+                    self._add(frame, track)
+            finally:
+                self._queue.task_done()
+
+    def finish(self, timeout_s: Optional[float] = None) -> bool:
+        """Wait until every submitted frame is processed; False if ``timeout_s`` ran out first."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+
+        def _wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=_wait, daemon=True).start()
+        return done.wait(timeout_s)
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=5.0)
+
+    # -- output -----------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Bumped each time a loop closure moved the keyframes (outputs built before are stale)."""
+        return self.core.version
+
+    def stats(self) -> dict:
+        with self._lock:
+            d = self.core.stats.to_dict()
+            d["chain"] = self.core.chain.state()
+            d["graph"] = {"nodes": self.core.graph.nodes, "factors": self.core.graph.factors,
+                          "loop_factors": self.core.graph.loop_factors, "metric": self.core.metric}
+        return d
+
+    def poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(stamps (N,) int64, T_world_cam (N, 4, 4) float64) for every frame seen, corrected.
+
+        Keyframes take their optimised poses; a frame between two keyframes is interpolated between
+        them by frame number (rotation slerp, position linear); frames after the last keyframe follow
+        it with the network's relative motion (in the keyframe's map units)."""
+        with self._lock:
+            frames = list(self.core.frames)
+            kf_poses = self.core.keyframe_poses()
+            kf_index = {k: (kf.index, kf.T_net, kf.q) for k, kf in self.core.keyframes.items()}
+        return _interpolate(frames, kf_poses, kf_index)
+
+    def keyframe_clouds(self) -> list[KeyframeCloud]:
+        """Every keyframe's stored points under its optimised pose (for re-fusing the map)."""
+        out = []
+        with self._lock:
+            poses = self.core.keyframe_poses()
+            for key, kf in self.core.keyframes.items():
+                if key not in poses:
+                    continue
+                T, s = poses[key]
+                local = kf.points.astype(np.float64) * (kf.q * s)
+                world = local @ T[:3, :3].T + T[:3, 3]
+                out.append(KeyframeCloud(key, world.astype(np.float32), kf.colors, kf.conf, T))
+        return out
+
+
+def _interpolate(frames: list[FrameRecord], kf_poses: dict, kf_index: dict) -> tuple[np.ndarray, np.ndarray]:
+    stamps = np.asarray([f.stamp_ns for f in frames], np.int64)
+    out = np.stack([f.T_net for f in frames]) if frames else np.zeros((0, 4, 4))
+    if not kf_poses:
+        return stamps, out
+    keys = sorted(kf_poses)
+    kf_frame = np.asarray([kf_index[k][0] for k in keys])
+    for i, f in enumerate(frames):
+        if f.is_keyframe and f.keyframe in kf_poses:
+            out[i] = kf_poses[f.keyframe][0]
+            continue
+        j = int(np.searchsorted(kf_frame, f.index))  # first keyframe at or after this frame
+        if 0 < j < len(keys):
+            a, b = keys[j - 1], keys[j]
+            ia, ib = kf_frame[j - 1], kf_frame[j]
+            w = (f.index - ia) / max(ib - ia, 1)
+            Ta, Tb = kf_poses[a][0], kf_poses[b][0]
+            rots = Rotation.from_matrix(np.stack([Ta[:3, :3], Tb[:3, :3]]))
+            T = np.eye(4)
+            T[:3, :3] = Slerp([0.0, 1.0], rots)([w]).as_matrix()[0]
+            T[:3, 3] = (1 - w) * Ta[:3, 3] + w * Tb[:3, 3]
+            out[i] = T
+        else:
+            # Before the first or after the last keyframe: follow the nearest one with the network's motion.
+            k = keys[0] if j == 0 else keys[-1]
+            T_kf, s = kf_poses[k]
+            _, T_net_kf, q = kf_index[k]
+            rel = np.linalg.inv(T_net_kf) @ f.T_net
+            rel[:3, 3] *= q * s
+            out[i] = T_kf @ rel
+    return stamps, out

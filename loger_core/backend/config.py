@@ -1,0 +1,122 @@
+"""Back-end settings: one dataclass, mapped 1:1 by the YAML group ``backend``, the node's parameters
+and the CLIs' ``--backend*`` options."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+__all__ = ["BackendConfig", "BackendConfigError"]
+
+BACKEND_MODES = ("on", "off")
+FEATURE_TYPES = ("sift", "orb")
+PLACE_DESCRIPTORS = ("votes", "none")
+
+
+class BackendConfigError(ValueError):
+    """A back-end setting out of its range (the message names it)."""
+
+
+@dataclass
+class BackendConfig:
+    """Geometric back end: keyframes, feature-verified relative poses, loop closure, pose graph.
+
+    Units: pixels are of the image given to the back end after ``max_image_width`` downscaling;
+    angles in degrees; sigmas are 1-sigma standard deviations of the graph's noise models.
+    """
+
+    mode: str = "on"  # 'off' reproduces the front end's output exactly
+    loop_closure: bool = True
+    feature: str = "sift"
+    max_features: int = 2000
+    max_image_width: int = 800  # larger inputs are downscaled for features (KITTI 1241 -> 800)
+    ratio: float = 0.8  # Lowe's ratio test
+    ransac_px: float = 1.0  # essential-matrix RANSAC threshold (pixels)
+    min_inliers: int = 30  # fewer: the relative pose is not verified; the network's is kept
+    min_inlier_ratio: float = 0.25
+    # PnP against the previous keyframe's network depth is used for a step when its inliers reach
+    # this fraction of the essential matrix's: the depth explains the matches (else the depth is
+    # poor there, e.g. a model trained indoors on a road, and the essential matrix is used).
+    pnp_px: float = 2.0
+    pnp_min_inlier_fraction: float = 0.6
+    # Keyframes: a frame becomes one when its rotation-compensated parallax to the last keyframe
+    # reaches keyframe_parallax_deg, when tracking weakens (inliers below keyframe_min_inliers), or
+    # after keyframe_max_gap frames.
+    keyframe_parallax_deg: float = 1.0
+    keyframe_min_inliers: int = 80
+    keyframe_max_gap: int = 15
+    # Scale along the chain of keyframes (monocular): the ratio of consecutive steps from the
+    # depths both triangulations give to the shared keyframe's points (sigma in log scale), anchored
+    # to the network's depth (its sigma in log scale: loose, it only stops long-run scale drift).
+    scale_chain_sigma: float = 0.05
+    scale_network_sigma: float = 0.5
+    # Graph noise: a verified step (rotation deg, translation as a fraction of the step) and the
+    # network's own relative pose where nothing verifies it.
+    verified_rot_sigma_deg: float = 0.2
+    verified_trans_sigma: float = 0.05
+    network_rot_sigma_deg: float = 2.0
+    network_trans_sigma: float = 0.5
+    # Loop closure: candidates by descriptor votes among keyframes older than loop_min_age frames,
+    # accepted after geometric verification with loop_min_inliers and loop_min_inlier_ratio and
+    # confirmed by loop_consistency consecutive keyframes agreeing on the same correction.
+    place_descriptor: str = "votes"
+    loop_min_age: int = 60
+    loop_candidates: int = 3
+    loop_min_inliers: int = 60
+    loop_min_inlier_ratio: float = 0.35
+    loop_consistency: int = 2
+    loop_consistency_deg: float = 5.0
+    loop_consistency_trans: float = 0.2  # fraction of the loop's span
+    loop_rot_sigma_deg: float = 1.0
+    loop_trans_sigma: float = 0.1
+    robust_kernel: str = "huber"  # on loop factors: huber, cauchy or none (a whitened loop residual of several sigma is normal after drift: cauchy at k=1 ignores true loops)
+    robust_k: float = 3.0
+    # Bounded memory: descriptors kept per keyframe for place recognition, and the map points each
+    # keyframe keeps for re-fusion.
+    place_features_per_keyframe: int = 300
+    keyframe_points: int = 4000
+    refuse_tolerance: float = 0.02  # re-fuse keyframes whose pose moved more than this (fraction of median depth)
+    threaded: bool = True  # run on its own thread; False: inline (tests, offline determinism)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "on"
+
+    def validate(self) -> None:
+        if self.mode not in BACKEND_MODES:
+            raise BackendConfigError(f"backend mode must be one of {BACKEND_MODES}, got {self.mode!r}")
+        if self.feature not in FEATURE_TYPES:
+            raise BackendConfigError(f"backend feature must be one of {FEATURE_TYPES}, got {self.feature!r}")
+        if self.place_descriptor not in PLACE_DESCRIPTORS:
+            raise BackendConfigError(f"backend place_descriptor must be one of {PLACE_DESCRIPTORS}, got {self.place_descriptor!r}")
+        if self.robust_kernel not in ("cauchy", "huber", "none"):
+            raise BackendConfigError(f"backend robust_kernel must be cauchy, huber or none, got {self.robust_kernel!r}")
+        for name in ("max_features", "max_image_width", "min_inliers", "keyframe_min_inliers", "keyframe_max_gap",
+                     "loop_min_inliers", "loop_candidates", "loop_consistency", "place_features_per_keyframe",
+                     "keyframe_points"):
+            if int(getattr(self, name)) < 1:
+                raise BackendConfigError(f"backend {name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("ratio", "ransac_px", "pnp_px", "keyframe_parallax_deg", "scale_chain_sigma", "scale_network_sigma",
+                     "verified_rot_sigma_deg", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
+                     "loop_rot_sigma_deg", "loop_trans_sigma", "robust_k", "loop_consistency_deg",
+                     "loop_consistency_trans"):
+            v = float(getattr(self, name))
+            if not v > 0:
+                raise BackendConfigError(f"backend {name} must be > 0, got {v!r}")
+        if not 0 < self.ratio < 1:
+            raise BackendConfigError(f"backend ratio must be in (0, 1), got {self.ratio!r}")
+        if not 0 <= self.min_inlier_ratio <= 1 or not 0 <= self.loop_min_inlier_ratio <= 1:
+            raise BackendConfigError("backend inlier ratios must be in [0, 1]")
+        if self.loop_min_age < 1:
+            raise BackendConfigError(f"backend loop_min_age must be >= 1, got {self.loop_min_age!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "BackendConfig":
+        """From a YAML group / parameter dict; unknown keys are an error naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise BackendConfigError(f"unknown backend setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**dict(values))

@@ -1,0 +1,95 @@
+"""Place recognition over keyframes: VLAD global descriptors (Jegou et al., CVPR 2010) of each
+keyframe's local descriptors against a small vocabulary learned from the run's first keyframes, and
+cosine similarity for retrieval. Geometric verification (``loop_closure``) decides; this only ranks."""
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+__all__ = ["PlaceIndex", "vlad"]
+
+
+def vlad(desc: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(k * D,) float32 VLAD vector of descriptors ``desc`` (N, D): residuals to the nearest centre
+    summed per centre, signed square root (power normalisation), intra- and global L2 normalisation."""
+    d = np.asarray(desc, np.float32)
+    k, dim = centers.shape
+    out = np.zeros((k, dim), np.float32)
+    if len(d):
+        dist = (d * d).sum(1)[:, None] - 2.0 * d @ centers.T + (centers * centers).sum(1)[None]
+        nearest = np.argmin(dist, axis=1)
+        np.add.at(out, nearest, d - centers[nearest])
+    out = np.sign(out) * np.sqrt(np.abs(out))
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out = np.where(norms > 0, out / np.maximum(norms, 1e-12), 0.0)
+    v = out.ravel()
+    n = np.linalg.norm(v)
+    return (v / n if n > 0 else v).astype(np.float32)
+
+
+class PlaceIndex:
+    """Global descriptors of keyframes, ranked by cosine similarity.
+
+    The vocabulary (``k`` centres) is learned once ``vocab_keyframes`` keyframes have been added
+    (k-means over their descriptors); keyframes added before that are described then.
+    """
+
+    def __init__(self, k: int = 32, vocab_keyframes: int = 8, seed: int = 0) -> None:
+        self.k = k
+        self.vocab_keyframes = vocab_keyframes
+        self.seed = seed
+        self.centers: Optional[np.ndarray] = None
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._keys: list[int] = []
+        self._vecs: list[np.ndarray] = []
+        self._matrix: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: int, desc: np.ndarray) -> None:
+        """Index keyframe ``key`` by its descriptors (N, D)."""
+        if self.centers is None:
+            self._pending.append((key, np.asarray(desc, np.float32)))
+            if len(self._pending) >= self.vocab_keyframes:
+                self._learn()
+            return
+        self._keys.append(key)
+        self._vecs.append(vlad(desc, self.centers))
+        self._matrix = None
+
+    def _learn(self) -> None:
+        data = np.concatenate([d for _, d in self._pending if len(d)], axis=0) if self._pending else np.zeros((0, 1))
+        if len(data) < self.k * 4:
+            return  # too little texture yet: keep collecting
+        cv2.setRNGSeed(self.seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
+        _, _, centers = cv2.kmeans(data.astype(np.float32), self.k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+        self.centers = centers.astype(np.float32)
+        pending, self._pending = self._pending, []
+        for key, d in pending:
+            self.add(key, d)
+
+    def query(self, desc: np.ndarray, keys_allowed: Optional[set] = None, top: int = 3) -> list[tuple[int, float]]:
+        """The ``top`` (key, similarity) among indexed keyframes (only ``keys_allowed`` if given), best first."""
+        if self.centers is None or not self._keys:
+            return []
+        if self._matrix is None:
+            self._matrix = np.stack(self._vecs)
+        sims = self._matrix @ vlad(desc, self.centers)
+        order = np.argsort(-sims, kind="stable")
+        out = []
+        for i in order:
+            key = self._keys[i]
+            if keys_allowed is None or key in keys_allowed:
+                out.append((key, float(sims[i])))
+                if len(out) >= top:
+                    break
+        return out
+
+    def state(self) -> dict:
+        return {"centers": self.centers, "keys": np.asarray(self._keys, np.int64),
+                "vecs": np.stack(self._vecs) if self._vecs else np.zeros((0, 0), np.float32),
+                "pending": self._pending}

@@ -1,0 +1,102 @@
+"""Keyframe pose graph on GTSAM: Sim(3) nodes when the scale is unobserved (monocular drift includes
+scale), SE(3) when it is metric; iSAM2 so each keyframe costs the part of the graph it touches, not
+the whole history."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import gtsam
+import numpy as np
+
+__all__ = ["PoseGraph"]
+
+
+def _rot_sigma(deg: float) -> float:
+    return math.radians(deg)
+
+
+class PoseGraph:
+    """Keyframe poses ``T_world_kf`` (4x4; with Sim(3), ``S_world_kf`` maps keyframe-frame points as
+    ``s R p + t``) under between-factors.
+
+    Factors take a measured relative transform ``T_a_b`` (b's pose in a, b's points into a) with
+    rotation sigma (degrees) and translation sigma (map units); Sim(3) factors add a log-scale sigma.
+    """
+
+    def __init__(self, metric: bool, robust_kernel: str = "cauchy", robust_k: float = 1.0) -> None:
+        self.metric = metric
+        self.robust_kernel = robust_kernel
+        self.robust_k = robust_k
+        params = gtsam.ISAM2Params()
+        params.setRelinearizeThreshold(0.01)
+        params.relinearizeSkip = 1
+        self.isam = gtsam.ISAM2(params)
+        self._graph = gtsam.NonlinearFactorGraph()
+        self._values = gtsam.Values()
+        self._estimate: Optional[gtsam.Values] = None
+        self.nodes = 0
+        self.factors = 0
+        self.loop_factors = 0
+
+    # -- value conversion ------------------------------------------------------------------
+    def _value(self, T: np.ndarray, s: float = 1.0):
+        R = gtsam.Rot3(np.asarray(T[:3, :3], np.float64))
+        t = np.asarray(T[:3, 3], np.float64)
+        if self.metric:
+            return gtsam.Pose3(R, t)
+        return gtsam.Similarity3(R, t, float(s))
+
+    def _noise(self, rot_deg: float, trans: float, log_scale: float, robust: bool):
+        sig = [_rot_sigma(rot_deg)] * 3 + [trans] * 3 + ([] if self.metric else [log_scale])
+        model = gtsam.noiseModel.Diagonal.Sigmas(np.asarray(sig, np.float64))
+        if not robust or self.robust_kernel == "none":
+            return model
+        kernel = (gtsam.noiseModel.mEstimator.Cauchy.Create(self.robust_k) if self.robust_kernel == "cauchy"
+                  else gtsam.noiseModel.mEstimator.Huber.Create(self.robust_k))
+        return gtsam.noiseModel.Robust.Create(kernel, model)
+
+    # -- building ---------------------------------------------------------------------------
+    def add_node(self, key: int, T_world_kf: np.ndarray, anchor: bool = False) -> None:
+        """A keyframe node with its initial pose; ``anchor`` fixes the gauge (the first keyframe)."""
+        self._values.insert(key, self._value(T_world_kf))
+        if anchor:
+            noise = self._noise(1e-4, 1e-6, 1e-6, robust=False)
+            prior = (gtsam.PriorFactorPose3 if self.metric else gtsam.PriorFactorSimilarity3)(key, self._value(T_world_kf), noise)
+            self._graph.add(prior)
+            self.factors += 1
+        self.nodes += 1
+
+    def add_between(self, a: int, b: int, T_a_b: np.ndarray, rot_deg: float, trans: float,
+                    scale: float = 1.0, log_scale_sigma: float = 1e-3, loop: bool = False) -> None:
+        factor_type = gtsam.BetweenFactorPose3 if self.metric else gtsam.BetweenFactorSimilarity3
+        meas = self._value(T_a_b, scale)
+        self._graph.add(factor_type(a, b, meas, self._noise(rot_deg, trans, log_scale_sigma, robust=loop)))
+        self.factors += 1
+        self.loop_factors += int(loop)
+
+    def optimize(self, iterations: int = 1) -> None:
+        """Hand the new nodes and factors to iSAM2; extra iterations after a loop closure let it
+        relinearise the part the loop moved."""
+        self.isam.update(self._graph, self._values)
+        for _ in range(max(0, iterations - 1)):
+            self.isam.update()
+        self._graph = gtsam.NonlinearFactorGraph()
+        self._values = gtsam.Values()
+        self._estimate = self.isam.calculateEstimate()
+
+    # -- reading ----------------------------------------------------------------------------
+    def pose(self, key: int) -> tuple[np.ndarray, float]:
+        """(T_world_kf (4, 4) float64, scale) of an optimised keyframe."""
+        if self._estimate is None or not self._estimate.exists(key):
+            raise KeyError(key)
+        if self.metric:
+            return np.asarray(self._estimate.atPose3(key).matrix(), np.float64), 1.0
+        S = self._estimate.atSimilarity3(key)
+        T = np.eye(4)
+        T[:3, :3] = np.asarray(S.rotation().matrix())
+        T[:3, 3] = np.asarray(S.translation()).ravel()
+        return T, float(S.scale())
+
+    def has(self, key: int) -> bool:
+        return self._estimate is not None and self._estimate.exists(key)
