@@ -5,9 +5,14 @@ Example::
     loger-reconstruct data/office                 # bundled tiny demo weights, CPU-sized; writes ./office_loger
     loger-reconstruct seq/ --out out/ --model loger_star --checkpoint ckpts/LoGeR_star/latest.pt --device cuda
 
-INPUT is a folder of images (the dataset layout of :mod:`loger_core.io.image_folder`, which is also
-what ``loger-synth`` writes and what TUM RGB-D sequences look like, or a plain image folder) or a
-video file. Writes into ``--out`` (default ``./<input name>_loger``):
+INPUT is a KITTI odometry sequence (``image_0/`` or ``image_2/``, ``calib.txt``, ``times.txt``; ground
+truth ``poses.txt`` beside it or ``dataset/poses/<seq>.txt``), a EuRoC MAV sequence (``mav0/cam0``,
+undistorted; ground truth from ``state_groundtruth_estimate0``, converted to the camera), a folder of
+images (the dataset layout of :mod:`loger_core.io.image_folder`, which is also what ``loger-synth``
+writes and what TUM RGB-D sequences look like, or a plain image folder) or a video file; the layout
+is detected (:func:`loger_core.io.sequences.open_sequence`). ``--groundtruth FILE`` (TUM or KITTI
+poses of the camera) replaces the input's ground truth. Grayscale images are read as grey RGB.
+ROS bags are ``loger-replay``'s. Writes into ``--out`` (default ``./<input name>_loger``):
 
 - ``trajectory.tum``: committed camera poses ``T_world_cam`` (TUM format, stamps from the input);
 - ``map.ply``: the fused voxel map (binary PLY with colours and confidence);
@@ -45,7 +50,8 @@ from tqdm import tqdm
 
 from loger_core.eval import EvalError, evaluate
 from loger_core.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
-from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
+from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
+from loger_core.io.sequences import open_sequence
 from loger_core.io.trajectory import Trajectory, write_tum
 from loger_core.map import MapConfig, MapError, VoxelMap
 from loger_core.model_selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
@@ -123,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-align", choices=("sim3", "se3", "none"), default="sim3",
                    help="alignment of the estimate to the ground truth for metrics (default sim3)")
     p.add_argument("--fps", type=float, default=None, help="frame rate for stamps when the input has none")
+    p.add_argument("--groundtruth", default=None, metavar="FILE", help="camera ground truth for metrics.json, TUM "
+                   "or KITTI poses (detected), replacing the input's own")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
     p.add_argument("--no-grid", action="store_true", help="do not build the 2D occupancy grid (map.pgm/map.yaml)")
@@ -144,12 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_input(path: Path, fps: Optional[float]):
-    if path.is_dir():
-        return ImageFolderSequence(path, fps=fps if fps is not None else 30.0)
-    if path.is_file():
-        return VideoSequence(path, fps=fps)
-    raise ImageFolderError(f"INPUT {str(path)!r} is neither a folder nor a file")
+def _open_input(path: Path, fps: Optional[float], groundtruth: Optional[str] = None):
+    return open_sequence(path, fps=fps, groundtruth=groundtruth)
 
 
 def _selection(args) -> ModelSelection:
@@ -286,7 +290,7 @@ def run_reconstruct(args: argparse.Namespace,
         raise StreamInputError(f"--stride must be >= 1, got {args.stride}")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamInputError(f"--max-frames must be >= 1, got {args.max_frames}")
-    seq = _open_input(Path(args.input), args.fps)
+    seq = _open_input(Path(args.input), args.fps, args.groundtruth)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
     out.mkdir(parents=True, exist_ok=True)
     if selection.bundled:  # (synthetic weights: the model loader logs a loud warning)

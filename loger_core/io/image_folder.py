@@ -374,6 +374,14 @@ class ImageFolderSequence:
         idx = [i for i, p in enumerate(self._frame_poses) if p is not None]
         return Trajectory(self._stamps[idx].copy(), np.stack([self._frame_poses[i] for i in idx]))
 
+    def use_groundtruth_file(self, path: PathLike) -> None:
+        """Replace the folder's ground truth with a TUM or KITTI pose file's ``T_world_cam``
+        (``--groundtruth``): KITTI needs one pose per frame, TUM is sampled at the frame stamps
+        (:func:`loger_core.io.groundtruth.frame_poses_from_file`, whose errors it raises)."""
+        from .groundtruth import frame_poses_from_file  # that module imports this one
+
+        self._frame_poses = frame_poses_from_file(path, self._stamps)
+
     def __getitem__(self, index: int) -> Frame:
         n = len(self)
         if not isinstance(index, (int, np.integer)) or not -n <= index < n:
@@ -438,10 +446,30 @@ class VideoSequence:
     def K(self) -> Optional[np.ndarray]:
         return None if self._K is None else self._K.copy()
 
-    has_groundtruth = False
+    _frame_poses: Optional[list] = None
+
+    @property
+    def stamps_ns(self) -> np.ndarray:
+        """``(N,) int64`` frame stamps (``index / fps``; counts the frames once)."""
+        return np.array([round(i * 1e9 / self.fps) for i in range(len(self))], dtype=np.int64)
+
+    @property
+    def has_groundtruth(self) -> bool:
+        return self._frame_poses is not None and any(p is not None for p in self._frame_poses)
 
     def groundtruth(self) -> Trajectory:
-        raise ImageFolderError(f"{self.path}: a video file has no ground truth")
+        """Ground truth given by :meth:`use_groundtruth_file` at the frame stamps (a video has none itself)."""
+        if not self.has_groundtruth:
+            raise ImageFolderError(f"{self.path}: a video file has no ground truth (pass a pose file)")
+        idx = [i for i, p in enumerate(self._frame_poses) if p is not None]
+        return Trajectory(self.stamps_ns[idx], np.stack([self._frame_poses[i] for i in idx]))
+
+    def use_groundtruth_file(self, path: PathLike) -> None:
+        """Attach a TUM or KITTI pose file's ``T_world_cam`` as ground truth (see
+        :meth:`ImageFolderSequence.use_groundtruth_file`); TUM stamps are seconds from the first frame."""
+        from .groundtruth import frame_poses_from_file  # that module imports this one
+
+        self._frame_poses = frame_poses_from_file(path, self.stamps_ns)
 
     def __len__(self) -> int:
         # Container frame counts can be estimates; count by decoding once, then cache.
@@ -462,10 +490,14 @@ class VideoSequence:
                 ok, bgr = cap.read()
                 if not ok:
                     break
+                pose = None
+                if self._frame_poses is not None and i < len(self._frame_poses):
+                    pose = self._frame_poses[i]
                 yield Frame(
                     rgb=np.ascontiguousarray(bgr[..., ::-1]),
                     stamp_ns=round(i * 1e9 / self.fps),
                     K=self.K,
+                    T_world_cam=None if pose is None else pose.copy(),
                 )
                 i += 1
             self._count = i
