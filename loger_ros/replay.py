@@ -604,6 +604,9 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     points, colors, _ = core.map_snapshot()
     gt = _trajectory_from(gt_samples) if gt_samples else None
     plot_est, plot_points, plot_gt = est_cam, points, None
+    # With the mount from TF, base_frame's z axis is the robot's up: the plot needs no guess.
+    base = core.trajectory("base") if core.mount.source == "tf" else None
+    plot_up = base.poses[:, :3, 2].mean(axis=0) if base is not None and len(base) else None
     if gt is not None and len(est_cam):
         try:
             summary.metrics = evaluate(est_cam, gt)
@@ -617,10 +620,11 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
             plot_est = est_cam.poses[:, :3, 3] @ T_align[:3, :3].T + T_align[:3, 3]
             plot_points = points @ T_align[:3, :3].T.astype(np.float32) + T_align[:3, 3].astype(np.float32)
             plot_gt = gt
+            plot_up = T_align[:3, :3] @ plot_up if plot_up is not None else None
     if len(est_cam):
         png = out_dir / "trajectory.png"
         plot_top_view(png, plot_est, plot_gt, plot_points if len(plot_points) else None,
-                      colors if len(plot_points) else None, title=f"loger-replay: {Path(summary.bag).name}")
+                      colors if len(plot_points) else None, title=f"loger-replay: {Path(summary.bag).name}", up=plot_up)
         summary.outputs["plot"] = str(png)
     summary_path = out_dir / "summary.json"
     summary.outputs["summary"] = str(summary_path)
