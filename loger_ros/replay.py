@@ -370,6 +370,7 @@ class ReplaySummary:
     metrics: Optional[dict] = None
     bag_message_counts: dict = field(default_factory=dict)
     camera_mount: str = ""
+    camera_mount_T_base_cam: Optional[list] = None  # (4, 4) as used, when the mount came from TF
 
 
 def _ros2_store():
@@ -575,6 +576,8 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
             summary.bag_message_counts = dict(out.counts)
     summary.wall_s = time.perf_counter() - t0
     summary.camera_mount = core.mount.source
+    if core.mount.frozen and core.mount.source == "tf":
+        summary.camera_mount_T_base_cam = core.mount.current(core.mount.camera_frame).tolist()
     _write_outputs(options.out_dir, core, summary, gt_samples, out)
     return summary
 
