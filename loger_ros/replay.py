@@ -690,7 +690,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     help="model_config (default auto: small with the bundled weights, or the checkpoint's model)")
     ap.add_argument("--checkpoint", default=None,
                     help="checkpoint_path: the authors' latest.pt or a .safetensors file (default: the bundled "
-                    "tiny demo weights, trained on synthetic scenes only)")
+                    "small demo weights, trained on synthetic scenes only)")
     ap.add_argument("--synthetic-weights", action="store_true",
                     help="without a checkpoint, use deterministic untrained weights instead (tests only)")
     ap.add_argument("--device", default=None, help="device (auto, cpu, cuda, ...)")

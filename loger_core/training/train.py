@@ -1,4 +1,4 @@
-"""Trains a LoGeR model (default: `tiny`) on synthetic clips and saves it with `save_checkpoint`.
+"""Trains a LoGeR model (default: `small`, the shipped one) on synthetic clips and saves it with `save_checkpoint`.
 
     python -m loger_core.training.train --device cuda --config small --steps 3000 --out weights/small_synthetic
 
