@@ -20,14 +20,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tqdm import tqdm
-
-from loger_core.io.image_folder import ImageFolderError, ImageFolderWriter
-
-from .config import SCENE_KINDS, TRAJECTORY_KINDS, SceneConfig, SynthConfig, SynthError, TrajectoryConfig, parse_size
-from .rosbag_writer import DEPTH_ENCODINGS, IMAGE_ENCODINGS, STORAGES, BagTopics, RosbagWriter
-from .sequence import generate_sequence
-from .trajectories import camera_mount
+from .config import (
+    DEPTH_ENCODINGS, IMAGE_ENCODINGS, SCENE_KINDS, STORAGES, TRAJECTORY_KINDS, SceneConfig, SynthConfig, SynthError,
+    TrajectoryConfig, parse_size,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -74,6 +70,15 @@ def _default_bag_path(out: Path, storage: str) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Imported after parsing: --help and bad arguments must not wait for torch, cv2 and rosbags.
+    from tqdm import tqdm
+
+    from loger_core.io.image_folder import ImageFolderError, ImageFolderWriter
+
+    from .rosbag_writer import BagTopics, RosbagWriter
+    from .sequence import generate_sequence
+    from .trajectories import camera_mount
+
     try:
         width, height = parse_size(args.size)
         cfg = SynthConfig(

@@ -40,14 +40,11 @@ from scipy.spatial.transform import Rotation
 
 from loger_core.io.image_folder import depth_to_mm
 
-from .config import SynthError
+from .config import DEPTH_ENCODINGS, IMAGE_ENCODINGS, STORAGES, SynthError
 
 __all__ = ["BagTopics", "RosbagWriter", "write_rosbag", "STORAGES", "IMAGE_ENCODINGS", "DEPTH_ENCODINGS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-STORAGES = ("mcap", "sqlite3", "ros1")
-IMAGE_ENCODINGS = ("rgb8", "bgr8", "jpeg")
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
 # Noetic's store lacks tf2_msgs; this is the upstream definition (md5 94810edd...).
 _TF_MSG_ROS1 = "geometry_msgs/TransformStamped[] transforms"
