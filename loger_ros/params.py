@@ -147,14 +147,15 @@ class NodeParams:
                     "'bfloat16' or 'float16'.", choices=DTYPES, group="model")
     input_width: int = _p(
         0, "Network input width in pixels (multiple of 14); 0 together with input_height 0 = the model's "
-        "default: 'tiny' about 10k pixels at the first image's aspect ratio (112x84 for 4:3, CPU-sized), "
+        "default: 'small' (the bundled one), 'small_deep' and 'tiny' about 10k pixels at the first image's aspect "
+        "ratio (112x84 for 4:3, CPU-sized), "
         "'loger'/'loger_star' 504x280 (GPU).", minimum=0, maximum=4096, group="model")
     input_height: int = _p(
         0, "Network input height in pixels (multiple of 14); see input_width.", minimum=0, maximum=4096,
         group="model")
 
     # ------------------------------------------------------------- streaming
-    window_size: int = _p(0, "Frames per window of the network; 0 = the model's default ('tiny' 16, "
+    window_size: int = _p(0, "Frames per window of the network; 0 = the model's default ('small'/'small_deep'/'tiny' 16, "
                           "'loger'/'loger_star' 32).", minimum=0, maximum=1024, group="streaming")
     overlap_size: int = _p(3, "Frames shared by consecutive windows (< the window size).", minimum=0, maximum=1023,
                            group="streaming")
@@ -339,7 +340,7 @@ class NodeParams:
         "Save the mapping session (network memory, voxel map, trajectory, map->odom; see README 'Sessions') "
         "atomically to session_path every N seconds of wall time and on shutdown, so that a restarted node "
         "can continue with resume_session; 0 = off. A full-model session holds about a gigabyte of network "
-        "memory; the tiny model's a few megabytes.",
+        "memory; the small and tiny models' a few megabytes.",
         minimum=0.0, maximum=86400.0, group="session")
     session_path: str = _p(
         "",

@@ -40,6 +40,7 @@ from loger_core.grid import render_grid_png
 from loger_core.io.trajectory import Trajectory
 from loger_core.model_selection import MODEL_CHOICES
 from loger_core.plotting import plot_top_view
+from loger_ros.replay_args import build_arg_parser
 from loger_ros.conversions import ConversionError, RosbagsFactory, matrix_from_pose, matrix_from_transform
 from loger_ros.core import MappingCore, Publication, header_of, invert
 from loger_ros.core.publications import CHANNEL_TYPES
@@ -370,6 +371,7 @@ class ReplaySummary:
     metrics: Optional[dict] = None
     bag_message_counts: dict = field(default_factory=dict)
     camera_mount: str = ""
+    camera_mount_T_base_cam: Optional[list] = None  # (4, 4) as used, when the mount came from TF
 
 
 def _ros2_store():
@@ -575,6 +577,8 @@ def _replay(options: ReplayOptions, params: NodeParams, reader: Any, topics: Sel
             summary.bag_message_counts = dict(out.counts)
     summary.wall_s = time.perf_counter() - t0
     summary.camera_mount = core.mount.source
+    if core.mount.frozen and core.mount.source == "tf":
+        summary.camera_mount_T_base_cam = core.mount.current(core.mount.camera_frame).tolist()
     _write_outputs(options.out_dir, core, summary, gt_samples, out)
     return summary
 
@@ -604,6 +608,9 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
     points, colors, _ = core.map_snapshot()
     gt = _trajectory_from(gt_samples) if gt_samples else None
     plot_est, plot_points, plot_gt = est_cam, points, None
+    # With the mount from TF, base_frame's z axis is the robot's up: the plot needs no guess.
+    base = core.trajectory("base") if core.mount.source == "tf" else None
+    plot_up = base.poses[:, :3, 2].mean(axis=0) if base is not None and len(base) else None
     if gt is not None and len(est_cam):
         try:
             summary.metrics = evaluate(est_cam, gt)
@@ -617,10 +624,11 @@ def _write_outputs(out_dir: Path, core: MappingCore, summary: ReplaySummary, gt_
             plot_est = est_cam.poses[:, :3, 3] @ T_align[:3, :3].T + T_align[:3, 3]
             plot_points = points @ T_align[:3, :3].T.astype(np.float32) + T_align[:3, 3].astype(np.float32)
             plot_gt = gt
+            plot_up = T_align[:3, :3] @ plot_up if plot_up is not None else None
     if len(est_cam):
         png = out_dir / "trajectory.png"
         plot_top_view(png, plot_est, plot_gt, plot_points if len(plot_points) else None,
-                      colors if len(plot_points) else None, title=f"loger-replay: {Path(summary.bag).name}")
+                      colors if len(plot_points) else None, title=f"loger-replay: {Path(summary.bag).name}", up=plot_up)
         summary.outputs["plot"] = str(png)
     summary_path = out_dir / "summary.json"
     summary.outputs["summary"] = str(summary_path)
@@ -664,44 +672,6 @@ def _default_params_file() -> Optional[Path]:
     except Exception:  # not in a ROS environment
         pass
     return next((c for c in candidates if c.is_file()), None)
-
-
-def build_arg_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="loger-replay",
-        description="Replay a rosbag2 (sqlite3/mcap) or ROS 1 bag through the LoGeR mapping core (no ROS needed).")
-    ap.add_argument("bag", type=Path, help="rosbag2 directory, .mcap/.db3 inside one, or ROS 1 .bag")
-    ap.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: ./<bag name>_loger)")
-    ap.add_argument("--topic", default=None, help="image topic (default: the bag's only camera image topic)")
-    ap.add_argument("--camera-info-topic", default="auto", help="'auto', 'none' or a CameraInfo topic")
-    ap.add_argument("--depth-topic", default="none", help="'none', 'auto' or a depth image topic (metric scale)")
-    ap.add_argument("--gt-topic", default="auto", help="'auto', 'none' or a ground-truth pose/odometry/path topic")
-    ap.add_argument("--params", type=Path, default=None, help="ROS 2 parameter file (default: config/loger.yaml)")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                    help="override one node parameter (repeatable), e.g. -p window_size:=16")
-    ap.add_argument("--model", default=None, choices=MODEL_CHOICES,
-                    help="model_config (default auto: small with the bundled weights, or the checkpoint's model)")
-    ap.add_argument("--checkpoint", default=None,
-                    help="checkpoint_path: the authors' latest.pt or a .safetensors file (default: the bundled "
-                    "tiny demo weights, trained on synthetic scenes only)")
-    ap.add_argument("--synthetic-weights", action="store_true",
-                    help="without a checkpoint, use deterministic untrained weights instead (tests only)")
-    ap.add_argument("--device", default=None, help="device (auto, cpu, cuda, ...)")
-    ap.add_argument("--dtype", default=None, help="dtype (auto, float32, bfloat16, float16)")
-    ap.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
-                    help="camera mount in base_frame when the bag's /tf_static has none (m, rad; body axes, as the "
-                    "launch file's camera_* arguments): base_link poses and the occupancy grid need it")
-    ap.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
-    ap.add_argument("--no-bag", action="store_true", help="do not write the output rosbag")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ap.add_argument("--resume", type=Path, default=None, metavar="SESSION",
-                    help="continue the mapping session SESSION (same map frame, trajectory, map and network "
-                    "memory); images it already has are skipped. A session that cannot be used is an error")
-    ap.add_argument("--session-out", type=Path, default=None, metavar="SESSION",
-                    help="write the mapping session at the end of the bag (before the last incomplete window is "
-                    "committed) for a later --resume")
-    return ap
 
 
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:

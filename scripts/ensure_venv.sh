@@ -15,12 +15,22 @@ if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
   fi
 fi
 if [ ! -x "$VENV/bin/python" ]; then
+  echo "[ensure_venv] creating $VENV with $("$PY" --version 2>&1)" >&2
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.loger_requirements.sha"
 WANT="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements-test.txt"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT"
+  # pip's own lines (Collecting / Downloading / Installing) are the progress: a silent install of
+  # this size looks like a hang.
+  echo "[ensure_venv] installing the pinned dependencies into $VENV (first run, or a requirements file or" \
+       "setup.py changed): torch (CPU wheel), open3d, ray, matplotlib, rosbags, pytest, ... Usually about" \
+       "95 s on a 2-core machine with a fast network; later runs skip this step." >&2
+  start=$SECONDS
+  echo "[ensure_venv] step 1/2: pip install -r requirements-test.txt" >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -r "$ROOT/requirements-test.txt"
+  echo "[ensure_venv] step 2/2: pip install -e . (this package, no dependencies)" >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$ROOT"
   echo "$WANT" > "$STAMP"
+  echo "[ensure_venv] done in $((SECONDS - start)) s" >&2
 fi

@@ -349,3 +349,35 @@ def test_loger_replay_bag_works_without_flags(tmp_path, frames, monkeypatch, cap
     # A full model has no bundled weights: refused with what to pass.
     assert main([str(bag), "-o", str(tmp_path / "o2"), "--model", "loger_star", "--no-progress"]) == 2
     assert "needs a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap", "ros1"])
+def test_loger_synth_bag_carries_the_camera_mount(tmp_path, storage, caplog):
+    """loger-synth --bag writes base_link -> camera on /tf_static; replay reads that mount and no grid warning."""
+    from loger_core.synthetic.cli import main as synth_main
+    from loger_core.synthetic.config import TrajectoryConfig
+    from loger_core.synthetic.trajectories import camera_mount
+
+    assert synth_main(["--trajectory", "ground_robot", "--frames", "4", "--size", "64x48", "--out", str(tmp_path / "s"),
+                       "--no-folder", "--bag", storage, "--quiet", "--device", "cpu"]) == 0
+    bag = tmp_path / "s" / ("sequence.bag" if storage == "ros1" else f"bag_{storage}")
+    with AnyReader([bag]) as reader:
+        static = [c for c in reader.connections if c.topic == "/tf_static"]
+        if storage != "ros1":
+            assert static[0].ext.offered_qos_profiles[0].durability == QosDurability.TRANSIENT_LOCAL
+        else:
+            assert static[0].ext.latching == 1
+    common = ["--model", "tiny", "--synthetic-weights", "--device", "cpu", "-p", "input_width:=28",
+              "-p", "input_height:=28", "-p", "window_size:=3", "-p", "overlap_size:=1", "--no-progress"]
+    caplog.set_level("WARNING")
+    assert main([str(bag), "-o", str(tmp_path / "out"), *common]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["camera_mount"] == "tf"
+    written = camera_mount("ground_robot", TrajectoryConfig())
+    np.testing.assert_allclose(summary["camera_mount_T_base_cam"], written, atol=1e-9)
+    assert "not meaningful" not in caplog.text and "no TF transform" not in caplog.text
+    # The ground truth is the camera (the mount was only TF), and /tf gives base_link on the floor, z up.
+    messages = read_bag(bag)
+    tf = messages["/tf"][0].transforms[0]
+    assert (tf.header.frame_id, tf.child_frame_id) == ("map", "base_link")
+    assert abs(tf.transform.translation.z) < 1e-9

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 from rosbags.highlevel import AnyReader
 
 from loger_core.io.image_folder import ImageFolderSequence
@@ -36,14 +37,33 @@ def test_cli_writes_folder_and_ros1_bag(tmp_path, capsys):
 def test_cli_bag_only_with_custom_frames(tmp_path):
     bag = tmp_path / "b"
     rc = main(["--frames", "2", "--size", "24x16", "--out", str(tmp_path / "o"), "--no-folder", "--bag", "sqlite3",
-               "--bag-out", str(bag), "--image-encoding", "jpeg", "--camera-frame", "cam", "--quiet"])
+               "--bag-out", str(bag), "--image-encoding", "jpeg", "--camera-frame", "cam", "--base-frame", "body",
+               "--quiet"])
     assert rc == 0
     assert not (tmp_path / "o" / "rgb").exists()
     with AnyReader([bag]) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
-        tf = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/tf"]
+        msgs = {}
+        for c, _, raw in reader.messages():
+            msgs.setdefault(c.topic, []).append(reader.deserialize(raw, c.msgtype))
     assert topics["/camera/image_raw/compressed"] == "sensor_msgs/msg/CompressedImage"
-    assert tf[0].transforms[0].child_frame_id == "cam" and tf[0].transforms[0].header.frame_id == "map"
+    tf, static = msgs["/tf"][0].transforms[0], msgs["/tf_static"][0].transforms[0]
+    assert (tf.header.frame_id, tf.child_frame_id) == ("map", "body")
+    assert (static.header.frame_id, static.child_frame_id) == ("body", "cam") and len(msgs["/tf_static"]) == 1
+    # map -> body -> cam composes to the ground-truth camera pose (one parent per frame, consistent).
+    def matrix(t):
+        T = np.eye(4)
+        q = t.rotation
+        T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+        T[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+        return T
+    gt = msgs["/ground_truth/pose"][0].pose
+    T_gt = np.eye(4)
+    T_gt[:3, :3] = Rotation.from_quat([gt.orientation.x, gt.orientation.y, gt.orientation.z, gt.orientation.w]).as_matrix()
+    T_gt[:3, 3] = [gt.position.x, gt.position.y, gt.position.z]
+    np.testing.assert_allclose(matrix(tf.transform) @ matrix(static.transform), T_gt, atol=1e-9)
+    # base z stays within the handheld motion's tilt and shake of up.
+    assert matrix(tf.transform)[2, 2] > np.cos(np.radians(15))
 
 
 @pytest.mark.parametrize(

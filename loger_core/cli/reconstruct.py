@@ -2,7 +2,7 @@
 
 Example::
 
-    loger-reconstruct data/office                 # bundled tiny demo weights, CPU-sized; writes ./office_loger
+    loger-reconstruct data/office                 # bundled small demo weights, CPU-sized; writes ./office_loger
     loger-reconstruct seq/ --out out/ --model loger_star --checkpoint ckpts/LoGeR_star/latest.pt --device cuda
 
 INPUT is a KITTI odometry sequence (``image_0/`` or ``image_2/``, ``calib.txt``, ``times.txt``; ground
@@ -28,10 +28,10 @@ ROS bags are ``loger-replay``'s. Writes into ``--out`` (default ``./<input name>
   frame, whose pose in the trajectory's world frame ``grid.json`` gives (``--no-grid``: none).
 
 Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model_selection`): an explicit
-``--checkpoint``, else the trained ``tiny`` weights shipped in the package (a demo model trained on
+``--checkpoint``, else the trained ``small`` weights shipped in the package (a demo model trained on
 synthetic scenes, said loudly); ``--synthetic-weights`` runs deterministic untrained weights (tests).
-Input size and window default to the model's (``tiny``: ~10k pixels, window 16; full models: 504x280,
-window 32).
+Input size and window default to the model's (``small``, ``small_deep``, ``tiny``: ~10k pixels, e.g.
+112x84 for 4:3, window 16; full models: 504x280, window 32).
 """
 from __future__ import annotations
 
@@ -90,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image folder (dataset / TUM layout or plain images) or video file")
     p.add_argument("--out", default=None, help="output folder (created; default ./<input name>_loger)")
     p.add_argument("--model", choices=MODEL_CHOICES, default="auto",
-                   help="network (default auto: tiny with the bundled weights, or the checkpoint's model; "
+                   help="network (default auto: small with the bundled weights, or the checkpoint's model; "
                    "loger / loger_star need --checkpoint)")
     p.add_argument("--config", dest="model", choices=MODEL_CHOICES, help=argparse.SUPPRESS)  # old name of --model
     p.add_argument("--checkpoint", default=None,
-                   help="authors' latest.pt or a .safetensors file (default: the bundled tiny demo weights, "
+                   help="authors' latest.pt or a .safetensors file (default: the bundled small demo weights, "
                    "trained on synthetic scenes only)")
     p.add_argument("--synthetic-weights", action="store_true",
                    help="without --checkpoint, run deterministic untrained weights instead (tests only)")
@@ -104,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute precision (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--resolution", type=_resolution, default=None,
                    help="network input WxH (multiples of 14) or 'auto' (authors' pixel-budget rule); default: "
-                   "the model's (tiny: auto with a 10k-pixel budget; loger/loger_star: 504x280)")
+                   "the model's (small/small_deep/tiny: auto with a 10k-pixel budget, 112x84 for 4:3; loger/loger_star: 504x280)")
     p.add_argument("--pixel-limit", type=int, default=None, help="pixel budget of the 'auto' resolution rule")
     p.add_argument("--resize-mode", choices=("resize", "crop"), default="resize",
                    help="resize: stretch to the resolution (authors); crop: centre-crop to its aspect first")
     p.add_argument("--window", type=int, default=None, help="frames per window (default: the model's, "
-                   "tiny 16, loger/loger_star 32)")
+                   "small/small_deep/tiny 16, loger/loger_star 32)")
     p.add_argument("--overlap", type=int, default=None, help="frames shared by consecutive windows (default 3)")
     p.add_argument("--reset-every", type=int, default=0, help="reset TTT memory every N windows (0: never)")
     p.add_argument("--alignment", choices=("none", "se3", "sim3"), default=None,
@@ -362,7 +362,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         if synthetic:
             metrics["warning"] = "synthetic weights: not meaningful geometry"
         elif selection.bundled:
-            metrics["warning"] = "bundled demo weights (tiny, synthetic training): poses not fit for navigation"
+            metrics["warning"] = "bundled demo weights (small, synthetic training): poses not fit for navigation"
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     title = f"{cfg.model}: {len(est)} frames" + (" (SYNTHETIC WEIGHTS - not meaningful)" if synthetic else

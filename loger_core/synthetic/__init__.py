@@ -17,24 +17,26 @@ Scenes: ``room``, ``corridor``, ``street`` (kilometre-scale city canyon), ``loop
 ``ground_robot``, ``car``. Everything is deterministic in ``SynthConfig.seed``.
 """
 
-from loger_core.io.image_folder import ImageFolderWriter, write_image_folder
+import importlib
 
-from .camera import intrinsics_from_fov
-from .config import SCENE_KINDS, TRAJECTORY_KINDS, SceneConfig, SynthConfig, SynthError, TrajectoryConfig
-from .renderer import Renderer, RenderOutput
-from .scene import Material, Route, Scene
-from .sequence import SynthFrame, SynthSetup, generate_sequence, prepare, render_frames
-
-_BAG_NAMES = ("BagTopics", "RosbagWriter", "write_rosbag")
+# Everything resolves on first use: rendering needs torch, bags need rosbags and cv2, and
+# `loger-synth --help` (loger_core.synthetic.cli) or the pure config should need neither.
+_LAZY = {
+    "ImageFolderWriter": "loger_core.io.image_folder", "write_image_folder": "loger_core.io.image_folder",
+    "intrinsics_from_fov": ".camera",
+    "SCENE_KINDS": ".config", "TRAJECTORY_KINDS": ".config", "SceneConfig": ".config", "SynthConfig": ".config",
+    "SynthError": ".config", "TrajectoryConfig": ".config",
+    "Renderer": ".renderer", "RenderOutput": ".renderer",
+    "Material": ".scene", "Route": ".scene", "Scene": ".scene",
+    "SynthFrame": ".sequence", "SynthSetup": ".sequence", "generate_sequence": ".sequence", "prepare": ".sequence",
+    "render_frames": ".sequence",
+    "BagTopics": ".rosbag_writer", "RosbagWriter": ".rosbag_writer", "write_rosbag": ".rosbag_writer",
+}
 
 
 def __getattr__(name: str):
-    # Bag writing needs the rosbags package; importing it lazily keeps rendering
-    # usable where only torch/numpy/opencv are installed (e.g. a bare GPU box).
-    if name in _BAG_NAMES:
-        from . import rosbag_writer
-
-        return getattr(rosbag_writer, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -20,13 +20,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tqdm import tqdm
-
-from loger_core.io.image_folder import ImageFolderError, ImageFolderWriter
-
-from .config import SCENE_KINDS, TRAJECTORY_KINDS, SceneConfig, SynthConfig, SynthError, TrajectoryConfig, parse_size
-from .rosbag_writer import DEPTH_ENCODINGS, IMAGE_ENCODINGS, STORAGES, BagTopics, RosbagWriter
-from .sequence import generate_sequence
+from .config import (
+    DEPTH_ENCODINGS, IMAGE_ENCODINGS, SCENE_KINDS, STORAGES, TRAJECTORY_KINDS, SceneConfig, SynthConfig, SynthError,
+    TrajectoryConfig, parse_size,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -56,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also put depth images in the bag")
     p.add_argument("--world-frame", default="map")
     p.add_argument("--camera-frame", default="camera_optical_frame")
+    p.add_argument("--base-frame", default="base_link",
+                   help="robot body frame (z up): the bag's /tf_static holds the camera mount base_frame -> "
+                   "camera_frame the renderer used, /tf the pose world_frame -> base_frame")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while rendering (default 1: fastest for these small ops)")
@@ -70,6 +70,15 @@ def _default_bag_path(out: Path, storage: str) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Imported after parsing: --help and bad arguments must not wait for torch, cv2 and rosbags.
+    from tqdm import tqdm
+
+    from loger_core.io.image_folder import ImageFolderError, ImageFolderWriter
+
+    from .rosbag_writer import BagTopics, RosbagWriter
+    from .sequence import generate_sequence
+    from .trajectories import camera_mount
+
     try:
         width, height = parse_size(args.size)
         cfg = SynthConfig(
@@ -89,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.threads < 1:
             raise SynthError(f"--threads must be >= 1, got {args.threads}")
         out = Path(args.out)
-        topics = BagTopics(world_frame=args.world_frame, camera_frame=args.camera_frame)
+        topics = BagTopics(world_frame=args.world_frame, camera_frame=args.camera_frame, base_frame=args.base_frame)
         with ExitStack() as stack:
             writers = []
             if not args.no_folder:
@@ -107,6 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             with_depth=args.bag_depth != "none",
                             depth_encoding=args.bag_depth if args.bag_depth != "none" else "16UC1",
                             topics=topics,
+                            T_base_cam=camera_mount(cfg.trajectory, cfg.trajectory_config),
                         )
                     )
                 )

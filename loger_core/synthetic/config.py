@@ -20,6 +20,10 @@ __all__ = [
 ]
 
 SCENE_KINDS = ("room", "corridor", "street", "loop")
+# Bag formats and encodings of rosbag_writer, here so that the CLI's parser needs neither rosbags nor cv2.
+STORAGES = ("mcap", "sqlite3", "ros1")
+IMAGE_ENCODINGS = ("rgb8", "bgr8", "jpeg")
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
 TRAJECTORY_KINDS = ("handheld", "ground_robot", "car")
 
 # Per-kind defaults: (speed m/s, camera height m, downward tilt deg). Heights are the

@@ -4,7 +4,9 @@ Formats: rosbag2 with ``mcap`` or ``sqlite3`` storage (ROS 2 Humble message
 definitions) and ROS 1 ``.bag`` (Noetic definitions). Per frame, all with the frame's
 stamp as header stamp and as bag receive time, in this order:
 
-* ``/tf`` ``tf2_msgs/msg/TFMessage``: ``world_frame -> camera_frame`` (= ``T_world_cam``);
+* ``/tf`` ``tf2_msgs/msg/TFMessage``: ``world_frame -> camera_frame`` (= ``T_world_cam``), or, when
+  the writer is given the camera mount ``T_base_cam``, ``world_frame -> base_frame``
+  (``T_world_cam @ inv(T_base_cam)``: a frame has one parent in TF);
 * camera info ``sensor_msgs/msg/CameraInfo`` (``plumb_bob``, zero distortion, K, R = I,
   P = [K | 0]);
 * the image: ``sensor_msgs/msg/Image`` (``rgb8`` or ``bgr8``) or
@@ -13,6 +15,10 @@ stamp as header stamp and as bag receive time, in this order:
   ``32FC1`` metres (+inf = no hit, as REP 118 prescribes for "too far");
 * ground-truth ``geometry_msgs/msg/PoseStamped`` in ``world_frame``.
 
+With a camera mount, one ``/tf_static`` message ``base_frame -> camera_frame`` comes before the
+first frame, stamped with it (rosbag2: offered with the transient-local, keep-last-1 QoS of a
+static broadcaster; ROS 1: latched). This is what ``loger-replay`` and the node read as the
+mount, so the occupancy grid's heights are measured along ``base_frame``'s z (up).
 At the end, one ``nav_msgs/msg/Path`` with every pose, stamped with the last frame.
 Images and camera info carry ``header.frame_id = camera_frame``; poses ``world_frame``.
 """
@@ -34,14 +40,11 @@ from scipy.spatial.transform import Rotation
 
 from loger_core.io.image_folder import depth_to_mm
 
-from .config import SynthError
+from .config import DEPTH_ENCODINGS, IMAGE_ENCODINGS, STORAGES, SynthError
 
 __all__ = ["BagTopics", "RosbagWriter", "write_rosbag", "STORAGES", "IMAGE_ENCODINGS", "DEPTH_ENCODINGS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-STORAGES = ("mcap", "sqlite3", "ros1")
-IMAGE_ENCODINGS = ("rgb8", "bgr8", "jpeg")
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
 # Noetic's store lacks tf2_msgs; this is the upstream definition (md5 94810edd...).
 _TF_MSG_ROS1 = "geometry_msgs/TransformStamped[] transforms"
@@ -62,15 +65,17 @@ class BagTopics:
     gt_path: str = "/ground_truth/path"
     gt_pose: str = "/ground_truth/pose"
     tf: str = "/tf"
+    tf_static: str = "/tf_static"
     world_frame: str = "map"
     camera_frame: str = "camera_optical_frame"
+    base_frame: str = "base_link"
 
     @property
     def compressed_topic(self) -> str:
         return self.compressed_image or f"{self.image.rstrip('/')}/compressed"
 
     def validate(self) -> None:
-        for name in ("image", "camera_info", "depth", "gt_path", "gt_pose", "tf"):
+        for name in ("image", "camera_info", "depth", "gt_path", "gt_pose", "tf", "tf_static"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.startswith("/") or len(value) < 2:
                 raise SynthError(f"BagTopics.{name} must be an absolute topic name like '/a/b', got {value!r}")
@@ -80,12 +85,14 @@ class BagTopics:
             raise SynthError(
                 f"BagTopics.compressed_image must be an absolute topic name, got {self.compressed_image!r}"
             )
-        for name in ("world_frame", "camera_frame"):
+        for name in ("world_frame", "camera_frame", "base_frame"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value or value.startswith("/"):
                 raise SynthError(f"BagTopics.{name} must be a non-empty frame id without leading '/', got {value!r}")
         if self.world_frame == self.camera_frame:
             raise SynthError(f"BagTopics.world_frame and camera_frame must differ, both are {self.world_frame!r}")
+        if self.base_frame in (self.world_frame, self.camera_frame):
+            raise SynthError(f"BagTopics.base_frame {self.base_frame!r} must differ from world_frame and camera_frame")
 
 
 _T_IMAGE = "sensor_msgs/msg/Image"
@@ -94,6 +101,15 @@ _T_INFO = "sensor_msgs/msg/CameraInfo"
 _T_TF = "tf2_msgs/msg/TFMessage"
 _T_POSE = "geometry_msgs/msg/PoseStamped"
 _T_PATH = "nav_msgs/msg/Path"
+
+
+def _static_qos():
+    """A tf2 static broadcaster's offered QoS: late subscribers (and bag players) still get the mount."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
+                QosLiveliness.AUTOMATIC, zero, False)]
 
 
 def _typestore(ros1: bool):
@@ -118,6 +134,10 @@ class RosbagWriter:
         depth_encoding: ``'16UC1'`` (mm) or ``'32FC1'`` (m).
         topics: topic and frame names.
         jpeg_quality: 1..100 for ``'jpeg'``.
+        T_base_cam: the camera mount ``(4, 4)`` in ``topics.base_frame`` (e.g.
+            :func:`loger_core.synthetic.trajectories.camera_mount`); None = no ``/tf_static`` and
+            ``/tf`` gives the camera pose directly (replaying such a bag warns that the grid is
+            not meaningful).
     """
 
     def __init__(
@@ -129,6 +149,7 @@ class RosbagWriter:
         depth_encoding: str = "16UC1",
         topics: Optional[BagTopics] = None,
         jpeg_quality: int = 90,
+        T_base_cam: Optional[np.ndarray] = None,
     ) -> None:
         if storage not in STORAGES:
             raise SynthError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -142,6 +163,13 @@ class RosbagWriter:
         if not isinstance(self.topics, BagTopics):
             raise SynthError(f"topics must be a BagTopics, got {type(self.topics).__name__}")
         self.topics.validate()
+        self.T_base_cam = None
+        if T_base_cam is not None:
+            M = np.asarray(T_base_cam, dtype=np.float64)
+            if (M.shape != (4, 4) or not np.all(np.isfinite(M)) or not np.allclose(M[3], [0, 0, 0, 1])
+                    or not np.allclose(M[:3, :3] @ M[:3, :3].T, np.eye(3), atol=1e-6) or np.linalg.det(M[:3, :3]) < 0):
+                raise SynthError("T_base_cam must be a finite (4, 4) rigid transform")
+            self.T_base_cam = M
         self.path = Path(out_path)
         if self.path.exists():
             raise SynthError(f"bag path {str(self.path)!r} already exists; refusing to overwrite")
@@ -163,6 +191,13 @@ class RosbagWriter:
         t = self.topics
         conn = self._connection
         self._c_tf = conn(t.tf, _T_TF)
+        self._c_tf_static = None
+        if self.T_base_cam is not None:
+            if self.ros1:
+                self._c_tf_static = self._writer.add_connection(t.tf_static, _T_TF, typestore=self.store, latching=1)
+            else:
+                self._c_tf_static = self._writer.add_connection(t.tf_static, _T_TF, typestore=self.store,
+                                                                offered_qos_profiles=_static_qos())
         self._c_info = conn(t.camera_info, _T_INFO)
         if image_encoding == "jpeg":
             self._c_image = conn(t.compressed_topic, _T_COMPRESSED)
@@ -242,14 +277,14 @@ class RosbagWriter:
         pose = self._msg("geometry_msgs/msg/Pose", position=point, orientation=quat)
         return self._msg(_T_POSE, header=self._header(stamp_ns, self.topics.world_frame), pose=pose)
 
-    def _tf(self, stamp_ns: int, T: np.ndarray):
+    def _tf(self, stamp_ns: int, T: np.ndarray, parent: Optional[str] = None, child: Optional[str] = None):
         p, quat = self._pose_parts(T)
         vec = self._msg("geometry_msgs/msg/Vector3", x=p[0], y=p[1], z=p[2])
         tr = self._msg("geometry_msgs/msg/Transform", translation=vec, rotation=quat)
         ts = self._msg(
             "geometry_msgs/msg/TransformStamped",
-            header=self._header(stamp_ns, self.topics.world_frame),
-            child_frame_id=self.topics.camera_frame,
+            header=self._header(stamp_ns, parent or self.topics.world_frame),
+            child_frame_id=child or self.topics.camera_frame,
             transform=tr,
         )
         return self._msg(_T_TF, transforms=[ts])
@@ -278,7 +313,14 @@ class RosbagWriter:
             raise SynthError(f"frame {i}: stamp_ns {stamp} is not after the previous {self._last_stamp}")
         h, w = rgb.shape[:2]
         cam = self.topics.camera_frame
-        self._write(self._c_tf, stamp, self._tf(stamp, T), _T_TF)
+        if self.T_base_cam is None:
+            self._write(self._c_tf, stamp, self._tf(stamp, T), _T_TF)
+        else:
+            if self._count == 0:
+                static = self._tf(stamp, self.T_base_cam, self.topics.base_frame, cam)
+                self._write(self._c_tf_static, stamp, static, _T_TF)
+            T_world_base = T @ np.linalg.inv(self.T_base_cam)
+            self._write(self._c_tf, stamp, self._tf(stamp, T_world_base, child=self.topics.base_frame), _T_TF)
         self._write(self._c_info, stamp, self._camera_info(self._header(stamp, cam), K, w, h), _T_INFO)
         if self.image_encoding == "jpeg":
             bgr = np.ascontiguousarray(rgb[..., ::-1])
@@ -340,9 +382,11 @@ def write_rosbag(
     depth_encoding: str = "16UC1",
     topics: BagTopics = BagTopics(),
     jpeg_quality: int = 90,
+    T_base_cam: Optional[np.ndarray] = None,
 ) -> Path:
     """Write ``frames`` (streamed) to a bag; see :class:`RosbagWriter`. Returns the bag path."""
-    with RosbagWriter(out_path, storage, image_encoding, with_depth, depth_encoding, topics, jpeg_quality) as w:
+    with RosbagWriter(out_path, storage, image_encoding, with_depth, depth_encoding, topics, jpeg_quality,
+                      T_base_cam) as w:
         for frame in frames:
             w.add(frame)
     return w.path

@@ -27,7 +27,7 @@ from .camera import look_rotation
 from .config import SynthError, TrajectoryConfig
 from .scene import Route
 
-__all__ = ["PathSampler", "make_poses", "route_length_needed"]
+__all__ = ["PathSampler", "camera_mount", "make_poses", "route_length_needed"]
 
 
 class _SmoothNoise:
@@ -203,3 +203,27 @@ def make_poses(
     poses[:, 1, 3] = pos_xy[:, 1]
     poses[:, 2, 3] = z
     return poses
+
+
+# REP-103 body axes (x forward, y left, z up) -> OpenCV optical axes (x right, y down, z forward).
+_R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def camera_mount(kind: str, cfg: TrajectoryConfig) -> np.ndarray:
+    """``T_base_cam (4, 4)``: the camera's mount on a z-up ``base_link`` on the ground.
+
+    The camera sits at the motion model's height above ``base_link``, pitched down by its tilt,
+    ``base_link`` x pointing where the camera looks. For ``ground_robot`` this is exact:
+    ``T_world_cam = T_world_base @ T_base_cam`` with ``base_link`` on the floor, z up, yawed with
+    the route. For ``handheld`` and ``car`` the same fixed mount makes ``base_link`` carry the
+    motion's bob, sway and shake (a handheld rig or a car body does), so its z is up only on
+    average.
+    """
+    c = cfg.resolved(kind)
+    p = math.radians(c.tilt_deg)
+    # Pitch about base y: positive turns the optical axis (base x) down, as make_poses' tilt does.
+    R_pitch = np.array([[math.cos(p), 0.0, math.sin(p)], [0.0, 1.0, 0.0], [-math.sin(p), 0.0, math.cos(p)]])
+    T = np.eye(4)
+    T[:3, :3] = R_pitch @ _R_BODY_OPTICAL
+    T[2, 3] = c.height_m
+    return T

@@ -8,9 +8,22 @@ rerun skip what is done. Failed tasks are retried, then reported in ``OUT/summar
 Only :mod:`loger_ros.batch.runner` and :mod:`loger_ros.batch.cli` (at run time) import Ray, which is
 the optional extra ``batch`` (``pip install .[batch]``); nothing else in the package does.
 """
-from .inputs import BatchInput, BatchInputError, collect_inputs
-from .jobs import JobResult, JobSpec, run_job
-from .manifest import Manifest, input_fingerprint, job_key, model_identity
+import importlib
+
+# Names resolve on first use: `loger-batch --help` (loger_ros.batch.cli) must not pay for jobs'
+# torch import through this package.
+_LAZY = {
+    "BatchInput": "inputs", "BatchInputError": "inputs", "collect_inputs": "inputs",
+    "JobResult": "jobs", "JobSpec": "jobs", "run_job": "jobs",
+    "Manifest": "manifest", "input_fingerprint": "manifest", "job_key": "manifest", "model_identity": "manifest",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BatchInput",

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, choices=MODEL_CHOICES, help="model_config (default auto)")
     g.add_argument("--checkpoint", default=None,
                    help="weights (the authors' latest.pt or .safetensors); must be readable at the same path on "
-                   "every node (default: the bundled tiny demo weights)")
+                   "every node (default: the bundled small demo weights, trained on synthetic scenes only)")
     g.add_argument("--synthetic-weights", action="store_true", help="deterministic untrained weights (tests)")
     g.add_argument("--device", default=None, help="auto, cpu, cuda (a job sees only its own GPUs)")
     g.add_argument("--dtype", default=None, help="auto, float32, bfloat16, float16")
