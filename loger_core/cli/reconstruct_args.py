@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-align", choices=("sim3", "se3", "none"), default="sim3",
                    help="alignment of the estimate to the ground truth for metrics (default sim3)")
     p.add_argument("--fps", type=float, default=None, help="frame rate for stamps when the input has none")
+    p.add_argument("--groundtruth", default=None, metavar="FILE", help="camera ground truth for metrics.json, TUM "
+                   "or KITTI poses (detected), replacing the input's own")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
     p.add_argument("--no-grid", action="store_true", help="do not build the 2D occupancy grid (map.pgm/map.yaml)")
