@@ -28,6 +28,7 @@ class BackendConfig:
     loop_closure: bool = True
     feature: str = "sift"
     max_features: int = 2000
+    sift_contrast: float = 0.02  # SIFT contrast threshold (OpenCV's default 0.04 starves smooth scenes)
     max_image_width: int = 800  # larger inputs are downscaled for features (KITTI 1241 -> 800)
     ratio: float = 0.8  # Lowe's ratio test
     ransac_px: float = 1.0  # essential-matrix RANSAC threshold (pixels)
@@ -38,6 +39,9 @@ class BackendConfig:
     # poor there, e.g. a model trained indoors on a road, and the essential matrix is used).
     pnp_px: float = 2.0
     pnp_min_inlier_fraction: float = 0.6
+    # Where PnP holds, its translation's length is the step ('pnp'), or it is one measurement the
+    # scale chain fuses with the triangulated ratio ('chain').
+    pnp_scale: str = "pnp"
     # Keyframes: a frame becomes one when its rotation-compensated parallax to the last keyframe
     # reaches keyframe_parallax_deg, when tracking weakens (inliers below keyframe_min_inliers), or
     # after keyframe_max_gap frames.
@@ -91,6 +95,8 @@ class BackendConfig:
             raise BackendConfigError(f"backend feature must be one of {FEATURE_TYPES}, got {self.feature!r}")
         if self.place_descriptor not in PLACE_DESCRIPTORS:
             raise BackendConfigError(f"backend place_descriptor must be one of {PLACE_DESCRIPTORS}, got {self.place_descriptor!r}")
+        if self.pnp_scale not in ("pnp", "chain"):
+            raise BackendConfigError(f"backend pnp_scale must be pnp or chain, got {self.pnp_scale!r}")
         if self.robust_kernel not in ("cauchy", "huber", "none"):
             raise BackendConfigError(f"backend robust_kernel must be cauchy, huber or none, got {self.robust_kernel!r}")
         for name in ("max_features", "max_image_width", "min_inliers", "keyframe_min_inliers", "keyframe_max_gap",
@@ -98,7 +104,7 @@ class BackendConfig:
                      "keyframe_points"):
             if int(getattr(self, name)) < 1:
                 raise BackendConfigError(f"backend {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("ratio", "ransac_px", "pnp_px", "keyframe_parallax_deg", "scale_chain_sigma", "scale_network_sigma",
+        for name in ("ratio", "ransac_px", "pnp_px", "sift_contrast", "keyframe_parallax_deg", "scale_chain_sigma", "scale_network_sigma",
                      "verified_rot_sigma_deg", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
                      "loop_rot_sigma_deg", "loop_trans_sigma", "robust_k", "loop_consistency_deg",
                      "loop_consistency_trans"):

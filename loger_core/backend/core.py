@@ -122,7 +122,8 @@ class BackendCore:
             self.stats.frames_skipped += 1
             self.frames.append(FrameRecord(frame.stamp_ns, frame.index, np.asarray(frame.T_world_cam), None))
             return
-        feats = extract_features(frame.image, self.cfg.feature, self.cfg.max_features, self.cfg.max_image_width)
+        feats = extract_features(frame.image, self.cfg.feature, self.cfg.max_features, self.cfg.max_image_width,
+                                 self.cfg.sift_contrast)
         depth = sample_depth(frame.depth, feats.uv, frame.crop)
         if not self.keyframes:
             self._new_keyframe(_Tracked(frame, feats, depth, None))
@@ -213,42 +214,50 @@ class BackendCore:
         net_len = float(np.linalg.norm(T_net_prev_kf[:3, 3]))
         T_prev_kf = None
         pnp = None
-        if tv is not None and cur.pairs is not None and prev.depth_feats is not None:
+        if tv is not None and cur.pairs is not None and prev.depth_feats is not None and prev.feats is not None:
             pnp = estimate_pnp(prev.feats.uv, prev.depth_feats, prev.K, cur.feats.uv, cur.frame.K, cur.pairs,
                                cfg.pnp_px, cfg.min_inliers)
-        if pnp is not None and pnp.inliers >= cfg.pnp_min_inlier_fraction * tv.inliers:
-            # The network's depth explains the matches as well as the epipolar geometry does: PnP
-            # against it keeps one scale and does not need parallax (rooms, slow hand-held motion).
-            T_kf_prev = np.eye(4)
-            T_kf_prev[:3, :3] = pnp.R
-            T_kf_prev[:3, 3] = pnp.t * prev.q
-            T_prev_kf = np.linalg.inv(T_kf_prev)
-            s = float(np.linalg.norm(T_kf_prev[:3, 3]))
-            self.chain.log_s = float(np.log(max(s, 1e-12)))
-            self.chain.var = cfg.scale_network_sigma ** 2 * 0.1
-            self._prev_step = None
-            self.stats.steps_pnp += 1
-            q = log_ratio_stats(_depth_in(kf, pnp, T_kf_prev, prev), kf.depth_feats[pnp.pairs[:, 1]].astype(np.float64)) \
-                if kf.depth_feats is not None else None
-            kf.q = float(np.exp(q[0])) if q is not None else prev.q
-            self._record_network_error(T_net_prev_kf, T_prev_kf, s)
-            step = s
-        elif tv is not None:
+            if pnp is not None and pnp.inliers < cfg.pnp_min_inlier_fraction * tv.inliers:
+                pnp = None  # the network's depth does not explain the matches here
+        if tv is not None:
+            # Step length: the ratio to the previous step (the shared keyframe's points triangulated
+            # by both) fused with the network's depth (through PnP's translation where PnP holds,
+            # else the depth at the triangulated points).
             ratio = None
             if self._prev_step is not None:
-                # The previous step's b side and this step's a side are both keyframe prev's features.
                 common, ib, ia = np.intersect1d(self._prev_step.pairs[:, 1], tv.pairs[:, 0], return_indices=True)
                 if common.size >= 8:
                     ratio = log_ratio_stats(self._prev_step.depth_b[ib], tv.depth_a[ia])
-            assert prev.depth_feats is not None
-            network = log_ratio_stats(prev.depth_feats[tv.pairs[:, 0]].astype(np.float64) * prev.q, tv.depth_a)
-            s = self.chain.update(ratio, network)
-            T_prev_kf = np.linalg.inv(tv.T_b_a(s))
-            if kf.depth_feats is not None:
+                    if ratio is not None:
+                        # Small parallax: triangulated depths share the direction's error.
+                        ratio = (ratio[0], ratio[1] * max(1.0, cfg.keyframe_parallax_deg / max(tv.parallax_deg, 1e-3)))
+            if pnp is not None:
+                R = pnp.R
+                direction = pnp.t / max(float(np.linalg.norm(pnp.t)), 1e-12)
+                network = (float(np.log(max(float(np.linalg.norm(pnp.t)) * prev.q, 1e-12))), cfg.scale_network_sigma)
+                self.stats.steps_pnp += 1
+            else:
+                assert prev.depth_feats is not None
+                R, direction = tv.R, tv.t
+                network = log_ratio_stats(prev.depth_feats[tv.pairs[:, 0]].astype(np.float64) * prev.q, tv.depth_a)
+                self.stats.steps_essential += 1
+            if pnp is not None and cfg.pnp_scale == "pnp":
+                s = self.chain.reset(network[0], cfg.scale_network_sigma)
+            else:
+                s = self.chain.update(ratio, network)
+            T_kf_prev = np.eye(4)
+            T_kf_prev[:3, :3] = R
+            T_kf_prev[:3, 3] = direction * s
+            T_prev_kf = np.linalg.inv(T_kf_prev)
+            # q: map units per network unit at the new keyframe, from the same points' depth in it
+            # (PnP: the previous keyframe's network depth moved by the step; else triangulated).
+            q = None
+            if kf.depth_feats is not None and pnp is not None:
+                q = log_ratio_stats(_depth_in(pnp, T_kf_prev, prev), kf.depth_feats[pnp.pairs[:, 1]].astype(np.float64))
+            elif kf.depth_feats is not None:
                 q = log_ratio_stats(tv.depth_b * s, kf.depth_feats[tv.pairs[:, 1]].astype(np.float64))
-                kf.q = float(np.exp(q[0])) if q is not None else prev.q
+            kf.q = float(np.exp(q[0])) if q is not None else prev.q
             self._prev_step = tv
-            self.stats.steps_essential += 1
             self._record_network_error(T_net_prev_kf, T_prev_kf, s)
             step = s
         else:
@@ -360,7 +369,7 @@ class BackendCore:
         return {k: self.graph.pose(k) for k in self.keyframes if self.graph.has(k)}
 
 
-def _depth_in(kf: Keyframe, pnp, T_kf_prev: np.ndarray, prev: Keyframe) -> np.ndarray:
+def _depth_in(pnp, T_kf_prev: np.ndarray, prev: Keyframe) -> np.ndarray:
     """(M,) z-depths of the PnP inliers in the new keyframe, from the previous keyframe's depth
     moved by the PnP pose (map units)."""
     assert prev.depth_feats is not None and prev.feats is not None

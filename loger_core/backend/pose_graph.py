@@ -16,6 +16,14 @@ def _rot_sigma(deg: float) -> float:
     return math.radians(deg)
 
 
+def _orthonormal(R: np.ndarray) -> np.ndarray:
+    """The rotation nearest to ``R`` (SVD): poses chained in float32 drift off SO(3), and GTSAM
+    takes a matrix as given."""
+    U, _, Vt = np.linalg.svd(np.asarray(R, np.float64))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
 class PoseGraph:
     """Keyframe poses ``T_world_kf`` (4x4; with Sim(3), ``S_world_kf`` maps keyframe-frame points as
     ``s R p + t``) under between-factors.
@@ -28,10 +36,11 @@ class PoseGraph:
         self.metric = metric
         self.robust_kernel = robust_kernel
         self.robust_k = robust_k
-        params = gtsam.ISAM2Params()
-        params.setRelinearizeThreshold(0.01)
-        params.relinearizeSkip = 1
-        self.isam = gtsam.ISAM2(params)
+        self.isam = self._new_isam()
+        # Everything ever added, for a batch re-solve if the incremental one fails.
+        self._all_graph = gtsam.NonlinearFactorGraph()
+        self._all_values = gtsam.Values()
+        self.batch_resolves = 0
         self._graph = gtsam.NonlinearFactorGraph()
         self._values = gtsam.Values()
         self._estimate: Optional[gtsam.Values] = None
@@ -39,9 +48,21 @@ class PoseGraph:
         self.factors = 0
         self.loop_factors = 0
 
+    @staticmethod
+    def _new_isam() -> gtsam.ISAM2:
+        params = gtsam.ISAM2Params()
+        # QR: long chains of precise steps (millimetre sigmas on centimetre steps) make the Cholesky
+        # factorisation report an indeterminate system that QR solves (seen on a 400-frame drive).
+        params.setFactorization("QR")
+        params.setRelinearizeThreshold(0.01)
+        params.relinearizeSkip = 1
+        return gtsam.ISAM2(params)
+
     # -- value conversion ------------------------------------------------------------------
     def _value(self, T: np.ndarray, s: float = 1.0):
-        R = gtsam.Rot3(np.asarray(T[:3, :3], np.float64))
+        if not (np.all(np.isfinite(T)) and math.isfinite(s) and s > 0):
+            raise ValueError("pose graph: non-finite transform or scale")
+        R = gtsam.Rot3(_orthonormal(T[:3, :3]))
         t = np.asarray(T[:3, 3], np.float64)
         if self.metric:
             return gtsam.Pose3(R, t)
@@ -59,11 +80,14 @@ class PoseGraph:
     # -- building ---------------------------------------------------------------------------
     def add_node(self, key: int, T_world_kf: np.ndarray, anchor: bool = False) -> None:
         """A keyframe node with its initial pose; ``anchor`` fixes the gauge (the first keyframe)."""
-        self._values.insert(key, self._value(T_world_kf))
+        value = self._value(T_world_kf)
+        self._values.insert(key, value)
+        self._all_values.insert(key, value)
         if anchor:
-            noise = self._noise(1e-4, 1e-6, 1e-6, robust=False)
+            noise = self._noise(1e-2, 1e-3, 1e-3, robust=False)
             prior = (gtsam.PriorFactorPose3 if self.metric else gtsam.PriorFactorSimilarity3)(key, self._value(T_world_kf), noise)
             self._graph.add(prior)
+            self._all_graph.add(prior)
             self.factors += 1
         self.nodes += 1
 
@@ -71,19 +95,35 @@ class PoseGraph:
                     scale: float = 1.0, log_scale_sigma: float = 1e-3, loop: bool = False) -> None:
         factor_type = gtsam.BetweenFactorPose3 if self.metric else gtsam.BetweenFactorSimilarity3
         meas = self._value(T_a_b, scale)
-        self._graph.add(factor_type(a, b, meas, self._noise(rot_deg, trans, log_scale_sigma, robust=loop)))
+        factor = factor_type(a, b, meas, self._noise(rot_deg, trans, log_scale_sigma, robust=loop))
+        self._graph.add(factor)
+        self._all_graph.add(factor)
         self.factors += 1
         self.loop_factors += int(loop)
 
     def optimize(self, iterations: int = 1) -> None:
         """Hand the new nodes and factors to iSAM2; extra iterations after a loop closure let it
         relinearise the part the loop moved."""
-        self.isam.update(self._graph, self._values)
-        for _ in range(max(0, iterations - 1)):
-            self.isam.update()
-        self._graph = gtsam.NonlinearFactorGraph()
-        self._values = gtsam.Values()
-        self._estimate = self.isam.calculateEstimate()
+        try:
+            self.isam.update(self._graph, self._values)
+            for _ in range(max(0, iterations - 1)):
+                self.isam.update()
+            self._estimate = self.isam.calculateEstimate()
+        except RuntimeError:
+            # The incremental solver gave up (ill-conditioned update): solve the whole graph in batch
+            # from the last estimate and start a fresh iSAM2 on it; the result is the same optimum.
+            initial = gtsam.Values(self._all_values)
+            if self._estimate is not None:
+                for key in self._estimate.keys():
+                    initial.update(key, self._estimate.atSimilarity3(key) if not self.metric else self._estimate.atPose3(key))
+            result = gtsam.LevenbergMarquardtOptimizer(self._all_graph, initial).optimize()
+            self.isam = self._new_isam()
+            self.isam.update(self._all_graph, result)
+            self._estimate = self.isam.calculateEstimate()
+            self.batch_resolves += 1
+        finally:
+            self._graph = gtsam.NonlinearFactorGraph()
+            self._values = gtsam.Values()
 
     # -- reading ----------------------------------------------------------------------------
     def pose(self, key: int) -> tuple[np.ndarray, float]:

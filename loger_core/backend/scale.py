@@ -65,6 +65,13 @@ class ScaleChain:
         self.steps += 1
         return math.exp(self.log_s)
 
+    def reset(self, log_s: float, sigma: float) -> float:
+        """Take a step length measured directly (log, sigma) as the new state; returns it."""
+        self.log_s, self.var = float(log_s), float(sigma) ** 2
+        self.steps += 1
+        self.network_used += 1
+        return math.exp(self.log_s)
+
     def state(self) -> dict:
         return {"log_s": self.log_s, "var": self.var, "steps": self.steps, "ratio_used": self.ratio_used,
                 "network_used": self.network_used}
