@@ -5,7 +5,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from loger_core.map import InsertStats, MapConfig, MapError, VoxelMap, load_ply, voxel_downsample_open3d
+from loger_core.mapping.voxel_map import InsertStats, MapConfig, MapError, VoxelMap, load_ply, voxel_downsample_open3d
 
 
 def _open3d():

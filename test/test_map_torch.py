@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.map import MapConfig, MapError, VoxelMap
-from loger_core.map_torch import TorchVoxelMap
+from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
+from loger_core.mapping.torch_storage import TorchVoxelMap
 
 
 def _frames(n_frames=6, n=4000, seed=0, bad=True, weights=False):
@@ -118,7 +118,7 @@ def test_tensor_map_converts_to_and_from_the_numpy_map_and_merges_on_identically
 
 
 def test_tensor_map_takes_tensors_and_writes_ply(tmp_path):
-    from loger_core.map import load_ply
+    from loger_core.mapping.voxel_map import load_ply
 
     got = TorchVoxelMap(MapConfig(voxel_size=0.1))
     pts, col, conf, _, _ = _frames(n_frames=1, bad=False)[0]
@@ -153,8 +153,8 @@ class _Log:
 
 def _fusion(device_map: bool):
     from loger_ros.conversions import rosbags_factory
-    from loger_ros.core.publications import MessageBuilder
-    from loger_ros.core.map_fusion import MapFusion
+    from loger_ros.publications import MessageBuilder
+    from loger_core.pipeline.map_fusion import MapFusion
 
     fusion = MapFusion(MapConfig(voxel_size=0.05), MessageBuilder(rosbags_factory("ros2_humble")), "map", 1000, _Log())
     if device_map:  # the map a CUDA node gets, here on the CPU
@@ -185,7 +185,7 @@ def test_a_failing_tensor_map_moves_to_the_cpu_and_loses_nothing():
 def test_sessions_save_the_tensor_map_and_resume_it_on_either_map():
     from types import SimpleNamespace
 
-    from loger_ros.core.session_keeper import _MapPart
+    from loger_core.pipeline.session_keeper import _MapPart
 
     frames = _frames(n_frames=4, seed=11)
     saved = _fusion(True)

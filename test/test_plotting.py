@@ -6,7 +6,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from loger_core.io.trajectory import Trajectory
-from loger_core.plotting import PlotError, plot_top_view, top_view_axes
+from loger_core.eval.plotting import PlotError, plot_top_view, top_view_axes
 
 
 def _ground_loop(n=200, up_axis=1):

@@ -367,7 +367,7 @@ class StreamingReconstructor:
         self._worker.wait_idle(timeout_s)
         return self._worker.drain()
 
-    # Mapping sessions (loger_core.session): the committed state as a component, and back.
+    # Mapping sessions (loger_core.io.session): the committed state as a component, and back.
     def session_component(self):
         """The committed state (memory, aligner, buffered frames, scale) as a `SessionComponent`;
         `drain()` first with async_windows. See `loger_core.stream.session_state`."""
@@ -923,7 +923,7 @@ class StreamingReconstructor:
         }
         colors = rgb[start:end]
         if cfg.point_voxel_size > 0:
-            from loger_core.voxel_downsample import downsample_frames
+            from loger_core.mapping.voxel_downsample import downsample_frames
 
             vox = downsample_frames(world, colors, conf, valid, cfg.point_voxel_size)
             out.update(points=vox.points, colors=vox.colors, point_confidence=vox.confidence,

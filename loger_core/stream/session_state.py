@@ -30,7 +30,7 @@ import torch
 from loger_core.model.loger import WindowPrediction
 from loger_core.model.state import MemoryState
 from loger_core.model.windowing import WindowTransform
-from loger_core.session import SessionComponent, SessionCorruptError, SessionStateError
+from loger_core.io.session import SessionComponent, SessionCorruptError, SessionStateError
 
 from .preprocess import ImageGeometry, PreparedImage
 
@@ -231,7 +231,7 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
     if ttt_or_swa_mismatch(state, rec):
         raise SessionCorruptError(path, "its memory has another number of TTT/SWA layers than the model")
     if resolution is not None and rec.config.resolution is not None and tuple(rec.config.resolution) != resolution:
-        from loger_core.session import SessionConfigMismatchError
+        from loger_core.io.session import SessionConfigMismatchError
 
         raise SessionConfigMismatchError(path, f"was made at input size {resolution}, this run uses "
                                          f"{tuple(rec.config.resolution)}")

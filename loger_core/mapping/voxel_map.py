@@ -242,7 +242,7 @@ class VoxelMap:
                 stands in for it.
             weights: optional ``(N,)`` whole numbers > 0 (integer dtype, or float holding
                 whole numbers: the map keeps integer point counts), e.g. the pixel counts of
-                points already merged per voxel (:mod:`loger_core.voxel_downsample`). A point
+                points already merged per voxel (:mod:`loger_core.mapping.voxel_downsample`). A point
                 of weight ``w`` counts as ``w`` identical points: in the running mean of
                 position and colour, the point count (:meth:`hit_counts`), a 'mean'
                 confidence and the ``dropped_*`` counters ('max' confidence is unaffected).
