@@ -14,7 +14,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import CONFIGS, ModelConfig, config_from_original_yaml, get_config
-from .loger import LoGeR, WindowPrediction
+from .loger import LoGeR
+from .prediction import WindowPrediction
 from .state import MemoryOptions, MemoryState
 from .windowing import SequenceMerger, WindowAligner, window_schedule
 
