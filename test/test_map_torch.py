@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
+from loger_core.mapping.voxel_map import MapConfig, MapError, NumpyVoxelMap, VoxelMap
 from loger_core.mapping.torch_storage import TorchVoxelMap
 
 
@@ -177,7 +177,7 @@ def test_a_failing_tensor_map_moves_to_the_cpu_and_loses_nothing():
     for pts, col, conf, origin, wts in frames:
         fusion._insert(pts, col, conf, origin, wts)
         ref.insert(pts, col, conf, sensor_origin=origin, weights=wts)
-    assert isinstance(fusion.map, VoxelMap) and len(fusion.log.errors) == 1
+    assert isinstance(fusion.map, NumpyVoxelMap) and len(fusion.log.errors) == 1
     assert "moving the map" in fusion.log.errors[0] and "illegal memory access" in fusion.log.errors[0]
     _assert_same(fusion.map, ref)
 
@@ -219,7 +219,7 @@ def test_a_tensor_map_failing_half_way_through_an_insert_moves_to_the_cpu_withou
     for pts, col, conf, origin, wts in frames:
         fusion._insert(pts, col, conf, origin, wts)
         ref.insert(pts, col, conf, sensor_origin=origin, weights=wts)
-    assert isinstance(fusion.map, VoxelMap) and fusion.map.hit_counts().min() > 0
+    assert isinstance(fusion.map, NumpyVoxelMap) and fusion.map.hit_counts().min() > 0
     # The frame whose insert failed was fused again on the CPU: the same map as the reference,
     # except the frame counter, which the failed attempt advanced.
     keys_a, pts_a = _by_key(fusion.map)[:2]

@@ -27,20 +27,23 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .voxel_map import _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, pack_voxel_keys, write_ply
+from .voxel_map import (
+    _AXIS_OFFSET, InsertStats, MapConfig, NumpyVoxelMap, VoxelMap, check_insert_args, pack_voxel_keys,
+)
 
 __all__ = ["TorchVoxelMap"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class TorchVoxelMap:
-    """:class:`~loger_core.mapping.voxel_map.VoxelMap`'s interface (``insert``, ``snapshot``, ``hit_counts``,
-    ``last_seen``, ``stats``, ``clear``, ``save_ply``, ``len``) on tensors on ``device``."""
+class TorchVoxelMap(VoxelMap):
+    """The torch storage of :class:`~loger_core.mapping.voxel_map.VoxelMap` (``insert``, ``snapshot``,
+    ``hit_counts``, ``last_seen``, ``stats``, ``clear``, ``save_ply``, ``len``) on tensors on ``device``."""
 
-    def __init__(self, cfg: Optional[MapConfig] = None, device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(self, cfg: Optional[MapConfig] = None, device: Union[str, torch.device, None] = "cpu", *,
+                 storage: Optional[str] = None) -> None:
         self.cfg = cfg if cfg is not None else MapConfig()
-        self.device = torch.device(device)
+        self.device = torch.device(device if device is not None else "cpu")
         self.last_insert: Optional[InsertStats] = None
         self.clear()
 
@@ -230,14 +233,10 @@ class TorchVoxelMap:
         out.update({f"dropped_{k}": v for k, v in self._dropped.items()})
         return out
 
-    def save_ply(self, path: PathLike) -> None:
-        """Binary PLY through open3d (see :meth:`VoxelMap.save_ply`)."""
-        write_ply(path, *self.snapshot())
-
     # ------------------------------------------------------------------ conversion
-    def to_voxel_map(self) -> VoxelMap:
-        """The same map as a CPU :class:`VoxelMap` (sessions, or a fallback when the device fails)."""
-        vmap = VoxelMap(self.cfg)
+    def to_voxel_map(self) -> NumpyVoxelMap:
+        """The same map in the numpy storage (sessions, or a fallback when the device fails)."""
+        vmap = NumpyVoxelMap(self.cfg)
         # Voxels with no point yet can only be the remains of an insert that failed half-way.
         arrays = [a.cpu() for a in self._arrays()]
         filled = arrays[4] > 0

@@ -22,6 +22,17 @@ the budget so that at least that many new voxels arrive before the next one.
 
 Dense slots ``0 .. len(map) - 1`` are always compact, so :meth:`VoxelMap.snapshot` is a
 slice copy. Not thread-safe: one writer, snapshots taken from the same thread.
+
+One map, two storages
+---------------------
+:class:`VoxelMap` is the interface (``insert``, ``snapshot``, ``hit_counts``, ``last_seen``,
+``stats``, ``clear``, ``save_ply``, ``len``) and picks the storage: :class:`NumpyVoxelMap` (this
+module's hash table, the CPU map and the reference) or ``TorchVoxelMap``
+(:mod:`loger_core.mapping.torch_storage`: sorted keys in tensors on the model's device, for
+CUDA). ``VoxelMap(cfg)`` is the numpy storage; ``VoxelMap(cfg, device)`` the numpy storage on
+'cpu' and the torch storage elsewhere; ``storage='numpy'|'torch'`` forces one (the torch storage
+runs on the CPU too: the tests compare the two there). Both hold the same voxels, means,
+confidences, counters and eviction policies; the torch storage's snapshot is in key order.
 """
 
 from __future__ import annotations
@@ -33,7 +44,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["MapError", "MapConfig", "InsertStats", "VoxelMap", "load_ply", "voxel_downsample_open3d", "write_ply"]
+__all__ = ["MapError", "MapConfig", "InsertStats", "NumpyVoxelMap", "STORAGES", "VoxelMap", "load_ply",
+           "voxel_downsample_open3d", "write_ply"]
+
+STORAGES = ("numpy", "torch")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -126,9 +140,65 @@ def _hash(keys: np.ndarray, bits: int) -> np.ndarray:
 
 
 class VoxelMap:
-    """Memory-bounded voxel map; see the module docstring for the data structure."""
+    """The voxel map's interface; constructing it picks a storage (see the module docstring).
 
-    def __init__(self, cfg: Optional[MapConfig] = None) -> None:
+    ``VoxelMap(cfg=None, device=None, *, storage=None)``: :class:`NumpyVoxelMap` unless
+    ``storage`` is 'torch' or ``device`` is not 'cpu' (then ``TorchVoxelMap`` on ``device``).
+    """
+
+    cfg: MapConfig
+    last_insert: Optional[InsertStats]
+
+    def __new__(cls, cfg: Optional[MapConfig] = None, device=None, *, storage: Optional[str] = None):
+        if cls is VoxelMap:
+            if storage is None:
+                storage = "numpy" if device is None or str(device) == "cpu" else "torch"
+            if storage == "numpy":
+                cls = NumpyVoxelMap
+            elif storage == "torch":
+                from .torch_storage import TorchVoxelMap
+
+                cls = TorchVoxelMap
+            else:
+                raise MapError(f"storage {storage!r} must be one of {list(STORAGES)}")
+        return object.__new__(cls)
+
+    def insert(self, points, colors, confidence, sensor_origin: Optional[np.ndarray] = None,
+               weights=None) -> InsertStats:
+        """Fuse one frame's world-frame points (see :meth:`NumpyVoxelMap.insert`)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``points (M, 3) float32``, ``colors (M, 3) uint8``, ``confidence (M,) float32``."""
+        raise NotImplementedError
+
+    def hit_counts(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def last_seen(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def save_ply(self, path: PathLike) -> None:
+        """Write the snapshot as a binary PLY through open3d: float xyz, uchar RGB and a
+        float ``confidence`` vertex property (ignored by viewers that do not know it)."""
+        write_ply(path, *self.snapshot())
+
+
+class NumpyVoxelMap(VoxelMap):
+    """The numpy storage: memory-bounded voxel map in a hash table (see the module docstring)."""
+
+    def __init__(self, cfg: Optional[MapConfig] = None, device=None, *, storage: Optional[str] = None) -> None:
+        if device is not None and str(device) != "cpu":
+            raise MapError(f"the numpy voxel map lives on the CPU, not {device!r}")
         self.cfg = cfg if cfg is not None else MapConfig()
         self.last_insert: Optional[InsertStats] = None
         self.clear()
@@ -444,18 +514,13 @@ class VoxelMap:
         out.update({f"dropped_{k}": v for k, v in self._dropped.items()})
         return out
 
-    def save_ply(self, path: PathLike) -> None:
-        """Write the snapshot as a binary PLY through open3d: float xyz, uchar RGB and a
-        float ``confidence`` vertex property (ignored by viewers that do not know it)."""
-        write_ply(path, *self.snapshot())
-
 
 def check_insert_args(points, colors, confidence, weights=None, sensor_origin=None):
     """The checked arguments of an insert (raises :class:`MapError`): ``points (N, 3)`` float,
     ``colors (N, 3) uint8``, ``confidence (N,)`` float, ``weights (N,) float64`` or None and the
     sensor origin ``(3,) float64`` or None."""
-    pts, col, conf = VoxelMap._check_inputs(points, colors, confidence)
-    wts = VoxelMap._check_weights(weights, len(pts))
+    pts, col, conf = NumpyVoxelMap._check_inputs(points, colors, confidence)
+    wts = NumpyVoxelMap._check_weights(weights, len(pts))
     origin = None
     if sensor_origin is not None:
         origin = np.asarray(sensor_origin, dtype=np.float64).reshape(-1)

@@ -53,8 +53,8 @@ class MapJob:
 
 
 def make_map(config: MapConfig, device: str = "cpu"):
-    """The voxel map for ``device``: numpy :class:`VoxelMap` on 'cpu', :class:`TorchVoxelMap` on CUDA."""
-    return VoxelMap(config) if device == "cpu" else TorchVoxelMap(config, device)
+    """The :class:`VoxelMap` for ``device``: the numpy storage on 'cpu', the torch storage on CUDA."""
+    return VoxelMap(config, device)
 
 
 class MapFusion:
