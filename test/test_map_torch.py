@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.mapping.voxel_map import MapConfig, MapError, NumpyVoxelMap, VoxelMap
+from loger_core.mapping.numpy_storage import NumpyVoxelMap
+from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
 from loger_core.mapping.torch_storage import TorchVoxelMap
 
 

@@ -27,9 +27,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .voxel_map import (
-    _AXIS_OFFSET, InsertStats, MapConfig, NumpyVoxelMap, VoxelMap, check_insert_args, pack_voxel_keys,
-)
+from .numpy_storage import NumpyVoxelMap
+from .voxel_map import _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, pack_voxel_keys, register_storage
 
 __all__ = ["TorchVoxelMap"]
 
@@ -285,3 +284,6 @@ def _host(x):
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return x
+
+
+register_storage("torch", TorchVoxelMap)
