@@ -72,27 +72,23 @@ class MappingCore(MappingPipeline):
 
     def on_camera_info(self, msg: Any) -> None:
         """Keep the camera model (an invalid CameraInfo is logged; the previous one stays in use)."""
-        try:
-            self.decoder.set_camera_info(msg)
-        except ConversionError as err:
-            with self._lock:
-                self.counters.invalid_camera_info += 1
-            self._warn("warning", "camera_info", f"ignoring invalid CameraInfo: {err}")
+        self._side_input(self.decoder.set_camera_info, msg, "invalid_camera_info", "camera_info",
+                         "ignoring invalid CameraInfo")
 
     def on_depth(self, msg: Any) -> None:
         """Buffer a depth image for metric scale."""
-        try:
-            self.decoder.add_depth(msg)
-        except ConversionError as err:
-            with self._lock:
-                self.counters.invalid_depth += 1
-            self._warn("warning", "depth", f"ignoring invalid depth image: {err}")
+        self._side_input(self.decoder.add_depth, msg, "invalid_depth", "depth", "ignoring invalid depth image")
 
     def on_odometry(self, msg: Any) -> None:
         """Buffer an external odometry pose for metric scale."""
+        self._side_input(self.decoder.add_odometry, msg, "invalid_odometry", "odometry",
+                         "ignoring invalid odometry message")
+
+    def _side_input(self, take: Callable[[Any], Any], msg: Any, counter: str, key: str, text: str) -> None:
+        """``take(msg)``; a ConversionError is counted in ``counters.<counter>`` and logged (throttled)."""
         try:
-            self.decoder.add_odometry(msg)
+            take(msg)
         except ConversionError as err:
             with self._lock:
-                self.counters.invalid_odometry += 1
-            self._warn("warning", "odometry", f"ignoring invalid odometry message: {err}")
+                setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+            self._warn("warning", key, f"{text}: {err}")

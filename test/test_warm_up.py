@@ -100,7 +100,7 @@ def test_after_a_warm_up_the_live_passes_replay_graphs_of_compiled_blocks():
 
 # ---------------------------------------------------------------- the node core
 def _core(warm, stream=None, logger=None, **overrides):
-    from loger_core.pipeline.core import MappingCore
+    from loger_ros.mapping_core import MappingCore
     from loger_ros.params import NodeParams
 
     from test_node_core import F, ListLogger
