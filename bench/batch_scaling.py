@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loger_core.model_selection import BUNDLED_MODEL  # noqa: E402
+from loger_core.model.selection import BUNDLED_MODEL  # noqa: E402
 from loger_ros.batch import collect_inputs  # noqa: E402
 from loger_ros.batch.runner import BatchOptions, run_batch  # noqa: E402
 from loger_ros.replay import discover_bags  # noqa: E402

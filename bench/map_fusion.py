@@ -30,8 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from loger_core.map import MapConfig, VoxelMap  # noqa: E402
-from loger_core.map_torch import TorchVoxelMap  # noqa: E402
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap  # noqa: E402
+from loger_core.mapping.torch_storage import TorchVoxelMap  # noqa: E402
 
 
 def make_frame(kind: str, index: int, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Frame-to-odometry latency and odometry rate of the mapping node's core (no ROS needed).
 
 A camera thread feeds ``sensor_msgs/Image`` messages (rosbags messages) into
-:class:`loger_ros.core.MappingCore` at ``--fps`` through the same non-blocking callback the node
+:class:`loger_ros.mapping_core.MappingCore` at ``--fps`` through the same non-blocking callback the node
 uses; the core's inference thread runs the streaming reconstructor and publishes. For each
 ``--provisional-every`` value the script reports, from the core's own telemetry:
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from loger_core.stream import StreamingReconstructor, warm_up as stream_warm_up  # noqa: E402
 from loger_core.stream.model_loading import load_stream_model  # noqa: E402
 from loger_ros.conversions import make_header, rosbags_factory  # noqa: E402
-from loger_ros.core import MappingCore  # noqa: E402
+from loger_ros.mapping_core import MappingCore  # noqa: E402
 from loger_ros.params import NodeParams  # noqa: E402
 
 F = rosbags_factory("ros2_humble")

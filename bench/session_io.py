@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loger_core.map import MapConfig, VoxelMap  # noqa: E402
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap  # noqa: E402
 from loger_core.model import build_model  # noqa: E402
 from loger_core.model.config import get_config  # noqa: E402
 from loger_core.model.synthetic_weights import fill_deterministic_  # noqa: E402
-from loger_core.session import (  # noqa: E402
+from loger_core.io.session import (  # noqa: E402
     ModelIdentity, Session, SessionComponent, read_session, save_session, voxel_map_component,
 )
 
@@ -55,7 +55,7 @@ def _time_write_read(path: Path, session: Session) -> tuple[float, float]:
 
 def bench_tiny(frames: int, folder: Path) -> dict:
     from loger_ros.conversions import rosbags_factory
-    from loger_ros.core import MappingCore
+    from loger_ros.mapping_core import MappingCore
     from loger_ros.params import NodeParams
     from loger_core.stream import StreamingReconstructor
 

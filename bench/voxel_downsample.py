@@ -30,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loger_core.map import MapConfig, VoxelMap  # noqa: E402
-from loger_core.voxel_downsample import downsample_frames  # noqa: E402
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap  # noqa: E402
+from loger_core.mapping.voxel_downsample import downsample_frames  # noqa: E402
 
 
 def make_window(n: int, w: int, h: int, offset: float, seed: int = 0):

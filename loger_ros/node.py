@@ -1,4 +1,4 @@
-"""``loger_node``: the rclpy shell around :class:`~loger_ros.core.MappingCore`.
+"""``loger_node``: the rclpy shell around :class:`~loger_ros.mapping_core.MappingCore`.
 
 This module only wires the ROS-free core to rclpy: it declares the parameters of
 :class:`~loger_ros.params.NodeParams` (with descriptions and ranges), subscribes with the
@@ -46,7 +46,9 @@ from std_srvs.srv import Trigger
 from tf2_ros import Buffer, StaticTransformBroadcaster, TransformBroadcaster, TransformException, TransformListener
 
 from loger_ros.conversions import RclpyFactory, matrix_from_transform
-from loger_ros.core import MappingCore, Publication, resolve_image_transport
+from loger_ros.inputs import resolve_image_transport
+from loger_ros.mapping_core import MappingCore
+from loger_ros.publications import Publication
 from loger_ros.params import (
     DIAGNOSTICS_TOPIC,
     LIVE_PARAMETERS,

@@ -6,7 +6,7 @@ values. The same table
 - generates the ROS 2 parameter declarations (``node.py`` iterates :func:`param_specs`),
 - maps 1:1 onto ``config/loger.yaml`` (``loger: ros__parameters: {name: value}``),
 - builds the streaming core's :class:`~loger_core.stream.StreamConfig` and the voxel
-  map's :class:`~loger_core.map.MapConfig`, so the node and offline replay agree.
+  map's :class:`~loger_core.mapping.voxel_map.MapConfig`, so the node and offline replay agree.
 
 Every invalid value raises :class:`ParamsError` naming the parameter and the value.
 ROS parameters are typed: a float parameter must be written ``2.0`` in YAML (``2`` would
@@ -21,8 +21,8 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from loger_core.grid import GridConfig, GridError
-from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelection, ModelSelectionError, select_model
+from loger_core.mapping.grid import GridConfig, GridError
+from loger_core.model.selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelection, ModelSelectionError, select_model
 
 __all__ = [
     "NODE_NAME",
@@ -516,13 +516,13 @@ class NodeParams:
         return str(device) if device.type == "cuda" else "cpu"
 
     def map_config(self):
-        """The :class:`~loger_core.map.MapConfig` of the global map (confidence filtered upstream)."""
-        from loger_core.map import MapConfig
+        """The :class:`~loger_core.mapping.voxel_map.MapConfig` of the global map (confidence filtered upstream)."""
+        from loger_core.mapping.voxel_map import MapConfig
 
         return MapConfig(voxel_size=self.voxel_size, max_points=self.max_map_points, policy="drop_far")
 
     def grid_config(self) -> GridConfig:
-        """The :class:`~loger_core.grid.GridConfig` of the occupancy grid: ``grid_<name>`` -> ``<name>``."""
+        """The :class:`~loger_core.mapping.grid.GridConfig` of the occupancy grid: ``grid_<name>`` -> ``<name>``."""
         from dataclasses import fields as dc_fields
 
         values = {f.name: getattr(self, f"grid_{f.name}") for f in dc_fields(GridConfig)}

@@ -2,7 +2,7 @@
 
 Reads rosbag2 (sqlite3, mcap) and ROS 1 bags through ``rosbags``, feeds the camera images
 (raw or compressed, picked automatically unless ``--topic``), CameraInfo, optional depth and
-``/tf_static`` to the same :class:`~loger_ros.core.MappingCore` the node runs, synchronously (no
+``/tf_static`` to the same :class:`~loger_ros.mapping_core.MappingCore` the node runs, synchronously (no
 frame is dropped for speed), and writes to the output folder:
 
 - ``rosbag/``: a rosbag2 (mcap) with the original camera topic(s), ``/tf``, ``/tf_static`` and the
@@ -35,15 +35,18 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from loger_core.eval import EvalError, evaluate
-from loger_core.grid import render_grid_png
+from loger_core.eval.metrics import EvalError, evaluate
+from loger_core.mapping.grid import render_grid_png
 from loger_core.io.trajectory import Trajectory
-from loger_core.model_selection import MODEL_CHOICES
-from loger_core.plotting import plot_top_view
+from loger_core.model.selection import MODEL_CHOICES
+from loger_core.eval.plotting import plot_top_view
 from loger_ros.replay_args import build_arg_parser
 from loger_ros.conversions import ConversionError, RosbagsFactory, matrix_from_pose, matrix_from_transform
-from loger_ros.core import MappingCore, Publication, header_of, invert
-from loger_ros.core.publications import CHANNEL_TYPES
+from loger_core.pipeline.pose_tracker import invert
+from loger_ros.inputs import header_of
+from loger_ros.mapping_core import MappingCore
+from loger_ros.publications import Publication
+from loger_ros.publications import CHANNEL_TYPES
 from loger_ros.params import DIAGNOSTICS_TOPIC, NODE_NAME, OUTPUT_TOPICS, NodeParams, ParamsError, load_params_yaml
 
 __all__ = [

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from loger_core.model_selection import MODEL_CHOICES
+from loger_core.model.selection import MODEL_CHOICES
 
 __all__ = ["build_arg_parser", "main"]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from loger_core.model import SequenceMerger, WindowAligner, WindowPrediction
-from loger_core.model.loger import transform_points
+from loger_core.model.prediction import transform_points
 
 
 def rot(axis, angle):

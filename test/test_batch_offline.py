@@ -92,7 +92,7 @@ def test_without_ray_loger_batch_says_how_to_install(monkeypatch, capsys, tmp_pa
 
 def test_nothing_but_the_batch_runner_imports_ray():
     code = ("import sys, loger_core, loger_core.cli.reconstruct, loger_core.stream, loger_ros.replay, "
-            "loger_ros.params, loger_ros.core, loger_ros.batch, loger_ros.batch.cli, loger_ros.batch.runner; "
+            "loger_ros.params, loger_ros.mapping_core, loger_core.pipeline.core, loger_ros.batch, loger_ros.batch.cli, loger_ros.batch.runner; "
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 

@@ -9,7 +9,7 @@ from evo.core import metrics, sync
 from evo.core.trajectory import PoseTrajectory3D
 from scipy.spatial.transform import Rotation
 
-from loger_core.eval import (
+from loger_core.eval.metrics import (
     EvalError,
     associate,
     associate_trajectories,

@@ -163,7 +163,7 @@ def test_bulk_thread_queues_at_most_lookahead_blocks_on_cuda():
 
 def test_node_diagnostics_report_what_the_passes_priority_costs_the_windows(tiny):
     from loger_ros.conversions import rosbags_factory
-    from loger_ros.core import MappingCore
+    from loger_ros.mapping_core import MappingCore
     from loger_ros.params import NodeParams
 
     class Log:

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from loger_core.grid import (
+from loger_core.mapping.grid import (
     FREE,
     MAP_SERVER_FREE_THRESH,
     OCCUPIED,
@@ -27,7 +27,7 @@ from loger_core.grid import (
 )
 from loger_core.stream import FrameResult
 from loger_ros.conversions import ConversionError, occupancy_grid_from_array, occupancy_grid_to_array, rosbags_factory
-from loger_ros.core import MappingCore
+from loger_ros.mapping_core import MappingCore
 from loger_ros.params import NodeParams, ParamsError
 
 F = rosbags_factory("ros2_humble")
@@ -544,7 +544,7 @@ def test_a_failing_grid_update_loses_neither_the_map_nor_its_messages(tmp_path):
 def test_marking_cells_counts_points_off_the_box_on_every_side():
     """`_mark` bounds both sides of each axis with one unsigned comparison: points left of / below
     the box (negative indices) must be counted outside, never wrap onto its far side."""
-    from loger_core.grid import _mark
+    from loger_core.mapping.grid import _mark
 
     target = np.zeros((3, 4), dtype=bool)  # rows = y cells 10..12, cols = x cells 20..23
     lo = np.array([20, 10])

@@ -9,7 +9,7 @@ import pytest
 from loger_core.stream import StreamConfig, StreamingReconstructor
 from loger_core.stream.errors import StreamInputError
 from loger_ros.conversions import rosbags_factory
-from loger_ros.core import MappingCore
+from loger_ros.mapping_core import MappingCore
 from loger_ros.params import LIVE_PARAMETERS, NodeParams, ParamsError, parameter_update
 
 H, W = 42, 56

@@ -1,11 +1,20 @@
-"""VoxelMap: fusion arithmetic, filtering, eviction policies, cost scaling, PLY I/O."""
+"""VoxelMap (numpy and torch storages through one interface): fusion arithmetic, filtering, eviction policies, cost scaling, PLY I/O."""
 
 from collections import defaultdict
 
 import numpy as np
 import pytest
 
-from loger_core.map import InsertStats, MapConfig, MapError, VoxelMap, load_ply, voxel_downsample_open3d
+from loger_core.mapping.voxel_map import (
+    STORAGES, InsertStats, MapConfig, MapError, VoxelMap, load_ply, voxel_downsample_open3d,
+)
+
+
+@pytest.fixture(params=STORAGES)
+def storage(request):
+    """Every test that takes it runs on both storages of the one VoxelMap interface (the torch
+    storage on the CPU here; its CUDA-specific tests are in test_map_torch.py)."""
+    return request.param
 
 
 def _open3d():
@@ -39,8 +48,8 @@ def _by_voxel(vmap, voxel):
     return {k: (p, c, w, n) for k, p, c, w, n in zip(keys, pts, col, conf, vmap.hit_counts())}
 
 
-def test_single_voxel_running_means_across_inserts():
-    vmap = VoxelMap(MapConfig(voxel_size=1.0))
+def test_single_voxel_running_means_across_inserts(storage):
+    vmap = VoxelMap(MapConfig(voxel_size=1.0), storage=storage)
     vmap.insert(np.array([[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]], np.float32),
                 np.array([[0, 0, 0], [100, 50, 10]], np.uint8), np.array([0.2, 0.7], np.float32))
     vmap.insert(np.array([[0.8, 0.9, 0.1]], np.float32), np.array([[200, 250, 20]], np.uint8),
@@ -54,22 +63,22 @@ def test_single_voxel_running_means_across_inserts():
     assert vmap.last_seen().tolist() == [1]
 
 
-def test_mean_confidence_mode():
-    vmap = VoxelMap(MapConfig(voxel_size=1.0, confidence_reduce="mean"))
+def test_mean_confidence_mode(storage):
+    vmap = VoxelMap(MapConfig(voxel_size=1.0, confidence_reduce="mean"), storage=storage)
     col = np.zeros((2, 3), np.uint8)
     vmap.insert(np.array([[0.1, 0.1, 0.1], [0.2, 0.2, 0.2]], np.float32), col, np.array([1.0, 2.0], np.float32))
     vmap.insert(np.array([[0.3, 0.3, 0.3]], np.float32), col[:1], np.array([6.0], np.float32))
     assert vmap.snapshot()[2][0] == pytest.approx(3.0)
 
 
-def test_many_voxels_match_reference_fusion():
+def test_many_voxels_match_reference_fusion(storage):
     rng = np.random.default_rng(0)
     voxel = 0.25
     # Negative coordinates and repeated visits exercise key packing and hash collisions.
     frames = [_frame(rng, 3000, low=(-2, -1, -3), high=(1, 2, 0)) for _ in range(3)]
     for _, _, conf in frames:
         conf[:] = rng.uniform(0, 1, size=len(conf))
-    vmap = VoxelMap(MapConfig(voxel_size=voxel, min_confidence=0.0))
+    vmap = VoxelMap(MapConfig(voxel_size=voxel, min_confidence=0.0), storage=storage)
     for f in frames:
         vmap.insert(*f)
     ref = _reference_fusion(frames, voxel)
@@ -83,8 +92,8 @@ def test_many_voxels_match_reference_fusion():
         assert gw == pytest.approx(w) and gn == n
 
 
-def test_confidence_threshold_and_non_finite_dropped():
-    vmap = VoxelMap(MapConfig(voxel_size=0.1, min_confidence=0.5))
+def test_confidence_threshold_and_non_finite_dropped(storage):
+    vmap = VoxelMap(MapConfig(voxel_size=0.1, min_confidence=0.5), storage=storage)
     pts = np.array([[0.05, 0, 0], [1.05, 0, 0], [np.nan, 0, 0], [2.05, np.inf, 0], [3.05, 0, 0], [4.05, 0, 0]],
                    np.float32)
     conf = np.array([0.5, 0.49, 0.9, 0.9, np.nan, 0.9], np.float32)
@@ -97,18 +106,18 @@ def test_confidence_threshold_and_non_finite_dropped():
     assert s["dropped_low_confidence"] == 1 and s["dropped_non_finite"] == 3
 
 
-def test_out_of_range_points_are_dropped_not_aliased():
-    vmap = VoxelMap(MapConfig(voxel_size=0.05))
+def test_out_of_range_points_are_dropped_not_aliased(storage):
+    vmap = VoxelMap(MapConfig(voxel_size=0.05), storage=storage)
     far = 0.05 * (1 << 20) + 1.0  # just past the 21-bit key range
     vmap.insert(np.array([[far, 0, 0], [0.01, 0, 0]], np.float32), np.zeros((2, 3), np.uint8), np.ones(2, np.float32))
     assert len(vmap) == 1 and vmap.stats()["dropped_out_of_range"] == 1
 
 
 @pytest.mark.parametrize("policy", ["drop_far", "drop_oldest"])
-def test_eviction_keeps_bound_and_map_stays_consistent(policy):
+def test_eviction_keeps_bound_and_map_stays_consistent(policy, storage):
     rng = np.random.default_rng(1)
     cfg = MapConfig(voxel_size=0.1, max_points=2000, policy=policy, evict_headroom=0.1)
-    vmap = VoxelMap(cfg)
+    vmap = VoxelMap(cfg, storage=storage)
     for f in range(12):
         pts, col, conf = _frame(rng, 800, low=(f, 0, 0), high=(f + 1.5, 1, 1))
         stats = vmap.insert(pts, col, conf, sensor_origin=np.array([f + 0.5, 0.5, 0.5]))
@@ -124,12 +133,12 @@ def test_eviction_keeps_bound_and_map_stays_consistent(policy):
     assert again.n_new_voxels == 0 and len(vmap) == n_before
 
 
-def test_drop_far_evicts_farthest_from_latest_origin():
+def test_drop_far_evicts_farthest_from_latest_origin(storage):
     rng = np.random.default_rng(2)
     frame = _frame(rng, 3000, low=(0, 0, 0), high=(10, 1, 1))
-    unbounded = VoxelMap(MapConfig(voxel_size=0.1))
+    unbounded = VoxelMap(MapConfig(voxel_size=0.1), storage=storage)
     unbounded.insert(*frame)
-    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=1000, policy="drop_far", evict_headroom=0.2))
+    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=1000, policy="drop_far", evict_headroom=0.2), storage=storage)
     stats = vmap.insert(*frame, sensor_origin=np.zeros(3))
     assert len(vmap) == 800 and stats.n_evicted == len(unbounded) - 800
     all_pts = unbounded.snapshot()[0]
@@ -138,9 +147,9 @@ def test_drop_far_evicts_farthest_from_latest_origin():
     np.testing.assert_allclose(kept, nearest, rtol=1e-6)
 
 
-def test_drop_far_without_origin_uses_latest_points():
+def test_drop_far_without_origin_uses_latest_points(storage):
     rng = np.random.default_rng(8)
-    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=400, policy="drop_far", evict_headroom=0.5))
+    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=400, policy="drop_far", evict_headroom=0.5), storage=storage)
     vmap.insert(*_frame(rng, 1000, low=(0, 0, 0), high=(1, 1, 0.3)))  # region A, ~290 voxels
     vmap.insert(*_frame(rng, 1000, low=(20, 0, 0), high=(21, 1, 0.3)))  # region B triggers eviction
     # Without a sensor origin the latest frame's centroid (in B) is the reference: A goes.
@@ -148,9 +157,9 @@ def test_drop_far_without_origin_uses_latest_points():
     assert vmap.snapshot()[0][:, 0].min() >= 20.0
 
 
-def test_drop_oldest_evicts_least_recently_seen():
+def test_drop_oldest_evicts_least_recently_seen(storage):
     rng = np.random.default_rng(3)
-    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=1500, policy="drop_oldest", evict_headroom=0.1))
+    vmap = VoxelMap(MapConfig(voxel_size=0.1, max_points=1500, policy="drop_oldest", evict_headroom=0.1), storage=storage)
     a = _frame(rng, 2000, low=(0, 0, 0), high=(1, 1, 0.5))
     b = _frame(rng, 2000, low=(5, 0, 0), high=(6, 1, 0.5))
     vmap.insert(*a, sensor_origin=np.array([0.5, 0.5, 0.0]))  # frame 0: region A
@@ -167,7 +176,7 @@ def test_drop_oldest_evicts_least_recently_seen():
     assert set(np.unique(seen)) <= {2, 3}
 
 
-def test_insert_cost_does_not_grow_with_map_size():
+def test_insert_cost_does_not_grow_with_map_size(storage):
     """Deterministic: count hash probes and map-sized rebuilds, not seconds.
 
     Apart from the amortised rebuilds (geometric growth, flagged by ``rebuilt``), an
@@ -175,7 +184,7 @@ def test_insert_cost_does_not_grow_with_map_size():
     O(1) per voxel while the map grows more than tenfold.
     """
     rng = np.random.default_rng(5)
-    vmap = VoxelMap(MapConfig(voxel_size=0.01))
+    vmap = VoxelMap(MapConfig(voxel_size=0.01), storage=storage)
     rebuilds, steady = 0, []
     for f in range(50):
         # Frame f: ~5000 new voxels plus 1000 points revisiting the previous region.
@@ -194,9 +203,9 @@ def test_insert_cost_does_not_grow_with_map_size():
     assert rebuilds <= 12 and len(steady) >= 38
 
 
-def test_clear_and_stats():
+def test_clear_and_stats(storage):
     rng = np.random.default_rng(6)
-    vmap = VoxelMap()
+    vmap = VoxelMap(storage=storage)
     vmap.insert(*_frame(rng, 1000))
     s = vmap.stats()
     assert s["points"] == len(vmap) > 0 and s["frames"] == 1 and s["bytes"] > 0
@@ -222,8 +231,8 @@ def test_bad_config(kwargs, match):
         MapConfig(**kwargs)
 
 
-def test_bad_insert_inputs():
-    vmap = VoxelMap()
+def test_bad_insert_inputs(storage):
+    vmap = VoxelMap(storage=storage)
     pts = np.zeros((4, 3), np.float32)
     col = np.zeros((4, 3), np.uint8)
     conf = np.ones(4, np.float32)
@@ -238,10 +247,10 @@ def test_bad_insert_inputs():
     assert len(vmap) == 0
 
 
-def test_ply_round_trip(tmp_path):
+def test_ply_round_trip(tmp_path, storage):
     o3d = _open3d()
     rng = np.random.default_rng(7)
-    vmap = VoxelMap(MapConfig(voxel_size=0.2))
+    vmap = VoxelMap(MapConfig(voxel_size=0.2), storage=storage)
     vmap.insert(*_frame(rng, 2000), sensor_origin=np.zeros(3))
     pts, col, conf = vmap.snapshot()
     path = tmp_path / "map.ply"
@@ -320,10 +329,10 @@ def test_unit_weights_are_bitwise_the_unweighted_insert(reduce, policy):
 
 
 @pytest.mark.parametrize("reduce", ["max", "mean"])
-def test_a_weight_counts_as_that_many_identical_points(reduce):
+def test_a_weight_counts_as_that_many_identical_points(reduce, storage):
     rng = np.random.default_rng(12)
     cfg = MapConfig(voxel_size=0.5, confidence_reduce=reduce, min_confidence=0.3)
-    weighted, repeated = VoxelMap(cfg), VoxelMap(cfg)
+    weighted, repeated = VoxelMap(cfg, storage=storage), VoxelMap(cfg, storage=storage)
     for _ in range(3):
         pts, col, _ = _frame(rng, 200)
         conf = rng.random(200).astype(np.float32)
@@ -341,8 +350,8 @@ def test_a_weight_counts_as_that_many_identical_points(reduce):
     assert weighted.last_insert.n_input == 200  # rows, not weights
 
 
-def test_weighted_origin_fallback_is_the_weighted_mean():
-    vmap = VoxelMap(MapConfig(voxel_size=0.1))
+def test_weighted_origin_fallback_is_the_weighted_mean(storage):
+    vmap = VoxelMap(MapConfig(voxel_size=0.1), storage=storage)
     vmap.insert(np.array([[0, 0, 0], [4, 0, 0]], np.float32), np.zeros((2, 3), np.uint8),
                 np.ones(2, np.float32), weights=np.array([3, 1]))
     np.testing.assert_allclose(vmap._origin, [1.0, 0.0, 0.0])
@@ -360,16 +369,16 @@ def test_weighted_origin_fallback_is_the_weighted_mean():
     (np.array([1.0, 1.5, 1.0, 1.0]), "whole numbers"),
     (np.array([1, 2**40, 1, 1]), "2\\^31"),
 ])
-def test_bad_weights(weights, match):
-    vmap = VoxelMap()
+def test_bad_weights(weights, match, storage):
+    vmap = VoxelMap(storage=storage)
     pts, col, conf = _frame(np.random.default_rng(0), 4)
     with pytest.raises(MapError, match=match):
         vmap.insert(pts, col, conf, weights=weights)
     assert len(vmap) == 0 and vmap.stats()["frames"] == 0
 
 
-def test_empty_weighted_insert():
-    vmap = VoxelMap()
+def test_empty_weighted_insert(storage):
+    vmap = VoxelMap(storage=storage)
     stats = vmap.insert(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32),
                         weights=np.zeros(0, np.int32))
     assert stats.n_kept == 0 and len(vmap) == 0

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.map import MapConfig, MapError, VoxelMap
-from loger_core.map_torch import TorchVoxelMap
+from loger_core.mapping.numpy_storage import NumpyVoxelMap
+from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
+from loger_core.mapping.torch_storage import TorchVoxelMap
 
 
 def _frames(n_frames=6, n=4000, seed=0, bad=True, weights=False):
@@ -118,7 +119,7 @@ def test_tensor_map_converts_to_and_from_the_numpy_map_and_merges_on_identically
 
 
 def test_tensor_map_takes_tensors_and_writes_ply(tmp_path):
-    from loger_core.map import load_ply
+    from loger_core.mapping.voxel_map import load_ply
 
     got = TorchVoxelMap(MapConfig(voxel_size=0.1))
     pts, col, conf, _, _ = _frames(n_frames=1, bad=False)[0]
@@ -153,8 +154,8 @@ class _Log:
 
 def _fusion(device_map: bool):
     from loger_ros.conversions import rosbags_factory
-    from loger_ros.core.publications import MessageBuilder
-    from loger_ros.core.map_fusion import MapFusion
+    from loger_ros.publications import MessageBuilder
+    from loger_core.pipeline.map_fusion import MapFusion
 
     fusion = MapFusion(MapConfig(voxel_size=0.05), MessageBuilder(rosbags_factory("ros2_humble")), "map", 1000, _Log())
     if device_map:  # the map a CUDA node gets, here on the CPU
@@ -177,7 +178,7 @@ def test_a_failing_tensor_map_moves_to_the_cpu_and_loses_nothing():
     for pts, col, conf, origin, wts in frames:
         fusion._insert(pts, col, conf, origin, wts)
         ref.insert(pts, col, conf, sensor_origin=origin, weights=wts)
-    assert isinstance(fusion.map, VoxelMap) and len(fusion.log.errors) == 1
+    assert isinstance(fusion.map, NumpyVoxelMap) and len(fusion.log.errors) == 1
     assert "moving the map" in fusion.log.errors[0] and "illegal memory access" in fusion.log.errors[0]
     _assert_same(fusion.map, ref)
 
@@ -185,7 +186,7 @@ def test_a_failing_tensor_map_moves_to_the_cpu_and_loses_nothing():
 def test_sessions_save_the_tensor_map_and_resume_it_on_either_map():
     from types import SimpleNamespace
 
-    from loger_ros.core.session_keeper import _MapPart
+    from loger_core.pipeline.session_keeper import _MapPart
 
     frames = _frames(n_frames=4, seed=11)
     saved = _fusion(True)
@@ -219,7 +220,7 @@ def test_a_tensor_map_failing_half_way_through_an_insert_moves_to_the_cpu_withou
     for pts, col, conf, origin, wts in frames:
         fusion._insert(pts, col, conf, origin, wts)
         ref.insert(pts, col, conf, sensor_origin=origin, weights=wts)
-    assert isinstance(fusion.map, VoxelMap) and fusion.map.hit_counts().min() > 0
+    assert isinstance(fusion.map, NumpyVoxelMap) and fusion.map.hit_counts().min() > 0
     # The frame whose insert failed was fused again on the CPU: the same map as the reference,
     # except the frame counter, which the failed attempt advanced.
     keys_a, pts_a = _by_key(fusion.map)[:2]

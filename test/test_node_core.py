@@ -11,19 +11,13 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from loger_core.io.trajectory import read_tum
-from loger_core.map import load_ply
+from loger_core.mapping.voxel_map import load_ply
 from loger_core.stream import FrameResult, StreamInputError, StreamStats
 from loger_core.stream.scale import ScaleEstimate
 from loger_ros.conversions import matrix_from_pose, matrix_from_transform, rosbags_factory
-from loger_ros.core import (
-    CameraMount,
-    CoreError,
-    DropOldestQueue,
-    MappingCore,
-    PoseTracker,
-    invert,
-    resolve_image_transport,
-)
+from loger_core.pipeline import CameraMount, CoreError, DropOldestQueue, PoseTracker, invert
+from loger_ros.inputs import resolve_image_transport
+from loger_ros.mapping_core import MappingCore
 from loger_ros.params import NodeParams
 
 F = rosbags_factory("ros2_humble")
@@ -738,7 +732,7 @@ def test_shutdown_under_load_is_bounded_and_saves_the_map(tmp_path):
 
 
 def test_map_ply_is_written_without_open3d_and_read_back_by_it(tmp_path):
-    from loger_ros.core.outputs import write_ply_atomic
+    from loger_core.pipeline.outputs import write_ply_atomic
 
     rng = np.random.default_rng(3)
     points = rng.normal(size=(500, 3)).astype(np.float32)

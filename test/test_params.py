@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from loger_core.model_selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
-from loger_ros.core import MappingCore
+from loger_core.model.selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from loger_ros.mapping_core import MappingCore
 from loger_ros.params import (
     NODE_NAME,
     NodeParams,
@@ -222,8 +222,10 @@ def test_node_only_uses_names_that_exist_in_the_core_and_params():
     assert params_used <= {s.name for s in param_specs()} | {n for n in dir(NodeParams) if not n.startswith("_")}
     core_used = _attributes_of(tree, "core")
     assert {"on_image", "on_camera_info", "start", "stop_intake", "stop", "finish", "save_map", "diagnostics"} <= core_used
-    core_tree = ast.parse((REPO / "loger_ros" / "core" / "mapping_core.py").read_text())
-    instance_attributes = {t.attr for n in ast.walk(core_tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+    core_trees = [ast.parse((REPO / "loger_ros" / "mapping_core.py").read_text()),
+                  ast.parse((REPO / "loger_core" / "pipeline" / "core.py").read_text())]
+    instance_attributes = {t.attr for core_tree in core_trees for n in ast.walk(core_tree)
+                           if isinstance(n, (ast.Assign, ast.AnnAssign))
                            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
                            if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) == "self"}
     missing = {name for name in core_used if not hasattr(MappingCore, name) and name not in instance_attributes}
@@ -231,7 +233,7 @@ def test_node_only_uses_names_that_exist_in_the_core_and_params():
 
 
 def test_node_dispatches_every_channel():
-    from loger_ros.core import CHANNELS
+    from loger_ros.publications import CHANNELS
 
     text = NODE_PY.read_text()
     for channel in CHANNELS:
@@ -240,7 +242,7 @@ def test_node_dispatches_every_channel():
 
 def test_model_choices_are_the_model_configs():
     from loger_core.model import CONFIGS
-    from loger_core.model_selection import MODEL_CHOICES, MODEL_DEFAULTS
+    from loger_core.model.selection import MODEL_CHOICES, MODEL_DEFAULTS
 
     assert set(MODEL_CHOICES) == {"auto", *CONFIGS} and set(MODEL_DEFAULTS) == set(CONFIGS)
 

@@ -6,7 +6,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from loger_core.io.trajectory import Trajectory
-from loger_core.plotting import PlotError, plot_top_view, top_view_axes
+from loger_core.eval.plotting import PlotError, plot_top_view, top_view_axes
 
 
 def _ground_loop(n=200, up_axis=1):
@@ -75,7 +75,7 @@ def test_bad_inputs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- ground plane
-from loger_core.plotting import TopViewProjection, top_view_projection  # noqa: E402
+from loger_core.eval.plotting import TopViewProjection, top_view_projection  # noqa: E402
 from loger_core.synthetic.config import TrajectoryConfig  # noqa: E402
 from loger_core.synthetic.scene import Route  # noqa: E402
 from loger_core.synthetic.trajectories import make_poses  # noqa: E402

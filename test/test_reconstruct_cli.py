@@ -13,8 +13,8 @@ from PIL import Image
 from loger_core.cli.reconstruct import main
 from loger_core.io.image_folder import ImageFolderSequence, write_image_folder
 from loger_core.io.trajectory import read_tum
-from loger_core.map import load_ply
-from loger_core.model_selection import BUNDLED_CHECKPOINT
+from loger_core.mapping.voxel_map import load_ply
+from loger_core.model.selection import BUNDLED_CHECKPOINT
 from loger_core.stream import StreamConfig, reconstruct_sequence
 from loger_core.synthetic import SynthConfig, render_frames
 

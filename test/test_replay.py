@@ -19,7 +19,7 @@ from loger_core.model.synthetic_weights import fill_deterministic_
 from loger_core.stream import StreamingReconstructor
 from loger_core.synthetic import SynthConfig, render_frames
 from loger_core.synthetic.rosbag_writer import BagTopics, write_rosbag
-from loger_core.model_selection import BUNDLED_CHECKPOINT
+from loger_core.model.selection import BUNDLED_CHECKPOINT
 from loger_ros.params import NodeParams
 from loger_ros.replay import (
     ReplayError,

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from loger_core.map import MapConfig, VoxelMap
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap
 from loger_core.model import build_model
 from loger_core.model.synthetic_weights import fill_deterministic_
-from loger_core.session import (
+from loger_core.io.session import (
     SESSION_VERSION, Session, SessionComponent, SessionConfigMismatchError, SessionCorruptError, SessionError,
     SessionModelMismatchError, SessionNotFoundError, SessionStateError, SessionVersionError, load_session,
     model_identity, read_session, restore_voxel_map, save_session, voxel_map_component,
 )
 from loger_core.stream import StreamConfig, StreamingReconstructor
 from loger_ros.conversions import rosbags_factory
-from loger_ros.core import MappingCore
+from loger_ros.mapping_core import MappingCore
 from loger_ros.params import NodeParams
 
 H, W = 56, 84
@@ -396,7 +396,7 @@ def test_kill_9_while_saving_never_leaves_a_session_that_loads_wrong(tmp_path):
 def _assert_same_outputs(a: Path, b: Path) -> None:
     """Two output folders hold the same trajectory.tum and map.ply (to TOL; colours exactly)."""
     from loger_core.io.trajectory import read_tum
-    from loger_core.map import load_ply
+    from loger_core.mapping.voxel_map import load_ply
 
     ta, tb = read_tum(a / "trajectory.tum"), read_tum(b / "trajectory.tum")
     np.testing.assert_array_equal(ta.stamps_ns, tb.stamps_ns)

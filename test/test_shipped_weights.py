@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from loger_core.model_selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
+from loger_core.model.selection import BUNDLED_CHECKPOINT, BUNDLED_MODEL
 from loger_core.training.train import file_sha256
 
 MAX_BYTES = 25 * 1000 * 1000  # it lives in git

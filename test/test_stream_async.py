@@ -304,7 +304,7 @@ def test_provisional_graph_replays_equal_eager_passes_as_memory_changes(compiled
 def test_raw_camera_output_finishes_to_the_same_prediction(tiny):
     """The graph-friendly split of the camera head (raw output in the graph, SVD after) gives the
     normal forward's poses and points exactly (CPU, fp32)."""
-    from loger_core.model.loger import finish_raw_camera
+    from loger_core.model.prediction import finish_raw_camera
     from loger_core.model.state import MemoryOptions
 
     x = torch.rand(1, 5, 3, H, W, generator=torch.Generator().manual_seed(0))

@@ -15,9 +15,9 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from loger_core.eval import compute_ate
-from loger_core.map import MapConfig, VoxelMap
-from loger_core.model.loger import WindowPrediction, transform_points
+from loger_core.eval.metrics import compute_ate
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap
+from loger_core.model.prediction import WindowPrediction, transform_points
 from loger_core.model.state import MemoryState
 from loger_core.stream import StreamConfig, StreamingReconstructor, prepare_image
 from loger_core.synthetic import SynthConfig, render_frames

@@ -1,13 +1,13 @@
-"""Per-frame voxel merging on the model's device (loger_core.voxel_downsample) and its use by the map."""
+"""Per-frame voxel merging on the model's device (loger_core.mapping.voxel_downsample) and its use by the map."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from loger_core.map import MapConfig, VoxelMap
+from loger_core.mapping.voxel_map import MapConfig, VoxelMap
 from loger_core.stream import StreamConfig, StreamingReconstructor
-from loger_core.voxel_downsample import VoxelBatch, VoxelDownsampleError, downsample_frames
+from loger_core.mapping.voxel_downsample import VoxelBatch, VoxelDownsampleError, downsample_frames
 
 _OFF = 1 << 20
 
@@ -256,8 +256,8 @@ def test_cuda_matches_cpu():
 
 def test_map_fusion_fuses_weighted_and_unweighted_frames():
     from loger_ros.conversions import rosbags_factory
-    from loger_ros.core import MapFusion, MapJob
-    from loger_ros.core.publications import MessageBuilder
+    from loger_core.pipeline.map_fusion import MapFusion, MapJob
+    from loger_ros.publications import MessageBuilder
 
     class Log:
         def error(self, msg):

@@ -100,7 +100,7 @@ def test_after_a_warm_up_the_live_passes_replay_graphs_of_compiled_blocks():
 
 # ---------------------------------------------------------------- the node core
 def _core(warm, stream=None, logger=None, **overrides):
-    from loger_ros.core.mapping_core import MappingCore
+    from loger_ros.mapping_core import MappingCore
     from loger_ros.params import NodeParams
 
     from test_node_core import F, ListLogger
@@ -134,7 +134,7 @@ def test_core_warm_up_assumes_the_configured_camera_size_when_the_camera_sets_th
 
 
 def test_a_failed_warm_up_is_logged_and_the_core_still_maps(monkeypatch):
-    import loger_ros.core.mapping_core as mc
+    import loger_core.pipeline.core as mc
 
     from test_node_core import channels, feed, header, stamp, F
 

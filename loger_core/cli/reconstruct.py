@@ -27,7 +27,7 @@ ROS bags are ``loger-replay``'s. Writes into ``--out`` (default ``./<input name>
   folder has no TF, so "up" comes from the floor found in the first frames; the grid is in that floor
   frame, whose pose in the trajectory's world frame ``grid.json`` gives (``--no-grid``: none).
 
-Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model_selection`): an explicit
+Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model.selection`): an explicit
 ``--checkpoint``, else the trained ``small`` weights shipped in the package (a demo model trained on
 synthetic scenes, said loudly); ``--synthetic-weights`` runs deterministic untrained weights (tests).
 Input size and window default to the model's (``small``, ``small_deep``, ``tiny``: ~10k pixels, e.g.
@@ -48,20 +48,23 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from loger_core.eval import EvalError, evaluate
-from loger_core.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
+from loger_core.eval.metrics import EvalError, evaluate
+from loger_core.mapping.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
 from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
 from loger_core.io.sequences import open_sequence
 from loger_core.io.trajectory import Trajectory, write_tum
-from loger_core.map import MapConfig, MapError, VoxelMap
-from loger_core.model_selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
+from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
+from loger_core.model.selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
 from loger_core.model.checkpoint import CheckpointError
-from loger_core.plotting import plot_top_view
-from loger_core.session import (
+from loger_core.eval.plotting import plot_top_view
+from loger_core.io.session import (
     Session, SessionComponent, SessionConfigMismatchError, SessionError, load_session, model_identity,
     restore_voxel_map, save_session, trajectory_component, trajectory_from_component, voxel_map_component,
 )
-from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
+from loger_core.pipeline.grid_mapping import FloorGridFeed
+from loger_core.pipeline.map_fusion import MapFusion
+from loger_core.pipeline.mapper import FrameConsumer, Mapper
+from loger_core.stream import FrameResult, ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
 __all__ = ["ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
@@ -195,43 +198,56 @@ def _voxel_size(text: str) -> Optional[float]:
 
 
 class _Outputs:
-    """Accumulates what the run writes: the trajectory (grows with the frames, by nature) and the
-    bounded voxel map."""
+    """What the run writes, through the pipeline's one commit path (:class:`Mapper`): the
+    trajectory (grows with the frames, by nature), the bounded voxel map (its size automatic at
+    the first committed frame unless given) and the floor grid."""
 
-    def __init__(self, voxel: Optional[float], max_points: int, grid: Optional[FloorGridBuilder] = None) -> None:
+    def __init__(self, voxel: Optional[float], max_points: int, grid: Optional[FloorGridBuilder] = None,
+                 consumer: Optional[FrameConsumer] = None) -> None:
         self.voxel = voxel
-        self.grid = grid
         self.max_points = max_points
-        self.map: Optional[VoxelMap] = None
-        self.stamps: list[int] = []
-        self.poses: list[np.ndarray] = []
-        self.last_K: Optional[np.ndarray] = None
+        self.grid_feed = FloorGridFeed(grid) if grid is not None else None
+        self.mapper = Mapper(make_fusion=self._make_fusion, consumer=consumer)
+
+    def _make_fusion(self, first: FrameResult, config: Optional[MapConfig] = None) -> MapFusion:
+        if self.voxel is None:
+            depth = first.depth[np.isfinite(first.depth) & (first.depth > 0)]
+            median = float(np.median(depth)) if depth.size else 1.0
+            self.voxel = max(median * AUTO_VOXEL_FRACTION, 1e-6)
+        fusion = MapFusion(config or MapConfig(voxel_size=self.voxel, max_points=self.max_points), None, "world", 0, log,
+                           strict=True, skip_empty=False)
+        fusion.grid = self.grid_feed
+        return fusion
+
+    @property
+    def grid(self) -> Optional[FloorGridBuilder]:
+        return self.grid_feed.builder if self.grid_feed is not None else None
+
+    @property
+    def map(self) -> Optional[VoxelMap]:
+        return self.mapper.fusion.map if self.mapper.fusion is not None else None
+
+    @property
+    def last_K(self) -> Optional[np.ndarray]:
+        return self.mapper.last_K
+
+    def remember(self, stamp_ns: int, rgb: np.ndarray) -> None:
+        self.mapper.remember_image(stamp_ns, rgb)
 
     def add(self, results) -> None:
-        for r in results:
-            if r.provisional:
-                continue
-            if self.map is None:
-                if self.voxel is None:
-                    depth = r.depth[np.isfinite(r.depth) & (r.depth > 0)]
-                    median = float(np.median(depth)) if depth.size else 1.0
-                    self.voxel = max(median * AUTO_VOXEL_FRACTION, 1e-6)
-                self.map = VoxelMap(MapConfig(voxel_size=self.voxel, max_points=self.max_points))
-            self.map.insert(r.points, r.colors, r.point_confidence, sensor_origin=r.position)
-            if self.grid is not None:
-                self.grid.add(r.points, r.T_world_cam)
-            self.stamps.append(r.stamp_ns)
-            self.poses.append(r.T_world_cam)
-            self.last_K = r.K
+        """Commit the stream's results (provisional ones are skipped), fused inline."""
+        if self.mapper.commit(results) >= 0:
+            self.mapper.fusion.run_pending()
 
     def trajectory(self) -> Trajectory:
-        return Trajectory(np.asarray(self.stamps, dtype=np.int64), np.stack(self.poses))
+        return self.mapper.trajectory("camera")
 
     # Mapping sessions: the map, the trajectory and the automatic voxel size travel with the stream.
     def session_components(self) -> dict[str, SessionComponent]:
-        comps = {"trajectory": trajectory_component(self.stamps, {"T_world_cam": np.asarray(self.poses).reshape(-1, 4, 4)}),
-                 "reconstruct": SessionComponent({}, {"voxel_size": self.voxel, "last_K": None if self.last_K is None
-                                                      else self.last_K.tolist()})}
+        m = self.mapper
+        comps = {"trajectory": trajectory_component(m.stamps, {"T_world_cam": np.asarray(m.poses_cam).reshape(-1, 4, 4)}),
+                 "reconstruct": SessionComponent({}, {"voxel_size": self.voxel, "last_K": None if m.last_K is None
+                                                      else m.last_K.tolist()})}
         if self.map is not None:
             comps["map"] = voxel_map_component(self.map)
         return comps
@@ -243,12 +259,14 @@ class _Outputs:
             raise SessionConfigMismatchError(path, f"its map has voxel size {saved_voxel}, --voxel-size is {self.voxel}")
         self.voxel = saved_voxel if saved_voxel is not None else self.voxel
         stamps, poses = trajectory_from_component(session.component("trajectory", path), path)
-        self.stamps = [int(v) for v in stamps]
-        self.poses = list(poses["T_world_cam"])
-        self.last_K = None if meta["last_K"] is None else np.asarray(meta["last_K"], dtype=np.float64)
+        m = self.mapper
+        m.stamps[:] = [int(v) for v in stamps]
+        m.poses_cam[:] = list(poses["T_world_cam"])
+        m.poses_base[:] = list(poses["T_world_cam"])
+        m.last_K = None if meta["last_K"] is None else np.asarray(meta["last_K"], dtype=np.float64)
         if "map" in session.components:
-            self.map = VoxelMap(MapConfig(voxel_size=self.voxel, max_points=self.max_points))
-            restore_voxel_map(self.map, session.components["map"], path)
+            m.fusion = self._make_fusion(None, MapConfig(voxel_size=self.voxel, max_points=self.max_points))
+            restore_voxel_map(m.fusion.map, session.components["map"], path)
 
 
 def _save_session(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> None:
@@ -336,6 +354,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         if args.max_frames is not None and used >= args.max_frames:
             break
         used += 1
+        outputs.remember(frame.stamp_ns, frame.rgb)
         outputs.add(rec.push(frame.rgb, frame.stamp_ns, K=frame.K, depth=frame.depth if use_depth else None))
         bar.update(1)
     if args.session_out:
@@ -343,7 +362,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
     outputs.add(rec.flush())
     bar.close()
     elapsed = time.perf_counter() - t0
-    if not outputs.poses:
+    if not len(outputs.mapper):
         raise StreamInputError(f"INPUT {args.input!r}: no frame was reconstructed (frames read: {used})")
 
     est = outputs.trajectory()
@@ -376,7 +395,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         plot_gt = gt.poses
         title += f", ATE {metrics['ate']['rmse']:.3f}"
     plot_top_view(out / "top_view.png", plot_est, gt=plot_gt, map_points=plot_map, map_colors=map_cols, title=title)
-    grid_info = _write_grid(out, grid, est) if grid is not None else None
+    grid_info = _write_grid(out, outputs.grid, est) if outputs.grid is not None else None
 
     run = {
         "input": str(args.input),

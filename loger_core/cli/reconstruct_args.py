@@ -12,8 +12,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from loger_core.grid import GridConfig
-from loger_core.model_selection import MODEL_CHOICES
+from loger_core.mapping.grid import GridConfig
+from loger_core.model.selection import MODEL_CHOICES
 
 __all__ = ["build_parser", "main"]
 

@@ -1,1 +1,2 @@
-"""I/O helpers for loger_core: trajectories and image sources (ROS-free)."""
+"""Files in and out: image folders, videos, datasets, trajectories (TUM/KITTI), mapping-session
+files (ROS-free). May import: ``loger_core.mapping`` (the map inside a session file)."""

@@ -1,4 +1,5 @@
-"""LoGeR network (Pi3/DINOv2 backbone with TTT + SWA hybrid memory) and its checkpoints.
+"""LoGeR network (Pi3/DINOv2 backbone with TTT + SWA hybrid memory), its checkpoints and which
+weights a run uses (``selection``). May import: nothing of loger_core outside ``model``.
 
     from loger_core.model import build_model, load_checkpoint
     model = load_checkpoint("ckpts/LoGeR_star/latest.pt", config="loger_star", device="cuda", dtype=torch.bfloat16)
@@ -14,7 +15,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import CONFIGS, ModelConfig, config_from_original_yaml, get_config
-from .loger import LoGeR, WindowPrediction
+from .loger import LoGeR
+from .prediction import WindowPrediction
 from .state import MemoryOptions, MemoryState
 from .windowing import SequenceMerger, WindowAligner, window_schedule
 

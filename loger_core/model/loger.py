@@ -7,74 +7,25 @@ as the authors' windowed inference does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
 from .encoder import DinoEncoder
-from .heads import CameraHead, LinearPatchHead, TransformerDecoder, pose_from_raw
+from .heads import CameraHead, LinearPatchHead, TransformerDecoder
 from .layers import Block, RoPE2D, patch_positions
 from .state import MemoryOptions, MemoryState
+from .prediction import WindowPrediction, finish_raw_camera, transform_points
 from .ttt import FastWeightSwiGLU
+from .window_graphs import WindowGraphs, graph_autocast
+from .windowing import SequenceMerger, window_schedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-@dataclass
-class WindowPrediction:
-    """Predictions for the frames of one window (or a merged sequence), all float32.
-
-    local_points: (B, N, H, W, 3) camera-frame points (OpenCV axes).
-    conf: (B, N, H, W, 1) confidence logits (higher = more confident).
-    camera_poses: (B, N, 4, 4) `T_world_cam`, world = the frame of the memory / alignment.
-    points: (B, N, H, W, 3) world-frame points, `camera_poses @ local_points`.
-    """
-
-    local_points: Tensor
-    conf: Tensor
-    camera_poses: Tensor
-    points: Tensor
-
-    @property
-    def depth(self) -> Tensor:
-        """(B, N, H, W) z-depth in the model's (or aligned) scale."""
-        return self.local_points[..., 2]
-
-    @property
-    def num_frames(self) -> int:
-        return self.camera_poses.shape[1]
-
-    def frames(self, start: int, end: int | None = None) -> "WindowPrediction":
-        sl = slice(start, end)
-        return WindowPrediction(self.local_points[:, sl], self.conf[:, sl], self.camera_poses[:, sl], self.points[:, sl])
-
-    def to(self, device: torch.device | str) -> "WindowPrediction":
-        return WindowPrediction(*(t.to(device) for t in (self.local_points, self.conf, self.camera_poses, self.points)))
-
-    @staticmethod
-    def cat(parts: list["WindowPrediction"]) -> "WindowPrediction":
-        return WindowPrediction(
-            torch.cat([p.local_points for p in parts], 1), torch.cat([p.conf for p in parts], 1),
-            torch.cat([p.camera_poses for p in parts], 1), torch.cat([p.points for p in parts], 1),
-        )
-
-
-def finish_raw_camera(local_points: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, N, H, W, 3) local points and the (B, N, 12) raw camera output of
-    `forward_window(..., raw_camera=True)` -> ((B, N, 4, 4) T_world_cam, (B, N, H, W, 3) points)."""
-    B, N = raw.shape[:2]
-    poses = pose_from_raw(raw.reshape(B * N, 12)).reshape(B, N, 4, 4)
-    return poses, transform_points(poses, local_points)
-
-
-def transform_points(T: Tensor, points: Tensor) -> Tensor:
-    """T: (B, N, 4, 4); points: (B, N, H, W, 3) -> T applied to each frame's points."""
-    homog = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
-    return torch.einsum("bnij,bnhwj->bnhwi", T, homog)[..., :3]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoGeR", "WindowPrediction", "finish_raw_camera", "pe_token_counts",
+           "transform_points"]
 
 
 def pe_token_counts(n: int, window_size: int, overlap_size: int) -> tuple[int, int, int]:
@@ -271,8 +222,6 @@ class LoGeR(nn.Module):
         cuda_graphs: on a CUDA device, full windows of a shape seen before replay a CUDA graph
         (`window_graphs.WindowGraphs`, kept on the model for later calls); same kernels.
         """
-        from .windowing import SequenceMerger, window_schedule
-
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if alignment is None:
@@ -290,8 +239,6 @@ class LoGeR(nn.Module):
 
     def _window_graphs(self, options: MemoryOptions):
         """The `WindowGraphs` of `reconstruct` for `options` under the caller's autocast."""
-        from .window_graphs import WindowGraphs, graph_autocast
-
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
         return WindowGraphs.shared(self, ("reconstruct", options, dtype),
                                    lambda: WindowGraphs(self, options, graph_autocast("cuda", dtype)))

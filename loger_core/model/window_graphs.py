@@ -26,7 +26,7 @@ from typing import Any, Callable, ContextManager, Optional
 import torch
 from torch import Tensor
 
-from .loger import WindowPrediction, finish_raw_camera
+from .prediction import WindowPrediction, finish_raw_camera
 from .state import MemoryOptions, MemoryState
 
 log = logging.getLogger(__name__)

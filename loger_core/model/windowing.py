@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .loger import WindowPrediction, transform_points
+from .prediction import WindowPrediction, transform_points
 
 ALIGNMENTS = ("none", "se3", "sim3")
 SCALE_MODES = ("median", "trimmed_mean", "median_all", "trimmed_mean_all", "sim3_avg1")

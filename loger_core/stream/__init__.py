@@ -1,5 +1,6 @@
 """Streaming reconstruction: frames in one at a time, poses / depth / world points out as each
-window of the LoGeR network completes, with bounded memory.
+window of the LoGeR network completes, with bounded memory. May import: ``model``, ``io``,
+``mapping``.
 
     from loger_core.stream import StreamConfig, StreamingReconstructor
     rec = StreamingReconstructor(StreamConfig(model="loger_star", checkpoint="ckpts/LoGeR_star/latest.pt"))

@@ -32,7 +32,7 @@ from typing import Any, Callable, ContextManager, Optional, Union
 import torch
 
 from loger_core.model.fast_paths import eager_regions
-from loger_core.model.loger import WindowPrediction, finish_raw_camera
+from loger_core.model.prediction import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions, MemoryState
 from loger_core.model.window_graphs import capture_graph, get_or_capture
 

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from loger_core.model.fast_paths import eager_regions
-from loger_core.model.loger import WindowPrediction, finish_raw_camera
+from loger_core.model.prediction import WindowPrediction, finish_raw_camera
 from loger_core.model.state import MemoryOptions
 from loger_core.model.window_graphs import WindowGraphs, graph_autocast
 from loger_core.model.windowing import WindowAligner
 
 from .config import StreamConfig
 from .errors import StreamInputError
+from .frames import BufferedFrame, CommittedView
 from .gpu_share import GpuShare, GpuShareStats, install_yield_points, yield_point
 from .intrinsics import check_intrinsics, estimate_intrinsics_batch, model_to_original
 from .model_loading import load_stream_model
@@ -46,36 +47,10 @@ from .preprocess import (
 )
 from .results import FrameResult, StreamStats
 from .scale import ScaleEstimate, ScaleObservation, make_scale_source
+from .session_state import capture_stream, restore_stream, stream_settings
 from .window_worker import WindowStages, WindowWorker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Frame:
-    """A buffered frame. prepared: its `PreparedImage` (rgb (h, w, 3) uint8 at model resolution and
-    geometry), or a future of it while a preprocessing thread resizes it; depth: (h, w) float32
-    metres or None; odom: (3,) float64 or None; K: original-size K or None."""
-
-    index: int
-    stamp_ns: int
-    prepared: Any
-    K: Optional[np.ndarray]
-    depth: Optional[np.ndarray]
-    odom: Optional[np.ndarray]
-
-    def ready(self) -> PreparedImage:
-        if isinstance(self.prepared, Future):
-            self.prepared = self.prepared.result()
-        return self.prepared
-
-    @property
-    def rgb(self) -> np.ndarray:
-        return self.ready().rgb
-
-    @property
-    def geometry(self) -> ImageGeometry:
-        return self.ready().geometry
 
 
 @dataclass
@@ -83,7 +58,7 @@ class _Job:
     """A completed window for the worker: `frames` in window order, the first `head` of them shared
     with the window before; `final` for the sequence's last (possibly partial) window."""
 
-    frames: list[_Frame]
+    frames: list[BufferedFrame]
     head: int
     final: bool
     # The frames' (n, h, w, 3) uint8 images stacked in pinned memory by the caller's thread (CUDA),
@@ -96,7 +71,7 @@ class _Queued:
     """A window whose forward is queued on the device (worker side)."""
 
     job: _Job
-    frames: list[_Frame]
+    frames: list[BufferedFrame]
     head: int
     pred: Optional[WindowPrediction]
     new_state: Any
@@ -108,7 +83,7 @@ class _Queued:
 class _Emit:
     """Arguments of one `_emit_start` call, made on the worker after the next window is queued."""
 
-    frames: list[_Frame]
+    frames: list[BufferedFrame]
     pred: WindowPrediction
     rgb: torch.Tensor
     start: int
@@ -121,22 +96,11 @@ class _Outputs:
     """Per-frame outputs of `frames` whose device-to-host copies were queued; `event` (CUDA) fires
     when they are in host memory."""
 
-    frames: list[_Frame]
+    frames: list[BufferedFrame]
     host: dict
     event: Any
     window_index: int
     provisional: bool
-
-
-@dataclass
-class _CommittedView:
-    """What a provisional pass needs of the last committed window, replaced as one object so that
-    the caller's thread always reads a consistent set: the memory after it, a snapshot of the
-    aligner, its last `overlap` frames (the anchors; empty before the first window)."""
-
-    state: Any
-    aligner: WindowAligner
-    anchors: list[_Frame]
 
 
 def _check_stamp(stamp_ns: Any) -> int:
@@ -285,7 +249,7 @@ class StreamingReconstructor:
 
         self._resolution = resolution
         self._last_stamp = stamp
-        frame = _Frame(self._next_index, stamp, prepared, K_arr, depth_m, odom_pos if cfg.scale.source == "odometry" else None)
+        frame = BufferedFrame(self._next_index, stamp, prepared, K_arr, depth_m, odom_pos if cfg.scale.source == "odometry" else None)
         self._next_index += 1
         self.stats.frames_accepted += 1
         self._buffer.append(frame)
@@ -367,18 +331,14 @@ class StreamingReconstructor:
         self._worker.wait_idle(timeout_s)
         return self._worker.drain()
 
-    # Mapping sessions (loger_core.session): the committed state as a component, and back.
+    # Mapping sessions (loger_core.io.session): the committed state as a component, and back.
     def session_component(self):
         """The committed state (memory, aligner, buffered frames, scale) as a `SessionComponent`;
         `drain()` first with async_windows. See `loger_core.stream.session_state`."""
-        from .session_state import capture_stream
-
         return capture_stream(self)
 
     def restore_session(self, component, path: Optional[str] = None) -> None:
         """Continues from a `session_component()` of an earlier stream (this one must be fresh)."""
-        from .session_state import restore_stream
-
         restore_stream(self, component, path)
 
     def set_provisional(self, every: Optional[int] = None, budget: Optional[float] = None,
@@ -395,8 +355,6 @@ class StreamingReconstructor:
 
     def session_settings(self) -> dict:
         """The settings a resumed stream must share with the one that saved the session."""
-        from .session_state import stream_settings
-
         return stream_settings(self)
 
     @property
@@ -426,38 +384,38 @@ class StreamingReconstructor:
         cfg = self.config
         self._state = None
         self._aligner = WindowAligner(self.alignment, cfg.overlap_size, cfg.reset_every, cfg.sim3_scale_mode)
-        self._buffer: list[_Frame] = []
+        self._buffer: list[BufferedFrame] = []
         self._head = 0  # leading buffer frames shared with the previous committed window
-        self._pending: Optional[tuple[list[_Frame], WindowPrediction, int]] = None
+        self._pending: Optional[tuple[list[BufferedFrame], WindowPrediction, int]] = None
         self._last_stamp: Optional[int] = None
         self._next_index = 0
         self._finished = False
         self._resolution = cfg.resolution
-        self._first_frame: Optional[_Frame] = None
+        self._first_frame: Optional[BufferedFrame] = None
         self._prov_owed = False  # a due pass was deferred by the caller (push(provisional=False))
         # Worker side (async_windows): continuity after a failed window, the last committed view.
         self._broken = False
-        self._good_tail: list[_Frame] = []
-        self._view = _CommittedView(None, self._aligner.snapshot(), [])
+        self._good_tail: list[BufferedFrame] = []
+        self._view = CommittedView(None, self._aligner.snapshot(), [])
 
     def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def _stack(self, frames: list[_Frame]) -> torch.Tensor:
+    def _stack(self, frames: list[BufferedFrame]) -> torch.Tensor:
         """(n, h, w, 3) uint8 images of `frames` on the host, pinned for CUDA."""
         rgb = torch.from_numpy(np.stack([f.rgb for f in frames]))
         return rgb.pin_memory() if self.device.type == "cuda" else rgb
 
-    def _device_images(self, frames: list[_Frame], rgb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _device_images(self, frames: list[BufferedFrame], rgb: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(n, h, w, 3) uint8 images of `frames` on the model's device; rgb: them from `_stack`,
         if already stacked."""
         if rgb is None:
             rgb = self._stack(frames)
         return rgb.to(self.device, non_blocking=self.device.type == "cuda")
 
-    def _forward(self, frames: list[_Frame], state, commit: bool, rgb: Optional[torch.Tensor] = None,
+    def _forward(self, frames: list[BufferedFrame], state, commit: bool, rgb: Optional[torch.Tensor] = None,
                  anchor_frames: Optional[int] = None, graphs: Optional[WindowGraphs] = None, raw_camera: bool = False):
         """Runs the window; returns (prediction, next state, (n, h, w, 3) uint8 images on the device).
         rgb: the frames' images from `_stack`, if already stacked; anchor_frames: a provisional
@@ -619,7 +577,7 @@ class StreamingReconstructor:
             self._buffer, self._head = list(job.frames[-overlap:]), overlap
         self._worker.submit(job)
 
-    def _provisional_async(self, newest: list[_Frame]) -> list[FrameResult]:
+    def _provisional_async(self, newest: list[BufferedFrame]) -> list[FrameResult]:
         """The provisional pass of `_provisional_pass` against the last committed window (which
         may be older than the frames at the head of the buffer while a window is in flight), on
         the high-priority stream. A failure is logged and loses nothing: the frames stay buffered."""
@@ -746,7 +704,7 @@ class StreamingReconstructor:
         n, overlap, final = len(q.frames), cfg.overlap_size, q.job.final
         keep = n if (final or overlap == 0) else n - overlap
         outs = [_Emit(q.frames[:keep], aligned, q.rgb, 0, window_index, False)]
-        tail: list[_Frame] = []
+        tail: list[BufferedFrame] = []
         if final or overlap == 0:
             self._pending = None
         else:
@@ -755,7 +713,7 @@ class StreamingReconstructor:
             if cfg.provisional_every > 0:
                 outs.append(_Emit(tail, aligned, q.rgb, n - overlap, window_index, True))
         self._good_tail = list(tail)
-        self._view = _CommittedView(self._state, self._aligner.snapshot(), list(tail))
+        self._view = CommittedView(self._state, self._aligner.snapshot(), list(tail))
         self.stats.state_bytes = self.state_nbytes()
         return q.t0, outs
 
@@ -801,7 +759,7 @@ class StreamingReconstructor:
 
     # ------------------------------------------------------------------ output
     def _emit(
-        self, frames: list[_Frame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
+        self, frames: list[BufferedFrame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
         provisional: bool,
     ) -> list[FrameResult]:
         """Results for `frames`, which are the window frames start, start + 1, ... of `pred`;
@@ -812,7 +770,7 @@ class StreamingReconstructor:
         return self._emit_finish(self._emit_start(frames, pred, rgb, start, window_index, provisional))
 
     def _emit_start(
-        self, frames: list[_Frame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
+        self, frames: list[BufferedFrame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
         provisional: bool,
     ) -> _Outputs:
         """Computes the outputs of `frames` on the device and queues their copies to the host."""
@@ -885,7 +843,7 @@ class StreamingReconstructor:
             colors=np.zeros((0, 3), np.uint8), point_confidence=np.zeros((0,), np.float32), point_weights=None,
         ) for i, fr in enumerate(outputs.frames)]
 
-    def _result(self, fr: _Frame, pose: np.ndarray, est: ScaleEstimate, K_model: np.ndarray, window_index: int,
+    def _result(self, fr: BufferedFrame, pose: np.ndarray, est: ScaleEstimate, K_model: np.ndarray, window_index: int,
                 provisional: bool, **geometry: Any) -> FrameResult:
         """The FrameResult of frame `fr`: `pose` (4, 4) in model scale, scaled by `est`; `geometry`
         the per-pixel / per-point fields, already scaled."""
@@ -923,7 +881,7 @@ class StreamingReconstructor:
         }
         colors = rgb[start:end]
         if cfg.point_voxel_size > 0:
-            from loger_core.voxel_downsample import downsample_frames
+            from loger_core.mapping.voxel_downsample import downsample_frames
 
             vox = downsample_frames(world, colors, conf, valid, cfg.point_voxel_size)
             out.update(points=vox.points, colors=vox.colors, point_confidence=vox.confidence,

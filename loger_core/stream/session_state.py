@@ -27,11 +27,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from loger_core.model.loger import WindowPrediction
+from loger_core.model.prediction import WindowPrediction
 from loger_core.model.state import MemoryState
 from loger_core.model.windowing import WindowTransform
-from loger_core.session import SessionComponent, SessionCorruptError, SessionStateError
+from loger_core.io.session import SessionComponent, SessionCorruptError, SessionStateError
 
+from .frames import BufferedFrame, CommittedView
 from .preprocess import ImageGeometry, PreparedImage
 
 __all__ = ["STREAM_COMPONENT", "capture_stream", "restore_stream", "stream_settings"]
@@ -91,7 +92,7 @@ def capture_stream(rec: Any) -> SessionComponent:
     if state is not None and not isinstance(state, MemoryState):
         raise SessionStateError(None, f"the model's memory state ({type(state).__name__}) cannot be saved")
     p = _Packer()
-    frames: dict[int, int] = {}  # id(_Frame) -> position in the saved list
+    frames: dict[int, int] = {}  # id(BufferedFrame) -> position in the saved list
     frame_meta: list[dict] = []
 
     def ref(fr) -> int:
@@ -166,20 +167,18 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
     """Load ``comp`` (from :func:`capture_stream`) into a fresh reconstructor ``rec`` (no frame pushed
     yet). Tensors go to ``rec``'s device. Raises SessionStateError for a used reconstructor and
     SessionCorruptError for a component that does not hold what it should."""
-    from .reconstructor import _CommittedView, _Frame
-
     if rec._next_index != 0 or rec._state is not None or rec._buffer or rec.windows_in_flight:
         raise SessionStateError(path, "the reconstructor has already taken frames: restore into a fresh one")
     t = comp.tensors
     dev = rec.device
     try:
         meta = comp.meta
-        saved: list[_Frame] = []
+        saved: list[BufferedFrame] = []
         for k, fm in enumerate(meta["frames"]):
             geometry = ImageGeometry(tuple(fm["original_size"]), tuple(fm["model_size"]), tuple(fm["crop"]))
             prepared = PreparedImage(t[f"frame.{k}.rgb"].numpy().copy(), geometry)
             extra = {name: (t[f"frame.{k}.{name}"].numpy().copy() if fm[name] else None) for name in ("K", "depth", "odom")}
-            saved.append(_Frame(int(fm["index"]), int(fm["stamp_ns"]), prepared, extra["K"], extra["depth"], extra["odom"]))
+            saved.append(BufferedFrame(int(fm["index"]), int(fm["stamp_ns"]), prepared, extra["K"], extra["depth"], extra["odom"]))
 
         def pred(prefix: str) -> WindowPrediction:
             return WindowPrediction(*(t[f"{prefix}.{name}"].to(dev) for name in _PRED_FIELDS))
@@ -231,7 +230,7 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
     if ttt_or_swa_mismatch(state, rec):
         raise SessionCorruptError(path, "its memory has another number of TTT/SWA layers than the model")
     if resolution is not None and rec.config.resolution is not None and tuple(rec.config.resolution) != resolution:
-        from loger_core.session import SessionConfigMismatchError
+        from loger_core.io.session import SessionConfigMismatchError
 
         raise SessionConfigMismatchError(path, f"was made at input size {resolution}, this run uses "
                                          f"{tuple(rec.config.resolution)}")
@@ -253,7 +252,7 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
     rec._last_stamp = None if meta["last_stamp"] is None else int(meta["last_stamp"])
     if resolution is not None:  # else not chosen yet: the config's (or the first frame's) as in a fresh stream
         rec._resolution = resolution
-    rec._view = _CommittedView(state, al.snapshot(), list(good_tail))
+    rec._view = CommittedView(state, al.snapshot(), list(good_tail))
     with rec._scale_lock:
         rec._scale.load_state_dict(scale_state)
     known = {f.name for f in fields(rec.stats)}

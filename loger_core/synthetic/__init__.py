@@ -1,5 +1,6 @@
 """Synthetic ground-truth sequences (ROS-free): procedural scenes, camera motion,
-exact depth and poses, written as image folders and ROS bags.
+exact depth and poses, written as image folders and ROS bags (rosbags, no ROS).
+May import: ``loger_core.io``.
 
 World frame: right-handed, metres, **z up**, floor/ground at ``z = 0``. Cameras use
 the OpenCV optical convention (x right, y down, z forward); poses are camera-to-world

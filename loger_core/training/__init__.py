@@ -1,4 +1,5 @@
-"""Training of LoGeR models on synthetic ground truth (ROS-free).
+"""Training of LoGeR models on synthetic ground truth (ROS-free). May import: ``model``,
+``synthetic``, ``eval``, ``io``, ``stream``, ``mapping``.
 
 `data`: batches of short synthetic clips rendered on the training device; `losses`: scale-invariant
 point, relative-camera and confidence losses over whole clips; `train`: the training entry point.

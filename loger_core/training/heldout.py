@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from loger_core.eval import compute_ate, compute_rpe, compute_scale_drift
+from loger_core.eval.metrics import compute_ate, compute_rpe, compute_scale_drift
 from loger_core.model.loger import LoGeR
 from loger_core.model.state import MemoryOptions
 from loger_core.model.windowing import WindowAligner, window_schedule

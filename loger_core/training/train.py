@@ -31,7 +31,8 @@ from loger_core.cli.train_args import build_parser
 from loger_core.model import build_model
 from loger_core.model.checkpoint import load_checkpoint, save_checkpoint
 from loger_core.model.config import get_config
-from loger_core.model.loger import LoGeR, WindowPrediction
+from loger_core.model.loger import LoGeR
+from loger_core.model.prediction import WindowPrediction
 from loger_core.model.state import MemoryOptions
 
 from .correspondence import correspondence_loss, token_correspondences, window_pairs

@@ -77,7 +77,7 @@ class _ToolSettings:
 def tool_settings(kind: str, argv: Sequence[str], probe: Path, model_ids: dict) -> _ToolSettings:
     """Parses ``argv`` with the tool's own parser and resolves what decides its outputs (node
     parameters with the YAML file and defaults applied; the model's weights). Raises BatchError."""
-    from loger_core.model_selection import ModelSelectionError, select_model
+    from loger_core.model.selection import ModelSelectionError, select_model
 
     try:
         if kind == "bag":

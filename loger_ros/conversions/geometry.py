@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from loger_core.pipeline.checks import ROTATION_TOLERANCE, TransformError
+from loger_core.pipeline.checks import validate_rigid_transform as _validate
 from loger_ros.conversions._fields import get_field
 from loger_ros.conversions.factory import MessageFactory
 from loger_ros.conversions.stamps import make_header, validate_frame_id
@@ -28,34 +30,17 @@ __all__ = [
 ]
 
 # Poses from a float32 network drift slightly off SO(3); scipy re-orthonormalises them,
-# this only catches matrices that are not rotations at all (scale, shear, reflection).
-_ROTATION_TOLERANCE = 1e-3
+# the check only catches matrices that are not rotations at all (scale, shear, reflection).
+_ROTATION_TOLERANCE = ROTATION_TOLERANCE
 
 
 def validate_rigid_transform(T: Any, name: str = "T") -> np.ndarray:
-    """Check a ``(4, 4)`` rigid transform and return it as float64; raise ConversionError otherwise."""
+    """Check a ``(4, 4)`` rigid transform and return it as float64; raise ConversionError otherwise
+    (the check is :func:`loger_core.pipeline.checks.validate_rigid_transform`)."""
     try:
-        matrix = np.asarray(T, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConversionError(f"{name} {T!r} is not a numeric array", field=name, value=T) from None
-    if matrix.shape != (4, 4):
-        raise ConversionError(f"{name} has shape {matrix.shape}, expected (4, 4)", field=name, value=matrix.shape)
-    if not np.all(np.isfinite(matrix)):
-        raise ConversionError(f"{name} contains NaN or infinity: {matrix.tolist()}", field=name, value=matrix.tolist())
-    if not np.allclose(matrix[3], (0.0, 0.0, 0.0, 1.0), atol=1e-9):
-        raise ConversionError(
-            f"{name} last row {matrix[3].tolist()} must be [0, 0, 0, 1]", field=name, value=matrix[3].tolist()
-        )
-    rotation = matrix[:3, :3]
-    error = float(np.abs(rotation.T @ rotation - np.eye(3)).max())
-    if error > _ROTATION_TOLERANCE or np.linalg.det(rotation) <= 0:
-        raise ConversionError(
-            f"{name} rotation block is not a rotation (max |R^T R - I| = {error:.3g}, "
-            f"det = {np.linalg.det(rotation):.3g})",
-            field=name,
-            value=rotation.tolist(),
-        )
-    return matrix
+        return _validate(T, name)
+    except TransformError as err:
+        raise ConversionError(str(err), field=err.field, value=err.value) from None
 
 
 def _quaternion_xyzw(matrix: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from loger_core.io.trajectory import read_tum  # noqa: E402
-from loger_core.map import load_ply  # noqa: E402
+from loger_core.mapping.voxel_map import load_ply  # noqa: E402
 from ros_graph import CameraStream, Client, Launched, stamp_ns  # noqa: E402
 
 STARTUP_S = 120.0

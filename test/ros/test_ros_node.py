@@ -26,8 +26,8 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from tf2_ros import Buffer, TransformListener  # noqa: E402
 
 from loger_core.io.trajectory import read_tum  # noqa: E402
-from loger_core.map import load_ply  # noqa: E402
-from loger_core.model_selection import BUNDLED_CHECKPOINT  # noqa: E402
+from loger_core.mapping.voxel_map import load_ply  # noqa: E402
+from loger_core.model.selection import BUNDLED_CHECKPOINT  # noqa: E402
 from loger_ros.conversions import matrix_from_transform  # noqa: E402
 from loger_ros.params import NodeParams, params_to_yaml  # noqa: E402
 from ros_graph import CameraStream, Client, Launched, stamp_msg, stamp_ns, tf_edges  # noqa: E402

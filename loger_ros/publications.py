@@ -23,7 +23,7 @@ from loger_ros.conversions import (
     pointcloud2_from_points,
     transform_stamped_from_matrix,
 )
-from loger_ros.core.errors import CoreError
+from loger_core.pipeline.errors import CoreError
 
 __all__ = ["CHANNELS", "CHANNEL_TYPES", "DIAGNOSTIC_LEVELS", "MessageBuilder", "Publication"]
 

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from loger_ros.core.errors import CoreError
+from loger_core.pipeline.errors import CoreError
 
 __all__ = ["TrackedPose", "TrackerUpdate", "PoseTracker", "invert"]
 

@@ -1,7 +1,7 @@
 """The global voxel map as torch tensors on the model's device (GPU map fusion).
 
 Same voxels, same running means, confidences, counters and eviction policies as
-:class:`loger_core.map.VoxelMap`, but the whole map lives in tensors on ``device``, so fusing a
+:class:`loger_core.mapping.voxel_map.VoxelMap`, but the whole map lives in tensors on ``device``, so fusing a
 frame costs a few kernels instead of CPU work per point. Why: on an H100 host the node's map thread
 spent 2.5 s of CPU per 29-frame window (``bench/node_latency.py`` time split) when a window's points
 do not merge per voxel (far or noisy geometry: every pixel its own voxel), 2.6x the window period,
@@ -9,7 +9,7 @@ and it shares the interpreter with the inference thread.
 
 Why sorted keys instead of a hash table
 ---------------------------------------
-The voxels are kept sorted by their packed key (the packing of ``loger_core.map``). A frame's
+The voxels are kept sorted by their packed key (the packing of ``loger_core.mapping.voxel_map``). A frame's
 points are reduced per voxel (``torch.unique``), found in the map by binary search
 (``searchsorted``), and its new voxels are merged into the sorted order by computing every entry's
 destination (``O(M + U log M)`` gathers, no sort of the map) — operations that run as a few
@@ -27,20 +27,22 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .map import _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, pack_voxel_keys, write_ply
+from .numpy_storage import NumpyVoxelMap
+from .voxel_map import _AXIS_OFFSET, InsertStats, MapConfig, VoxelMap, check_insert_args, pack_voxel_keys, register_storage
 
 __all__ = ["TorchVoxelMap"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class TorchVoxelMap:
-    """:class:`~loger_core.map.VoxelMap`'s interface (``insert``, ``snapshot``, ``hit_counts``,
-    ``last_seen``, ``stats``, ``clear``, ``save_ply``, ``len``) on tensors on ``device``."""
+class TorchVoxelMap(VoxelMap):
+    """The torch storage of :class:`~loger_core.mapping.voxel_map.VoxelMap` (``insert``, ``snapshot``,
+    ``hit_counts``, ``last_seen``, ``stats``, ``clear``, ``save_ply``, ``len``) on tensors on ``device``."""
 
-    def __init__(self, cfg: Optional[MapConfig] = None, device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(self, cfg: Optional[MapConfig] = None, device: Union[str, torch.device, None] = "cpu", *,
+                 storage: Optional[str] = None) -> None:
         self.cfg = cfg if cfg is not None else MapConfig()
-        self.device = torch.device(device)
+        self.device = torch.device(device if device is not None else "cpu")
         self.last_insert: Optional[InsertStats] = None
         self.clear()
 
@@ -78,7 +80,7 @@ class TorchVoxelMap:
         sensor_origin: Optional[np.ndarray] = None,
         weights=None,
     ) -> InsertStats:
-        """Fuse one frame's points; arguments and drops as :meth:`loger_core.map.VoxelMap.insert`
+        """Fuse one frame's points; arguments and drops as :meth:`loger_core.mapping.voxel_map.VoxelMap.insert`
         (numpy arrays or tensors on any device: ``points (N, 3)`` float, ``colors (N, 3) uint8``,
         ``confidence (N,)``, ``weights (N,)`` whole numbers > 0 or None)."""
         pts_np, col_np, conf_np, wts_np, origin = check_insert_args(
@@ -230,14 +232,10 @@ class TorchVoxelMap:
         out.update({f"dropped_{k}": v for k, v in self._dropped.items()})
         return out
 
-    def save_ply(self, path: PathLike) -> None:
-        """Binary PLY through open3d (see :meth:`VoxelMap.save_ply`)."""
-        write_ply(path, *self.snapshot())
-
     # ------------------------------------------------------------------ conversion
-    def to_voxel_map(self) -> VoxelMap:
-        """The same map as a CPU :class:`VoxelMap` (sessions, or a fallback when the device fails)."""
-        vmap = VoxelMap(self.cfg)
+    def to_voxel_map(self) -> NumpyVoxelMap:
+        """The same map in the numpy storage (sessions, or a fallback when the device fails)."""
+        vmap = NumpyVoxelMap(self.cfg)
         # Voxels with no point yet can only be the remains of an insert that failed half-way.
         arrays = [a.cpu() for a in self._arrays()]
         filled = arrays[4] > 0
@@ -286,3 +284,6 @@ def _host(x):
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return x
+
+
+register_storage("torch", TorchVoxelMap)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from loger_ros.conversions import ConversionError, validate_rigid_transform
+from loger_core.pipeline.checks import TransformError, validate_rigid_transform
 
 __all__ = ["LookupFn", "CameraMount"]
 
@@ -88,6 +88,6 @@ class CameraMount:
             return None
         try:
             return validate_rigid_transform(T, f"TF {self.base_frame} <- {camera_frame}")
-        except ConversionError as err:
+        except TransformError as err:
             self._log.warning(f"ignoring invalid camera mount from TF: {err}")
             return None

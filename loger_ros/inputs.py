@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -28,7 +27,8 @@ from loger_ros.conversions import (
     matrix_from_pose,
     stamp_to_ns,
 )
-from loger_ros.core.errors import CoreError
+from loger_core.pipeline.errors import CoreError
+from loger_core.pipeline.inputs import DecodedImage
 
 __all__ = ["DecodedImage", "InputDecoder", "header_of", "resolve_image_transport"]
 
@@ -75,25 +75,11 @@ def header_of(msg: Any, type_name: str) -> tuple[int, str]:
     return stamp, frame_id
 
 
-@dataclass
-class DecodedImage:
-    """A decoded camera frame.
-
-    rgb: ``(H, W, 3)`` uint8 RGB (undistorted when a distorted CameraInfo is in use).
-    K: ``(3, 3)`` float64 intrinsics of ``rgb`` or None when no usable CameraInfo.
-    undistorter: the one applied (None when none), so registered depth can follow.
-    """
-
-    stamp_ns: int
-    frame_id: str
-    rgb: np.ndarray
-    K: Optional[np.ndarray]
-    undistorter: Optional[Undistorter]
-    camera_info_mismatch: bool = False
-
-
 class InputDecoder:
-    """Holds the latest CameraInfo and the depth/odometry buffers; decodes images."""
+    """Holds the latest CameraInfo and the depth/odometry buffers; decodes images (the ROS
+    :class:`~loger_core.pipeline.inputs.FrameDecoder` of the mapping pipeline)."""
+
+    errors: tuple[type[BaseException], ...] = (ConversionError, CoreError)
 
     def __init__(self, undistort: bool = True, sync_tolerance_ns: int = 20_000_000, buffer_len: int = 64) -> None:
         self.undistort = undistort

@@ -1,4 +1,4 @@
-"""The global map: committed windows queued for fusion into a :class:`~loger_core.map.VoxelMap`.
+"""The global map: committed windows queued for fusion into a :class:`~loger_core.mapping.voxel_map.VoxelMap`.
 
 Why a separate stage: fusing a full-resolution window (29 frames x ~110k points at 504x280)
 costs about as much CPU time as the network needs for the window on a GPU. Done on the
@@ -23,13 +23,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from loger_core.map import MapConfig, MapError, VoxelMap
-from loger_core.map_torch import TorchVoxelMap
-from loger_ros.core.publications import MessageBuilder, Publication
+from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
+from loger_core.mapping.torch_storage import TorchVoxelMap
+from loger_core.pipeline.records import Emitter
 
 __all__ = ["MapFusion", "MapJob"]
 
-Sink = Callable[[Publication], None]
+Sink = Callable[[Any], None]
 
 
 @dataclass
@@ -41,9 +41,10 @@ class MapJob:
     (points already merged per voxel on the model's device, each standing for that many pixels) or
     None (one pixel per point). path: ``(stamps_ns, T_map_base (M, 4, 4))`` of the path message.
     base_poses: ``T_map_base (4, 4)`` of each frame (for the occupancy grid's heights) or None.
+    T_map_world None: the points are already in the map frame (no transform, bit for bit).
     """
 
-    T_map_world: np.ndarray
+    T_map_world: Optional[np.ndarray]
     frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]]
     newest_stamp: int
     path: tuple[list[int], np.ndarray]
@@ -52,8 +53,8 @@ class MapJob:
 
 
 def make_map(config: MapConfig, device: str = "cpu"):
-    """The voxel map for ``device``: numpy :class:`VoxelMap` on 'cpu', :class:`TorchVoxelMap` on CUDA."""
-    return VoxelMap(config) if device == "cpu" else TorchVoxelMap(config, device)
+    """The :class:`VoxelMap` for ``device``: the numpy storage on 'cpu', the torch storage on CUDA."""
+    return VoxelMap(config, device)
 
 
 class MapFusion:
@@ -67,11 +68,19 @@ class MapFusion:
         logger: ``error``/``warning`` methods taking one string.
         max_backlog: committed windows that may wait for fusion before ``submit`` blocks.
         device: 'cpu' (numpy :class:`VoxelMap`) or a CUDA device (:class:`TorchVoxelMap` there).
+        strict: a failing window raises instead of being logged (offline tools, run inline).
+        skip_empty: frames without points are not inserted (False: they are, and count as frames
+            of the map's recency order, as ``loger-reconstruct`` always did).
+
+    ``builder`` None: no cloud / path records (a tool that only wants the map).
     """
 
-    def __init__(self, config: MapConfig, builder: MessageBuilder, map_frame: str, cloud_max_points: int,
-                 logger: Any, max_backlog: int = 4, device: str = "cpu") -> None:
+    def __init__(self, config: MapConfig, builder: Optional[Emitter], map_frame: str, cloud_max_points: int,
+                 logger: Any, max_backlog: int = 4, device: str = "cpu", strict: bool = False,
+                 skip_empty: bool = True) -> None:
         self.map = make_map(config, device)
+        self.skip_empty = skip_empty  # False: a frame without points still counts as a map insert
+        self.strict = strict  # re-raise fusion errors (offline tools) instead of logging them
         self.builder = builder
         self.map_frame = map_frame
         self.cloud_max_points = cloud_max_points
@@ -111,9 +120,9 @@ class MapFusion:
         with self._cond:
             return len(self._jobs)
 
-    def run_pending(self) -> list[Publication]:
+    def run_pending(self) -> list:
         """Fuse every queued window now (on the calling thread); returns their cloud and path messages."""
-        pubs: list[Publication] = []
+        pubs: list = []
         while True:
             job = self._next_job(wait_s=0.0)
             if job is None:
@@ -141,10 +150,12 @@ class MapFusion:
             return job
 
     # ------------------------------------------------------------------ fusion
-    def _fuse_claimed(self, job: MapJob) -> list[Publication]:
+    def _fuse_claimed(self, job: MapJob) -> list:
         try:
             return self._fuse(job)
         except Exception as err:  # one bad window must not stop the map (nor the inline caller)
+            if self.strict:
+                raise
             self.log.error(f"fusing the window ending at {job.newest_stamp} ns failed: {err!r}\n"
                            f"{traceback.format_exc()}")
             return []
@@ -153,18 +164,20 @@ class MapFusion:
                 self._fusing = False
                 self._cond.notify_all()
 
-    def _fuse(self, job: MapJob) -> list[Publication]:
+    def _fuse(self, job: MapJob) -> list:
         if job.generation != self._generation:
             return []  # committed before a reset that cleared the map
-        R = job.T_map_world[:3, :3].astype(np.float32)
-        t = job.T_map_world[:3, 3].astype(np.float32)
+        identity = job.T_map_world is None  # the map frame is the network's world frame
+        if not identity:
+            R = job.T_map_world[:3, :3].astype(np.float32)
+            t = job.T_map_world[:3, 3].astype(np.float32)
         clouds = []
         for points_world, colors, confidence, origin, weights in job.frames:
-            points = points_world @ R.T + t
+            points = points_world if identity else points_world @ R.T + t
             with self._lock:
                 if job.generation != self._generation:
                     return []
-                if len(points):
+                if len(points) or not self.skip_empty:
                     self._insert(points, colors, confidence, origin, weights)
                 self._version += 1
             clouds.append((points, colors, confidence))
@@ -172,8 +185,12 @@ class MapFusion:
             try:
                 self.grid.insert_window([(c[0], f[3], T) for c, f, T in zip(clouds, job.frames, job.base_poses)])
             except Exception as err:  # the grid must not cost the map its cloud and path messages
+                if self.strict:
+                    raise
                 self.log.error(f"updating the occupancy grid with the window ending at {job.newest_stamp} ns "
                                f"failed: {err!r}")
+        if self.builder is None:
+            return []
         points = np.concatenate([c[0] for c in clouds])
         colors = np.concatenate([c[1] for c in clouds])
         confidence = np.concatenate([c[2] for c in clouds])
@@ -217,16 +234,18 @@ class MapFusion:
         with self._lock:
             return self.map.snapshot()
 
-    def publication(self, stamp_ns: int, force: bool = False) -> Optional[Publication]:
+    def publication(self, stamp_ns: int, force: bool = False) -> Optional[Any]:
         """The map as a PointCloud2; None when unchanged since the last one (unless ``force``)."""
         with self._lock:
             if not force and self._version == self._published_version:
                 return None
             points, colors, confidence = self.map.snapshot()
             self._published_version = self._version
+        if self.builder is None:
+            return None
         return self.builder.cloud("map", int(stamp_ns), self.map_frame, points, colors, confidence)
 
-    def periodic(self, now_ns: int, period_s: float) -> list[Publication]:
+    def periodic(self, now_ns: int, period_s: float) -> list:
         """The map when ``period_s`` of the node clock (``now_ns``) passed since the last one."""
         if self._last_map_ns is not None and now_ns < self._last_map_ns:
             self._last_map_ns = now_ns  # the clock went back (a replayed bag looped): restart the period

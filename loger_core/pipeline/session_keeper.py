@@ -1,4 +1,4 @@
-"""Mapping sessions of the node core: capture, autosave, resume (see :mod:`loger_core.session`).
+"""Mapping sessions of the node core: capture, autosave, resume (see :mod:`loger_core.io.session`).
 
 A node session holds named components, each captured and restored by one :class:`SessionPart`:
 
@@ -33,25 +33,26 @@ import traceback
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
 
-from loger_core.grid import GridError
-from loger_core.map import VoxelMap
-from loger_core.map_torch import TorchVoxelMap
+from loger_core.mapping.grid import GridError
+from loger_core.mapping.voxel_map import VoxelMap
+from loger_core.mapping.torch_storage import TorchVoxelMap
 
-from loger_core.session import (
+from loger_core.io.session import (
     Session, SessionComponent, SessionCorruptError, SessionError, SessionNotFoundError, SessionStateError, check_session,
     model_identity,
     read_session, restore_voxel_map, save_session, trajectory_component, trajectory_from_component,
     voxel_map_component,
 )
-from loger_ros.core.pose_tracker import TrackedPose
+from loger_core.pipeline.pose_tracker import TrackedPose
 
-if TYPE_CHECKING:
-    from loger_ros.core.mapping_core import MappingCore
+# The pipeline that owns the keeper (MappingPipeline); typed loosely so that this module and
+# core.py do not import each other.
+MappingCore = Any
 
 __all__ = ["SavedSession", "SessionKeeper", "SessionPart"]
 
@@ -165,22 +166,22 @@ class _TrajectoryPart:
         self.core = core
 
     def capture(self) -> SessionComponent:
-        c = self.core
-        with c._lock:
-            n = len(c._traj_stamps)
-            base = np.asarray(c._traj_base, dtype=np.float64).reshape(n, 4, 4)
-            cam = np.asarray(c._traj_cam, dtype=np.float64).reshape(n, 4, 4)
-            return trajectory_component(c._traj_stamps, {"T_map_base": base, "T_map_cam": cam})
+        m = self.core.mapper
+        with m.lock:
+            n = len(m.stamps)
+            base = np.asarray(m.poses_base, dtype=np.float64).reshape(n, 4, 4)
+            cam = np.asarray(m.poses_cam, dtype=np.float64).reshape(n, 4, 4)
+            return trajectory_component(m.stamps, {"T_map_base": base, "T_map_cam": cam})
 
     def restore(self, component: SessionComponent, path: Optional[str]) -> None:
         stamps, poses = trajectory_from_component(component, path)
         if set(poses) != {"T_map_base", "T_map_cam"}:
             raise SessionCorruptError(path, f"its trajectory holds {sorted(poses)}, not T_map_base and T_map_cam")
-        c = self.core
-        with c._lock:
-            c._traj_stamps = [int(s) for s in stamps]
-            c._traj_base = list(poses["T_map_base"])
-            c._traj_cam = list(poses["T_map_cam"])
+        m = self.core.mapper
+        with m.lock:
+            m.stamps[:] = [int(s) for s in stamps]
+            m.poses_base[:] = list(poses["T_map_base"])
+            m.poses_cam[:] = list(poses["T_map_cam"])
 
 
 def _opt(tensors: dict, name: str, value: Optional[np.ndarray]) -> bool:
@@ -218,7 +219,7 @@ class _TrackerPart:
         t, meta = component.tensors, component.meta
         try:
             if meta["tf_mode"] != tr.tf_mode:
-                from loger_core.session import SessionConfigMismatchError
+                from loger_core.io.session import SessionConfigMismatchError
 
                 raise SessionConfigMismatchError(path, f"was made with tf_mode {meta['tf_mode']!r}, this run uses "
                                                  f"{tr.tf_mode!r}")
@@ -338,7 +339,7 @@ class SessionKeeper:
                 check_session(session, path, identity, settings)
                 self._restore(session, path)
                 self.resumed_from = path
-                frames = len(self.core._traj_stamps)
+                frames = len(self.core.mapper)
                 log.info(f"resumed the mapping session {str(path)!r}: {frames} committed poses, "
                          f"{len(self.core.fusion)} map points; continuing in the same map frame")
             except SessionError as err:
@@ -379,7 +380,7 @@ class SessionKeeper:
             self.core.log.warning(f"session {str(path)!r}: ignoring component(s) {extra} this node does not know")
 
     def _fresh_again(self) -> None:
-        from loger_ros.core.pose_tracker import PoseTracker
+        from loger_core.pipeline.pose_tracker import PoseTracker
 
         c = self.core
         for name, part in c.session_parts.items():
@@ -392,8 +393,8 @@ class SessionKeeper:
         c.fusion.clear()
         c.tracker = PoseTracker(c.params.tf_mode)
         c.mount.unfreeze()
+        c.mapper.clear()
         with c._lock:
-            c._traj_stamps, c._traj_base, c._traj_cam = [], [], []
             c._last_stamp, c._last_odom, c._camera_frame = None, None, None
             c.counters = type(c.counters)()
             c._last_diag_dropped = c._last_diag_errors = 0

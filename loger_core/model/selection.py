@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 BUNDLED_MODEL = "small"
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "small_synthetic.safetensors"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "small_synthetic.safetensors"
 # 'auto' plus the names of loger_core.model.CONFIGS (a test keeps them equal; importing the model here
 # would pull torch into every parameter check).
 MODEL_CHOICES = ("auto", "loger", "loger_star", "small", "small_deep", "tiny")

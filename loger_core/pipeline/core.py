@@ -2,14 +2,14 @@
 map updates and what to publish when.
 
 Data flow
-    ROS callbacks call :meth:`MappingCore.on_image` (and ``on_camera_info`` / ``on_depth`` /
+    ROS callbacks call ``MappingCore.on_image`` (loger_ros; :meth:`MappingPipeline.on_frame` without ROS) (and ``on_camera_info`` / ``on_depth`` /
     ``on_odometry``). They never block and never raise: an image is put on a bounded
     drop-oldest queue with its receive time; side inputs are validated into small buffers.
     The inference thread (:meth:`start`, or a caller looping :meth:`process_next`, as replay
     does) takes one queued image at a time: decode -> pair depth/odometry -> push into the
     :class:`~loger_core.stream.StreamingReconstructor` -> turn the returned provisional and
     committed results into odometry and TF :class:`Publication` records at once and extend the
-    committed trajectory. Fusing committed points into the :class:`~loger_core.map.VoxelMap`
+    committed trajectory. Fusing committed points into the :class:`~loger_core.mapping.voxel_map.VoxelMap`
     costs about as much CPU as the network's window on a GPU, so it runs on a second thread
     (the mapping thread) fed by a short queue of committed windows; that thread also builds the
     path and latest-window cloud messages and publishes the map when :meth:`periodic` finds it
@@ -36,25 +36,26 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from loger_core.io.trajectory import Trajectory
-from loger_core.model_selection import ModelSelection
-from loger_core.session import SessionError
+from loger_core.model.selection import ModelSelection
+from loger_core.io.session import SessionError
 from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError, WarmUpReport, warm_up, warm_up_wanted
-from loger_ros.conversions import ConversionError, MessageFactory, validate_rigid_transform
-from loger_ros.conversions.image import check_image
-from loger_ros.core.errors import DROP_REASONS, CoreError
-from loger_ros.core.extrinsics import CameraMount, LookupFn
-from loger_ros.core.frame_queue import DropOldestQueue
-from loger_ros.core.grid_mapping import GridMapping
-from loger_ros.core.inputs import DecodedImage, InputDecoder
-from loger_ros.core.map_fusion import MapFusion, MapJob
-from loger_ros.core.outputs import SavedOutputs, save_map_and_trajectory
-from loger_ros.core.pose_tracker import PoseTracker, TrackedPose
-from loger_ros.core.publications import MessageBuilder, Publication
-from loger_ros.core.session_keeper import SessionKeeper
-from loger_ros.core.telemetry import LatencyStats, RateMeter, gpu_memory_mb
-from loger_ros.params import NodeParams, ParamsError
+from loger_core.pipeline.errors import DROP_REASONS, CoreError
+from loger_core.pipeline.extrinsics import CameraMount, LookupFn
+from loger_core.pipeline.frame_queue import DropOldestQueue
+from loger_core.pipeline.grid_mapping import GridMapping
+from loger_core.pipeline.inputs import DecodedImage, FrameDecoder, FrameInput, NumpyDecoder
+from loger_core.pipeline.mapper import FrameConsumer, Mapper
+from loger_core.pipeline.checks import TransformError, validate_rigid_transform
+from loger_core.pipeline.map_fusion import MapFusion, MapJob
+from loger_core.pipeline.outputs import SavedOutputs, save_map_and_trajectory
+from loger_core.pipeline.pose_tracker import PoseTracker, TrackedPose
+from loger_core.pipeline.records import Emitter, RecordEmitter
+from loger_core.pipeline.session_keeper import SessionKeeper
+from loger_core.pipeline.telemetry import LatencyStats, RateMeter, gpu_memory_mb
 
-__all__ = ["CoreCounters", "MappingCore"]
+__all__ = ["CoreCounters", "MappingPipeline"]
+
+Publication = Any  # what the emitter returns (a loger_ros Publication in the node, an OutputRecord without ROS)
 
 # Pose confidence handed to the covariance model: committed poses are nominal, provisional ones
 # (one uncommitted pass, later superseded) get twice the standard deviation.
@@ -107,12 +108,20 @@ class _Throttled:
         getattr(self._log, level)(text)
 
 
-class MappingCore:
-    """ROS-free core of ``loger_node`` (see the module docstring).
+class MappingPipeline:
+    """ROS-free core of ``loger_node``, ``loger-replay`` and ``loger-batch`` (see the module docstring).
+
+    ``loger_ros.mapping_core.MappingCore`` is this pipeline with ROS messages in (its callbacks)
+    and out (its emitter builds the messages).
 
     Args:
-        params: node parameters.
-        factory: builds the published messages (RclpyFactory in the node, RosbagsFactory offline).
+        params: node parameters (``loger_ros.params.NodeParams`` or an object with its fields).
+        emitter: makes the output records (:class:`~loger_core.pipeline.records.Emitter`; default
+            :class:`~loger_core.pipeline.records.RecordEmitter`).
+        decoder: turns queued payloads into numpy frames (default :class:`NumpyDecoder`, for
+            :meth:`on_frame`).
+        selection: the model selection (None: a caller-built reconstructor brings its model).
+        consumer: the back end offered every committed frame (:class:`~loger_core.pipeline.mapper.FrameConsumer`).
         reconstructor: a ready streaming reconstructor (tests, replay); default: built from
             ``params.stream_config()`` (loads the checkpoint).
         lookup: TF lookup ``(target, source, stamp_ns or None) -> T_target_source or None``.
@@ -122,9 +131,12 @@ class MappingCore:
 
     def __init__(
         self,
-        params: NodeParams,
-        factory: MessageFactory,
+        params: Any,
+        emitter: Optional[Emitter] = None,
         *,
+        decoder: Optional[FrameDecoder] = None,
+        selection: Optional[ModelSelection] = None,
+        consumer: Optional[FrameConsumer] = None,
         reconstructor: Optional[StreamingReconstructor] = None,
         lookup: Optional[LookupFn] = None,
         logger: Any = None,
@@ -134,13 +146,8 @@ class MappingCore:
         self.log = logger if logger is not None else logging.getLogger("loger_ros.core")
         self._now = monotonic_ns
         self._warn = _Throttled(self.log, _WARN_PERIOD_S, monotonic_ns)
-        self.builder = MessageBuilder(factory)
-        try:
-            self.selection: Optional[ModelSelection] = params.model_selection()
-        except ParamsError:
-            if reconstructor is None:
-                raise
-            self.selection = None  # a caller-built reconstructor (tests, benchmarks) brings its own model
+        self.builder = emitter if emitter is not None else RecordEmitter()
+        self.selection = selection
         self.reconstructor = (
             reconstructor if reconstructor is not None else StreamingReconstructor(params.stream_config(self.selection))
         )
@@ -151,7 +158,7 @@ class MappingCore:
             self.log.warning(warning)
         self._lookup = lookup
         self.queue: DropOldestQueue[_QueuedImage] = DropOldestQueue(params.queue_size)
-        self.decoder = InputDecoder(params.undistort, int(round(params.sync_tolerance_s * 1e9)))
+        self.decoder = decoder if decoder is not None else NumpyDecoder()
         self.mount = CameraMount(params.base_frame, lookup, self.log)
         self.tracker = PoseTracker(params.tf_mode)
         self.fusion = MapFusion(params.map_config(), self.builder, params.map_frame, params.cloud_max_points, self.log,
@@ -160,6 +167,8 @@ class MappingCore:
         if params.grid_enabled:
             self.grid = GridMapping(params.grid_config(), self.builder, params.map_frame, params.grid_publish_period_s)
             self.fusion.grid = self.grid
+        # The one commit path (trajectory, map fusion, grid, back-end hook) that every tool shares.
+        self.mapper = Mapper(self.fusion, path_max_poses=params.path_max_poses, consumer=consumer)
         self._grid_mount_warned = False
         self.counters = CoreCounters()
         self.latency = LatencyStats()
@@ -169,9 +178,6 @@ class MappingCore:
         self.scale_source = params.resolved_scale_source
         self._lock = threading.RLock()  # map, trajectory, counters, stamps
         self.warm_up_report: Optional[WarmUpReport] = None
-        self._traj_stamps: list[int] = []
-        self._traj_base: list[np.ndarray] = []
-        self._traj_cam: list[np.ndarray] = []
         self._receive_ns: dict[int, int] = {}
         self._last_stamp: Optional[int] = None
         self._scale_estimate: Any = None
@@ -194,9 +200,14 @@ class MappingCore:
         self.sessions.resume(params.resume_session)
 
     # ================================================================ callbacks
-    def on_image(self, msg: Any, compressed: bool = False) -> None:
-        """Queue an image message (never blocks; a full queue drops its oldest frame; after
-        :meth:`stop_intake` every image is dropped)."""
+    def on_frame(self, frame: FrameInput) -> None:
+        """Queue a numpy frame (with :class:`NumpyDecoder`; never blocks; a full queue drops its
+        oldest frame; after :meth:`stop_intake` every frame is dropped)."""
+        self._enqueue(frame, False)
+
+    def _enqueue(self, payload: Any, compressed: bool, check: Optional[Callable[[Any], Any]] = None) -> None:
+        """Queue a payload for the decoder; ``check(payload)`` (raising one of ``decoder.errors``)
+        refuses an undecodable one before it takes a queue slot."""
         now = self._now()
         self.rate_in.tick(now)
         with self._lock:
@@ -205,42 +216,15 @@ class MappingCore:
         if self._intake_closed:
             self._count_drop("shutdown", "dropped an image that arrived while the node is shutting down")
             return
-        if not compressed:
+        if check is not None:
             try:
-                check_image(msg)
-            except ConversionError as err:
+                check(payload)
+            except self.decoder.errors as err:
                 self._count_drop("decode", f"dropped an undecodable image: {err}", getattr(err, "field", None) or "")
                 return
-        if self.queue.put(_QueuedImage(msg, bool(compressed), now)) is not None:
+        if self.queue.put(_QueuedImage(payload, bool(compressed), now)) is not None:
             self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
                              "dropped the oldest waiting frame (inference is slower than the camera)")
-
-    def on_camera_info(self, msg: Any) -> None:
-        """Keep the camera model (an invalid CameraInfo is logged; the previous one stays in use)."""
-        try:
-            self.decoder.set_camera_info(msg)
-        except ConversionError as err:
-            with self._lock:
-                self.counters.invalid_camera_info += 1
-            self._warn("warning", "camera_info", f"ignoring invalid CameraInfo: {err}")
-
-    def on_depth(self, msg: Any) -> None:
-        """Buffer a depth image for metric scale."""
-        try:
-            self.decoder.add_depth(msg)
-        except ConversionError as err:
-            with self._lock:
-                self.counters.invalid_depth += 1
-            self._warn("warning", "depth", f"ignoring invalid depth image: {err}")
-
-    def on_odometry(self, msg: Any) -> None:
-        """Buffer an external odometry pose for metric scale."""
-        try:
-            self.decoder.add_odometry(msg)
-        except ConversionError as err:
-            with self._lock:
-                self.counters.invalid_odometry += 1
-            self._warn("warning", "odometry", f"ignoring invalid odometry message: {err}")
 
     def request_reset(self) -> str:
         """Ask the inference thread to restart the reconstruction before its next frame."""
@@ -318,7 +302,7 @@ class MappingCore:
     def save_session(self, path: Optional[str] = None, reason: str = "request") -> tuple[list[Publication], Any]:
         """Capture the mapping session and write it to ``path`` (default: the autosave target) on the
         calling thread; returns the publications of windows drained for it and the
-        :class:`~loger_ros.core.session_keeper.SavedSession` (None when it could not be captured or
+        :class:`~loger_core.pipeline.session_keeper.SavedSession` (None when it could not be captured or
         written: the reason is logged). Call between frames (inference thread, or after :meth:`stop`)."""
         try:
             return self.sessions.save(path, reason)
@@ -357,14 +341,14 @@ class MappingCore:
     def _process(self, item: _QueuedImage) -> list[Publication]:
         try:
             image = self.decoder.decode_image(item.msg, item.compressed)
-        except (ConversionError, CoreError) as err:
+        except self.decoder.errors as err:
             # Throttled per offending field, so a new kind of problem is always reported once.
             self._count_drop("decode", f"dropped an undecodable image: {err}", getattr(err, "field", None) or "")
             return []
         if image.camera_info_mismatch:
             with self._lock:
                 self.counters.camera_info_mismatch += 1
-            camera = self.decoder.camera
+            camera = getattr(self.decoder, "camera", None)
             self._warn("warning", "camera_info_mismatch",
                        f"CameraInfo is {camera.width}x{camera.height} but the image is "
                        f"{image.rgb.shape[1]}x{image.rgb.shape[0]}: its intrinsics are not used")
@@ -380,6 +364,7 @@ class MappingCore:
         depth, odom = self._side_inputs(image, T_base_cam)
         with self._lock:
             self._receive_ns[image.stamp_ns] = item.receive_ns
+        self.mapper.remember_image(image.stamp_ns, image.rgb)
         try:
             # Frames waiting behind this one come first: a low-latency pass now would delay them,
             # and a full queue drops camera frames. The pass runs once the queue is drained.
@@ -387,10 +372,12 @@ class MappingCore:
                                               provisional=len(self.queue) == 0)
         except StreamInputError as err:
             self._forget_receive(image.stamp_ns)
+            self.mapper.forget_image(image.stamp_ns)
             self._count_drop("rejected", f"the streaming core refused the image at {image.stamp_ns} ns: {err}")
             return []
         except Exception as err:  # e.g. CUDA out of memory: drop the frame, keep the node alive
             self._forget_receive(image.stamp_ns)
+            self.mapper.forget_image(image.stamp_ns)
             self._count_drop("inference_error", f"inference failed on the image at {image.stamp_ns} ns: {err!r}",
                              type(err).__name__, level="error")
             self.log.debug(traceback.format_exc())
@@ -428,7 +415,7 @@ class MappingCore:
         if self.scale_source == "depth":
             try:
                 depth = self.decoder.depth_for(image)
-            except (ConversionError, CoreError) as err:
+            except self.decoder.errors as err:
                 with self._lock:
                     self.counters.invalid_depth += 1
                 self._warn("warning", "depth_pair", f"depth image ignored for scale: {err}")
@@ -472,7 +459,7 @@ class MappingCore:
         try:
             validate_rigid_transform(result.T_world_cam, f"T_world_cam of the frame at {result.stamp_ns} ns")
             return True
-        except ConversionError as err:
+        except TransformError as err:
             with self._lock:
                 self.counters.result_errors += 1
             self._warn("error", "invalid_pose", f"ignoring a network result: {err}")
@@ -554,30 +541,16 @@ class MappingCore:
 
     def _commit(self, committed: list[FrameResult], T_base_cam: np.ndarray) -> list[Publication]:
         """Extend the trajectory now; queue the points (and the path/cloud messages) for the mapper."""
-        p = self.params
-        T_map_world = self.tracker.T_map_world
-        T_cam_base = np.linalg.inv(T_base_cam)
-        frames = []
-        base_poses = []
         with self._lock:
             for r in committed:
-                T_map_cam = T_map_world @ r.T_world_cam
-                frames.append((r.points, r.colors, r.point_confidence, T_map_cam[:3, 3].copy(), r.point_weights))
-                self._traj_stamps.append(int(r.stamp_ns))
-                self._traj_cam.append(T_map_cam)
-                self._traj_base.append(T_map_cam @ T_cam_base)
-                base_poses.append(self._traj_base[-1])
                 self._receive_ns.pop(r.stamp_ns, None)
             self.counters.committed += len(committed)
             newest = max(int(r.stamp_ns) for r in committed)
             # Frames older than the newest commit can no longer get odometry: forget their receive times.
             for stamp in [s for s in self._receive_ns if s <= newest]:
                 del self._receive_ns[stamp]
-            first = max(0, len(self._traj_stamps) - p.path_max_poses) if p.path_max_poses else 0
-            path = (self._traj_stamps[first:], np.asarray(self._traj_base[first:]))
-            generation = self.fusion.generation
         self._warn_grid_without_mount()
-        self.fusion.submit(MapJob(T_map_world, frames, newest, path, generation, base_poses))
+        self.mapper.commit(committed, self.tracker.T_map_world, T_base_cam)
         return []
 
     def _warn_grid_without_mount(self) -> None:
@@ -600,9 +573,7 @@ class MappingCore:
             self.counters.resets += 1
             if clear_map:
                 self.fusion.clear()
-                self._traj_stamps.clear()
-                self._traj_base.clear()
-                self._traj_cam.clear()
+                self.mapper.clear()
         self.log.info(f"reconstruction reset ({'map and path cleared' if clear_map else 'map kept'})")
         pubs += early
         if clear_map and self._last_stamp is not None:
@@ -625,10 +596,7 @@ class MappingCore:
         """Committed poses in the map frame: ``body`` 'base' (T_map_base) or 'camera' (T_map_cam)."""
         if body not in ("base", "camera"):
             raise CoreError(f"trajectory body {body!r} must be 'base' or 'camera'")
-        with self._lock:
-            poses = self._traj_base if body == "base" else self._traj_cam
-            stamps = np.asarray(self._traj_stamps, dtype=np.int64)
-            return Trajectory(stamps, np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4))
+        return self.mapper.trajectory(body)
 
     def map_snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``points (M, 3) float32`` (map frame), ``colors (M, 3) uint8``, ``confidence (M,) float32``."""
@@ -651,7 +619,7 @@ class MappingCore:
         return saved
 
     # ============================================================= diagnostics
-    def apply_live_params(self, params: NodeParams) -> None:
+    def apply_live_params(self, params: Any) -> None:
         """Takes the `LIVE_PARAMETERS` of ``params`` (checked NodeParams) while the node runs: the
         low-latency passes' rate, budget and anchors go to the stream from the next frame on."""
         stream = self.reconstructor
@@ -692,7 +660,7 @@ class MappingCore:
                 "map_points": len(self.fusion),
                 "map_device": str(getattr(self.fusion.map, "device", "cpu")),
                 "map_backlog_windows": self.fusion.backlog(),
-                "trajectory_poses": len(self._traj_stamps),
+                "trajectory_poses": len(self.mapper),
                 "warm_up_s": round(self.warm_up_report.seconds, 2) if self.warm_up_report is not None else float("nan"),
                 "last_image_age_s": (round((now - self._last_image_ns) / 1e9, 3) if self._last_image_ns is not None
                                      else float("nan")),
@@ -812,7 +780,7 @@ class MappingCore:
         ``clock_ns``: the node clock (ROS time, sim time aware) used for the map period.
         """
         if self._thread is not None:
-            raise CoreError("MappingCore.start called twice")
+            raise CoreError(f"{type(self).__name__}.start called twice")
         self._stop.clear()
         self.watch_input(True)
         self.fusion.start(sink, clock_ns, self.params.map_publish_period_s)

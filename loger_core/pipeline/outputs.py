@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 
 from loger_core.io.trajectory import Trajectory, write_tum
-from loger_ros.core.errors import CoreError
+from loger_core.pipeline.errors import CoreError
 
 __all__ = ["SavedOutputs", "save_map_and_trajectory", "write_ply_atomic", "write_tum_atomic"]
 

@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from typing import Generic, Optional, TypeVar
 
-from loger_ros.core.errors import CoreError
+from loger_core.pipeline.errors import CoreError
 
 __all__ = ["DropOldestQueue"]
 

@@ -1,7 +1,7 @@
 """The node's 2D occupancy grid for Nav2: fed by committed frames, published as ``~/grid``.
 
-:class:`GridMapping` wraps a :class:`~loger_core.grid.OccupancyGrid2D` for the mapping
-thread: :class:`~loger_ros.core.map_fusion.MapFusion` hands it every committed frame it fuses
+:class:`GridMapping` wraps a :class:`~loger_core.mapping.grid.OccupancyGrid2D` for the mapping
+thread: :class:`~loger_core.pipeline.map_fusion.MapFusion` hands it every committed frame it fuses
 (map-frame points, camera centre and the frame's ``T_map_base``), so the grid costs nothing on
 the inference thread and its update cost is that of the new window only. Heights are measured
 in the ``base_frame`` of the frame that saw the points (``grid_ground_z`` = the ground's z
@@ -21,10 +21,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from loger_core.grid import GridConfig, GridSnapshot, OccupancyGrid2D, UpdateStats, heights_above_ground, write_map_server
-from loger_ros.core.publications import MessageBuilder, Publication
+from loger_core.mapping.grid import (
+    FloorGridBuilder, GridConfig, GridSnapshot, OccupancyGrid2D, UpdateStats, heights_above_ground, write_map_server,
+)
+from loger_core.pipeline.records import Emitter
 
-__all__ = ["GridMapping"]
+__all__ = ["FloorGridFeed", "GridMapping"]
 
 
 class GridMapping:
@@ -37,7 +39,7 @@ class GridMapping:
         period_s: publication period in seconds of the node clock.
     """
 
-    def __init__(self, config: GridConfig, builder: MessageBuilder, map_frame: str, period_s: float) -> None:
+    def __init__(self, config: GridConfig, builder: Emitter, map_frame: str, period_s: float) -> None:
         self.grid = OccupancyGrid2D(config)
         self.config = config
         self.builder = builder
@@ -90,7 +92,7 @@ class GridMapping:
         with self._lock:
             return self.grid.snapshot()
 
-    def publication(self, stamp_ns: int, force: bool = False) -> Optional[Publication]:
+    def publication(self, stamp_ns: int, force: bool = False) -> Optional[Any]:
         """The grid message; None when unchanged since the last one (unless ``force``)."""
         with self._lock:
             if not force and self._version == self._published_version:
@@ -100,7 +102,7 @@ class GridMapping:
         return self.builder.grid(int(stamp_ns), self.map_frame, snap.data, snap.resolution, snap.origin,
                                  self.config.ground_z)
 
-    def periodic(self, now_ns: int) -> list[Publication]:
+    def periodic(self, now_ns: int) -> list:
         """The grid when ``period_s`` of the node clock passed since the last one and it changed."""
         if self._last_ns is not None and now_ns < self._last_ns:
             self._last_ns = now_ns  # the clock went back (a looped bag): restart the period
@@ -116,3 +118,22 @@ class GridMapping:
         if snap.width == 0:
             return None
         return write_map_server(Path(directory), snap)
+
+
+class FloorGridFeed:
+    """Feeds a :class:`~loger_core.mapping.grid.FloorGridBuilder` (inputs without TF: "up" from the
+    floor under the cameras) from :class:`~loger_core.pipeline.map_fusion.MapFusion`, as
+    :class:`GridMapping` feeds the node's grid. Frames are ``(points (N, 3) map frame, camera
+    centre, T_map_base)`` with the base being the camera (``T_map_base = T_map_cam``)."""
+
+    def __init__(self, builder: FloorGridBuilder) -> None:
+        self.builder = builder
+
+    def insert_window(self, frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        for points, _centre, T_map_cam in frames:
+            self.builder.add(points, T_map_cam)
+
+    def clear(self) -> None:
+        """Start the grid again (a back-end correction re-fuses every frame)."""
+        b = self.builder
+        self.builder = type(b)(b.grid.config, b.min_frames, b.max_buffered)

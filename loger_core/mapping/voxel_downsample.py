@@ -1,7 +1,7 @@
 """Per-frame voxel merging of point maps on the model's device (torch, CPU or CUDA).
 
 Why: a committed frame at 504x280 has ~110k valid pixels; copying all of them to the host and
-fusing them one by one into the CPU :class:`~loger_core.map.VoxelMap` back-pressures inference on a
+fusing them one by one into the CPU :class:`~loger_core.mapping.voxel_map.VoxelMap` back-pressures inference on a
 GPU. :func:`downsample_frames` merges each frame's points per voxel *where they were computed*, so
 only one point per occupied voxel crosses to the host, with a weight (the number of merged
 pixels) that lets the map fuse it exactly like that many identical points
@@ -9,7 +9,7 @@ pixels) that lets the map fuse it exactly like that many identical points
 
 Grid
     A point ``p`` falls into voxel ``floor(p / voxel_size)`` per axis, computed in float64 exactly
-    like ``loger_core.map`` (``np.floor(points.astype(np.float64) / voxel_size)``), so when the
+    like ``loger_core.mapping.voxel_map`` (``np.floor(points.astype(np.float64) / voxel_size)``), so when the
     world frame and the map frame coincide and the edges match, every output point lies in the map
     voxel of the pixels it stands for, and a weighted insert of the merged points gives the same
     voxels, counts and (up to float32 rounding) means as inserting every pixel. With a map voxel a
@@ -26,7 +26,7 @@ Precision
 
 Keys
     Within a frame, voxels come out in lexicographic ``(ix, iy, iz)`` order, which is the order of
-    ``loger_core.map``'s 21-bit packed keys; frames come out in input order (frame-major, so each
+    ``loger_core.mapping.voxel_map``'s 21-bit packed keys; frames come out in input order (frame-major, so each
     frame is a contiguous slice). Internally the key is the frame index and the voxel index relative
     to the batch's smallest occupied voxel in a mixed radix (one ``torch.unique`` of int64); when that
     does not fit in 63 bits (a batch spanning more than ~2^20 voxels on several axes) the voxel rows

@@ -403,7 +403,7 @@ _MAP_ARRAYS = ("keys", "pos", "col", "conf", "count", "seen")
 
 
 def voxel_map_component(vmap: Any) -> SessionComponent:
-    """The complete state of a :class:`~loger_core.map.VoxelMap`, hash table included, so that a
+    """The complete state of a :class:`~loger_core.mapping.voxel_map.VoxelMap`, hash table included, so that a
     restored map merges later frames exactly as the original would (same slots, same order)."""
     n = vmap._n
     tensors = {name: torch.from_numpy(getattr(vmap, f"_{name}")[:n].copy()) for name in _MAP_ARRAYS}
@@ -424,7 +424,7 @@ def voxel_map_component(vmap: Any) -> SessionComponent:
 
 def restore_voxel_map(vmap: Any, comp: SessionComponent, path: Optional[PathLike] = None) -> None:
     """Load ``comp`` (from :func:`voxel_map_component`) into ``vmap``; its voxel size must match."""
-    from loger_core.map import MapConfig
+    from loger_core.mapping.voxel_map import MapConfig
 
     meta = comp.meta
     try:

@@ -1,0 +1,230 @@
+"""The one commit path: committed frames -> trajectory, voxel map, grid (and a back end).
+
+Every tool that maps drives a :class:`Mapper`: the node core (and so ``loger-replay`` and
+``loger-batch``'s bags) through :class:`~loger_core.pipeline.core.MappingPipeline`, and
+``loger-reconstruct`` (and ``loger-batch``'s folders and videos) directly. The mapper takes the
+committed :class:`~loger_core.stream.FrameResult` s of the streaming reconstructor
+(:meth:`Mapper.commit`), extends the trajectory, hands the points to the
+:class:`~loger_core.pipeline.map_fusion.MapFusion` (voxel map + occupancy grid; on the mapping
+thread in the node, inline offline) and offers each frame to the back-end hook.
+
+Back-end hook (:class:`FrameConsumer`)
+    ``Mapper(..., consumer=c)``: each committed frame is offered once, in commit order, as a
+    :class:`CommittedFrame` (the FrameResult, the ORIGINAL input image of that stamp and its
+    map-frame pose) to ``c.on_committed(frame)``. The images come from a small bounded
+    stamp -> image buffer that the pipeline fills when it pushes a frame into the stream
+    (:meth:`Mapper.remember_image`) and that commit empties. After each commit the mapper asks
+    ``c.poll_correction()``; a :class:`PoseCorrection` (per-stamp corrected ``T_world_cam``, or
+    one transform applied to every pose) is applied to the trajectory and the map and grid are
+    fused again from the frames' points (kept, in camera coordinates, while a consumer is
+    attached). Without a consumer nothing is buffered or kept: the commit path is the old one.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from loger_core.io.trajectory import Trajectory
+from loger_core.pipeline.map_fusion import MapFusion, MapJob
+from loger_core.stream.results import FrameResult
+
+__all__ = ["CommittedFrame", "FrameConsumer", "Mapper", "PoseCorrection"]
+
+# Frames pushed but not yet committed: a window (up to 32) plus the frames queued behind it.
+IMAGE_BUFFER_FRAMES = 128
+
+
+@dataclass
+class CommittedFrame:
+    """What the back-end hook sees of one committed frame.
+
+    result: the stream's committed FrameResult (poses in the network's world frame).
+    image: the original ``(H, W, 3)`` uint8 input image of ``result.stamp_ns`` (before the
+        network's resize), or None when it was not pushed through this pipeline.
+    T_map_cam: the frame's pose in the map frame (``T_map_world @ result.T_world_cam``).
+    """
+
+    result: FrameResult
+    image: Optional[np.ndarray]
+    T_map_cam: np.ndarray
+
+
+@dataclass
+class PoseCorrection:
+    """Pose corrections from a back end, in the network's world frame.
+
+    poses: stamp -> corrected ``T_world_cam (4, 4)`` (stamps not listed keep their pose);
+    transform: ``T_corrected_world (4, 4)`` applied to every pose not in ``poses`` (e.g. a loop
+    closure that moves the whole map), or None.
+    """
+
+    poses: dict[int, np.ndarray] = field(default_factory=dict)
+    transform: Optional[np.ndarray] = None
+
+
+class FrameConsumer(Protocol):
+    """A back end plugged into the :class:`Mapper` (see the module docstring).
+
+    ``on_committed`` runs on the committing thread (the node's inference thread): keep it short
+    (queue the work). ``poll_correction`` returns None when there is nothing to apply.
+    """
+
+    def on_committed(self, frame: CommittedFrame) -> None: ...
+
+    def poll_correction(self) -> Optional[PoseCorrection]: ...
+
+
+class Mapper:
+    """Trajectory + voxel map fusion + grid of one mapping run, and the back-end hook.
+
+    Args:
+        fusion: the map fusion (its ``grid`` is fed with the same frames), or None to build it
+            at the first commit with ``make_fusion(first_result)`` (automatic voxel size).
+        path_max_poses: the path record holds the last this many poses (0: all).
+        consumer: the back end (:class:`FrameConsumer`) or None.
+    """
+
+    def __init__(self, fusion: Optional[MapFusion] = None, *,
+                 make_fusion: Optional[Callable[[FrameResult], MapFusion]] = None,
+                 path_max_poses: int = 0, consumer: Optional[FrameConsumer] = None) -> None:
+        if fusion is None and make_fusion is None:
+            raise ValueError("Mapper needs a fusion or make_fusion")
+        self.fusion = fusion
+        self._make_fusion = make_fusion
+        self.path_max_poses = int(path_max_poses)
+        self.consumer = consumer
+        self.lock = threading.RLock()  # the trajectory
+        self.stamps: list[int] = []
+        self.poses_cam: list[np.ndarray] = []  # T_map_cam
+        self.poses_base: list[np.ndarray] = []  # T_map_base
+        self.last_K: Optional[np.ndarray] = None
+        self._images: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        # With a consumer: per stamp (points in camera coordinates, colours, confidence, weights,
+        # T_world_cam, T_cam_base), to fuse the map again after a correction.
+        self._kept: "OrderedDict[int, tuple]" = OrderedDict()
+        self._T_map_world: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ input
+    def remember_image(self, stamp_ns: int, image: np.ndarray) -> None:
+        """Keep the input image of a frame pushed into the stream until it is committed (only
+        with a consumer attached; the oldest go when more than IMAGE_BUFFER_FRAMES wait)."""
+        if self.consumer is None:
+            return
+        self._images[int(stamp_ns)] = image
+        while len(self._images) > IMAGE_BUFFER_FRAMES:
+            self._images.popitem(last=False)
+
+    def forget_image(self, stamp_ns: int) -> None:
+        """A pushed frame the stream refused: it will never be committed."""
+        self._images.pop(int(stamp_ns), None)
+
+    def commit(self, results: Sequence[FrameResult], T_map_world: Optional[np.ndarray] = None,
+               T_base_cam: Optional[np.ndarray] = None) -> int:
+        """Commit frames (provisional ones are skipped): extend the trajectory, queue the points
+        for fusion, offer each frame to the consumer, apply its correction. Returns the newest
+        committed stamp (-1 when none).
+
+        ``T_map_world`` None: the map frame is the network's world frame (points are not
+        transformed). ``T_base_cam`` None: the base is the camera.
+        """
+        committed = [r for r in results if not r.provisional]
+        if not committed:
+            return -1
+        if self.fusion is None:
+            self.fusion = self._make_fusion(committed[0])
+        T_cam_base = None if T_base_cam is None else np.linalg.inv(T_base_cam)
+        frames, base_poses = [], []
+        with self.lock:
+            for r in committed:
+                T_map_cam = r.T_world_cam if T_map_world is None else T_map_world @ r.T_world_cam
+                T_map_base = T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base
+                origin = r.position if T_map_world is None else T_map_cam[:3, 3].copy()
+                frames.append((r.points, r.colors, r.point_confidence, origin, r.point_weights))
+                self.stamps.append(int(r.stamp_ns))
+                self.poses_cam.append(T_map_cam)
+                self.poses_base.append(T_map_base)
+                base_poses.append(T_map_base)
+                self.last_K = r.K
+            newest = max(int(r.stamp_ns) for r in committed)
+            first = max(0, len(self.stamps) - self.path_max_poses) if self.path_max_poses else 0
+            path = (self.stamps[first:], np.asarray(self.poses_base[first:]))
+            generation = self.fusion.generation
+        self._T_map_world = T_map_world
+        self.fusion.submit(MapJob(T_map_world, frames, newest, path, generation, base_poses))
+        if self.consumer is not None:
+            self._offer(committed, T_map_world, T_cam_base)
+        return newest
+
+    # ------------------------------------------------------------- back end
+    def _offer(self, committed: list[FrameResult], T_map_world, T_cam_base) -> None:
+        for r in committed:
+            stamp = int(r.stamp_ns)
+            T_map_cam = r.T_world_cam if T_map_world is None else T_map_world @ r.T_world_cam
+            image = self._images.pop(stamp, None)
+            for older in [s for s in self._images if s < stamp]:  # never committed (dropped by the stream)
+                del self._images[older]
+            R, t = r.T_world_cam[:3, :3], r.T_world_cam[:3, 3]
+            points_cam = ((np.asarray(r.points, np.float64) - t) @ R).astype(np.float32)
+            self._kept[stamp] = (points_cam, r.colors, r.point_confidence, r.point_weights, r.T_world_cam.copy(),
+                                 None if T_cam_base is None else T_cam_base.copy())
+            self.consumer.on_committed(CommittedFrame(r, image, T_map_cam))
+        correction = self.consumer.poll_correction()
+        if correction is not None:
+            self.apply_correction(correction)
+
+    def apply_correction(self, correction: PoseCorrection) -> None:
+        """Move the kept frames to their corrected poses, rewrite the trajectory and fuse the map
+        and grid again from the kept points (in commit order)."""
+        if self.fusion is None or not self._kept:
+            return
+        T_map_world = self._T_map_world
+        frames, base_poses = [], []
+        with self.lock:
+            index = {s: i for i, s in enumerate(self.stamps)}
+            for stamp, (points_cam, colors, conf, weights, T_world_cam, T_cam_base) in self._kept.items():
+                if stamp in correction.poses:
+                    T_world_cam = np.asarray(correction.poses[stamp], np.float64)
+                elif correction.transform is not None:
+                    T_world_cam = np.asarray(correction.transform, np.float64) @ T_world_cam
+                self._kept[stamp] = (points_cam, colors, conf, weights, T_world_cam, T_cam_base)
+                T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
+                T_map_base = T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base
+                points = (points_cam.astype(np.float64) @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]).astype(np.float32)
+                frames.append((points, colors, conf, T_map_cam[:3, 3].copy(), weights))
+                base_poses.append(T_map_base)
+                if stamp in index:
+                    self.poses_cam[index[stamp]] = T_map_cam
+                    self.poses_base[index[stamp]] = T_map_base
+            first = max(0, len(self.stamps) - self.path_max_poses) if self.path_max_poses else 0
+            path = (self.stamps[first:], np.asarray(self.poses_base[first:]))
+        self.fusion.clear()
+        self.fusion.submit(MapJob(T_map_world, frames, self.stamps[-1], path, self.fusion.generation, base_poses))
+
+    # ------------------------------------------------------------------ state
+    def clear(self) -> None:
+        """Forget the trajectory (a reset that clears the map; the fusion is cleared by its owner)."""
+        with self.lock:
+            self.stamps.clear()
+            self.poses_cam.clear()
+            self.poses_base.clear()
+            self._kept.clear()
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.stamps)
+
+    def trajectory(self, body: str = "camera") -> Trajectory:
+        """Committed poses in the map frame: ``body`` 'camera' (T_map_cam) or 'base' (T_map_base)."""
+        with self.lock:
+            poses = self.poses_base if body == "base" else self.poses_cam
+            stamps = np.asarray(self.stamps, dtype=np.int64)
+            return Trajectory(stamps, np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4))
+
+    def path_tail(self) -> tuple[list[int], np.ndarray]:
+        with self.lock:
+            first = max(0, len(self.stamps) - self.path_max_poses) if self.path_max_poses else 0
+            return self.stamps[first:], np.asarray(self.poses_base[first:])
