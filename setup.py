@@ -35,10 +35,10 @@ setup(
         "console_scripts": [
             "loger_node = loger_ros.node:main",
             "loger_lifecycle_node = loger_ros.lifecycle_node:main",
-            "loger-replay = loger_ros.replay_args:main",
-            "loger-reconstruct = loger_core.cli.reconstruct_args:main",
+            "loger-replay = loger_ros.entry:replay_main",
+            "loger-reconstruct = loger_core.cli.entry:reconstruct_main",
             "loger-synth = loger_core.synthetic.cli:main",
-            "loger-train = loger_core.cli.train_args:main",
+            "loger-train = loger_core.cli.entry:train_main",
             "loger-batch = loger_ros.batch.cli:main",
         ],
     },

@@ -1,18 +1,15 @@
-"""``loger-replay``'s command line, from light imports only.
-
-The console script starts here so that ``--help`` and argument errors answer at once; the replay
-itself (:mod:`loger_ros.replay`: torch, the network, rosbags) is imported after the arguments parse.
-"""
+"""``loger-replay``'s command line, from light imports only: :mod:`loger_ros.entry` parses with it
+before the replay (:mod:`loger_ros.replay`: torch, the network, rosbags) is imported, so ``--help``
+and argument errors answer at once."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from loger_core.model.selection import MODEL_CHOICES
 
-__all__ = ["build_arg_parser", "main"]
+__all__ = ["build_arg_parser"]
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -51,15 +48,3 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     help="write the mapping session at the end of the bag (before the last incomplete window is "
                     "committed) for a later --resume")
     return ap
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console script ``loger-replay`` (see :func:`loger_ros.replay.main`)."""
-    build_arg_parser().parse_args(argv)
-    from loger_ros.replay import main as replay_main
-
-    return replay_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

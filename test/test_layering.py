@@ -27,7 +27,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "pipeline": {"stream", "model", "mapping", "io"},  # the mapping core all tools drive
     "backend": {"pipeline", "stream", "model", "mapping", "io"},  # geometric back end (hooks into pipeline)
     "training": {"model", "synthetic", "eval", "io", "stream", "mapping"},
-    "cli": {"pipeline", "stream", "model", "mapping", "io", "eval", "synthetic", "backend"},
+    "cli": {"pipeline", "stream", "model", "mapping", "io", "eval", "synthetic", "backend", "training"},
     "weights": set(),
 }
 # (rosbags, a pure-Python bag library, is not ROS: loger_core.synthetic writes test bags with it.)

@@ -1,21 +1,15 @@
-"""``loger-reconstruct``'s command line, from light imports only.
-
-The console script starts here so that ``--help`` and argument errors answer at once; the
-reconstruction (:mod:`loger_core.cli.reconstruct`: torch, the network, open3d, cv2) is imported
-after the arguments parse. The parser is the same as :func:`loger_core.cli.reconstruct.build_parser`
-(a test compares every option); that module should import it from here once the edits under way
-there are in.
-"""
+"""``loger-reconstruct``'s command line, from light imports only: :mod:`loger_core.cli.entry` parses
+with it before the reconstruction (:mod:`loger_core.cli.reconstruct`: torch, the network, open3d,
+cv2) is imported, so ``--help`` and argument errors answer at once."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
 from loger_core.mapping.grid import GridConfig
 from loger_core.model.selection import MODEL_CHOICES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["AUTO_VOXEL_FRACTION", "DTYPE_NAMES", "build_parser"]
 
 # Names of loger_core.stream.config.DTYPES (a dict of torch dtypes; a test keeps them equal).
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -101,15 +95,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the mapping session after the last frame (before the final incomplete window is "
                    "committed) for a later --resume")
     return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console script ``loger-reconstruct`` (see :func:`loger_core.cli.reconstruct.main`)."""
-    build_parser().parse_args(argv)
-    from loger_core.cli.reconstruct import main as reconstruct_main
-
-    return reconstruct_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

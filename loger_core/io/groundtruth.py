@@ -19,7 +19,7 @@ from typing import Optional, Union
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from .image_folder import ImageFolderError
+from .errors import ImageFolderError
 from .trajectory import Trajectory, TrajectoryFormatError, read_kitti, read_tum
 
 __all__ = [

@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 import yaml
 
+from .errors import ImageFolderError
+from .groundtruth import frame_poses_from_file
 from .trajectory import Trajectory, TrajectoryFormatError, read_tum, write_kitti, write_tum
 
 __all__ = [
@@ -58,10 +60,6 @@ _NS = 1_000_000_000
 # Ground-truth poses farther than this from a frame's stamp are not associated (TUM
 # RGB-D ground truth runs at 100+ Hz, so a real match is always much closer).
 _GT_MAX_DT_NS = 20_000_000
-
-
-class ImageFolderError(ValueError):
-    """Unreadable, inconsistent or missing image-sequence data, or bad writer input."""
 
 
 @dataclass
@@ -378,7 +376,6 @@ class ImageFolderSequence:
         """Replace the folder's ground truth with a TUM or KITTI pose file's ``T_world_cam``
         (``--groundtruth``): KITTI needs one pose per frame, TUM is sampled at the frame stamps
         (:func:`loger_core.io.groundtruth.frame_poses_from_file`, whose errors it raises)."""
-        from .groundtruth import frame_poses_from_file  # that module imports this one
 
         self._frame_poses = frame_poses_from_file(path, self._stamps)
 
@@ -467,7 +464,6 @@ class VideoSequence:
     def use_groundtruth_file(self, path: PathLike) -> None:
         """Attach a TUM or KITTI pose file's ``T_world_cam`` as ground truth (see
         :meth:`ImageFolderSequence.use_groundtruth_file`); TUM stamps are seconds from the first frame."""
-        from .groundtruth import frame_poses_from_file  # that module imports this one
 
         self._frame_poses = frame_poses_from_file(path, self.stamps_ns)
 

@@ -35,6 +35,20 @@ STORAGES = ("numpy", "torch")
 _STORAGE_CLASSES: dict[str, type] = {}
 
 
+# The built-in storages by name: imported (and so registered) the first time a VoxelMap is built,
+# not at package import, so that light users of loger_core.mapping (the grid settings a CLI's
+# --help shows) do not pull in torch. A plug-in registry: the storages import this module, not
+# the other way round.
+_BUILTIN_STORAGE_MODULES = ("loger_core.mapping.numpy_storage", "loger_core.mapping.torch_storage")
+
+
+def _register_builtin_storages() -> None:
+    import importlib
+
+    for name in _BUILTIN_STORAGE_MODULES:
+        importlib.import_module(name)
+
+
 def register_storage(name: str, cls: type) -> None:
     """Make ``cls`` (a :class:`VoxelMap` subclass) the storage ``VoxelMap(..., storage=name)`` builds."""
     _STORAGE_CLASSES[name] = cls
@@ -132,6 +146,7 @@ class VoxelMap:
 
     def __new__(cls, cfg: Optional[MapConfig] = None, device=None, *, storage: Optional[str] = None):
         if cls is VoxelMap:
+            _register_builtin_storages()
             if storage is None:
                 storage = "numpy" if device is None or str(device) == "cpu" else "torch"
             if storage not in _STORAGE_CLASSES:

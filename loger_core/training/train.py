@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch._dynamo
 
-from loger_core.cli.train_args import build_parser
+from loger_core.training.train_args import build_parser
 from loger_core.model import build_model
 from loger_core.model.checkpoint import load_checkpoint, save_checkpoint
 from loger_core.model.config import get_config

@@ -1,7 +1,6 @@
-"""``loger-train``'s command line, from light imports only.
-
-The console script starts here so that ``--help`` and argument errors answer at once; training
-(:mod:`loger_core.training.train`: torch, the renderer) is imported after the arguments parse.
+"""``loger-train``'s command line, from light imports only: the console script
+(:mod:`loger_core.cli.train`) parses with it before training (:mod:`loger_core.training.train`:
+torch, the renderer) is imported, so ``--help`` and argument errors answer at once.
 """
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-__all__ = ["LOSS_DEFAULTS", "build_parser", "main"]
+__all__ = ["LOSS_DEFAULTS", "build_parser"]
 
 # loger_core.training.losses.LossWeights' defaults (importing it would import torch; a test keeps them equal).
 LOSS_DEFAULTS = {"translation": 1.0, "correspondence": 0.0, "translation_norm": "depth"}
@@ -63,15 +62,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every transformer block and TTT layer (CUDA; the small model is launch-bound)")
     return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console script ``loger-train`` (see :func:`loger_core.training.train.main`)."""
-    build_parser().parse_args(argv)
-    from loger_core.training.train import main as train_main
-
-    return train_main(None if argv is None else list(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
