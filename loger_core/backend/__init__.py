@@ -3,5 +3,6 @@ graph over the stream's committed frames. May import ``loger_core.stream`` types
 ROS or the CLIs."""
 from loger_core.backend.backend import GeometricBackend, KeyframeCloud, frame_input
 from loger_core.backend.config import BackendConfig, BackendConfigError
+from loger_core.backend.consumer import BackendConsumer
 
-__all__ = ["BackendConfig", "BackendConfigError", "GeometricBackend", "KeyframeCloud", "frame_input"]
+__all__ = ["BackendConfig", "BackendConfigError", "BackendConsumer", "GeometricBackend", "KeyframeCloud", "frame_input"]

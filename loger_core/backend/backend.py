@@ -20,10 +20,6 @@ __all__ = ["GeometricBackend", "KeyframeCloud", "frame_input"]
 
 log = logging.getLogger(__name__)
 
-# Frames waiting for the worker beyond this are recorded but not tracked (their poses are
-# interpolated between keyframes): the back end stays bounded when it cannot keep up.
-MAX_QUEUE = 16
-
 
 @dataclass
 class KeyframeCloud:
@@ -44,7 +40,7 @@ class KeyframeCloud:
         return self.T_world_cam[:3, 3]
 
 
-def frame_input(result: Any, image: np.ndarray, crop: Optional[tuple[int, int, int, int]] = None) -> FrameInput:
+def frame_input(result: Any, image: Optional[np.ndarray], crop: Optional[tuple[int, int, int, int]] = None) -> FrameInput:
     """A :class:`FrameInput` from a stream ``FrameResult`` and the original image. ``crop``: the box
     of the image the network saw (None = the whole image, the default 'resize' mode)."""
     W, H = result.image_size
@@ -82,6 +78,7 @@ class GeometricBackend:
         self._queue.put(frame)
 
     def _add(self, frame: FrameInput, track: bool) -> None:
+        track = track and frame.image is not None  # no image (not pushed through this pipeline): record only
         try:
             self.core.add(frame, track=track)
         except Exception as err:  # noqa: BLE001 - the back end must never take the mapping down
@@ -99,7 +96,7 @@ class GeometricBackend:
             try:
                 if frame is None:
                     return
-                track = self._queue.qsize() < MAX_QUEUE
+                track = self.cfg.max_queue == 0 or self._queue.qsize() < self.cfg.max_queue
                 with self._lock:
                     self._add(frame, track)
             finally:
@@ -137,17 +134,36 @@ class GeometricBackend:
                           "loop_factors": self.core.graph.loop_factors, "metric": self.core.metric}
         return d
 
-    def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """(stamps (N,) int64, T_world_cam (N, 4, 4) float64) for every frame seen, corrected.
+    def poses(self, since: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(stamps (N,) int64, T_world_cam (N, 4, 4) float64) for every frame seen (from the
+        ``since``-th on), corrected.
 
         Keyframes take their optimised poses; a frame between two keyframes is interpolated between
         them by frame number (rotation slerp, position linear); frames after the last keyframe follow
         it with the network's relative motion (in the keyframe's map units)."""
         with self._lock:
-            frames = list(self.core.frames)
+            frames = self.core.frames[since:]
             kf_poses = self.core.keyframe_poses()
             kf_index = {k: (kf.index, kf.T_net, kf.q) for k, kf in self.core.keyframes.items()}
         return _interpolate(frames, kf_poses, kf_index)
+
+    def world_correction(self) -> np.ndarray:
+        """(4, 4) the similarity ``[s R | t]`` moving the network's world into the optimised one at the
+        newest keyframe (identity before the first): what frames not yet seen by the back end get."""
+        with self._lock:
+            if not self.core.keyframes:
+                return np.eye(4)
+            key = self.core.last_key
+            kf = self.core.keyframes[key]
+            if not self.core.graph.has(key):
+                return np.eye(4)
+            T, s = self.core.graph.pose(key)
+        scale = s * kf.q
+        R = T[:3, :3] @ kf.T_net[:3, :3].T
+        S = np.eye(4)
+        S[:3, :3] = scale * R
+        S[:3, 3] = T[:3, 3] - scale * R @ kf.T_net[:3, 3]
+        return S
 
     def keyframe_clouds(self) -> list[KeyframeCloud]:
         """Every keyframe's stored points under its optimised pose (for re-fusing the map)."""

@@ -80,6 +80,9 @@ class BackendConfig:
     keyframe_points: int = 4000
     refuse_tolerance: float = 0.02  # re-fuse keyframes whose pose moved more than this (fraction of median depth)
     threaded: bool = True  # run on its own thread; False: inline (tests, offline determinism)
+    # Live: frames waiting beyond this are recorded but not tracked (their poses are interpolated)
+    # so the back end stays bounded behind a fast camera; 0: every frame is tracked (offline tools).
+    max_queue: int = 16
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +118,8 @@ class BackendConfig:
             raise BackendConfigError(f"backend ratio must be in (0, 1), got {self.ratio!r}")
         if not 0 <= self.min_inlier_ratio <= 1 or not 0 <= self.loop_min_inlier_ratio <= 1:
             raise BackendConfigError("backend inlier ratios must be in [0, 1]")
+        if self.max_queue < 0:
+            raise BackendConfigError(f"backend max_queue must be >= 0, got {self.max_queue!r}")
         if self.loop_min_age < 1:
             raise BackendConfigError(f"backend loop_min_age must be >= 1, got {self.loop_min_age!r}")
 

@@ -33,7 +33,7 @@ class FrameInput:
     depth: np.ndarray
     confidence: np.ndarray
     K: np.ndarray
-    image: np.ndarray
+    image: Optional[np.ndarray]  # None: not tracked (its pose is interpolated)
     crop: tuple[int, int, int, int]
     points: np.ndarray
     colors: np.ndarray

@@ -52,6 +52,7 @@ from loger_core.eval.metrics import EvalError, evaluate
 from loger_core.mapping.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
 from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
 from loger_core.io.sequences import open_sequence
+from loger_core.backend import BackendConfig, BackendConfigError, BackendConsumer
 from loger_core.cli.reconstruct_args import AUTO_VOXEL_FRACTION, build_parser
 from loger_core.io.trajectory import Trajectory, write_tum
 from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
@@ -126,7 +127,10 @@ class _Outputs:
         self.voxel = voxel
         self.max_points = max_points
         self.grid_feed = FloorGridFeed(grid) if grid is not None else None
+        self.consumer = consumer
         self.mapper = Mapper(make_fusion=self._make_fusion, consumer=consumer)
+        self.frontend_stamps: list[int] = []
+        self.frontend_poses: list[np.ndarray] = []
 
     def _make_fusion(self, first: FrameResult, config: Optional[MapConfig] = None) -> MapFusion:
         if self.voxel is None:
@@ -155,8 +159,24 @@ class _Outputs:
 
     def add(self, results) -> None:
         """Commit the stream's results (provisional ones are skipped), fused inline."""
+        for r in results:
+            if not r.provisional:
+                self.frontend_stamps.append(int(r.stamp_ns))
+                self.frontend_poses.append(np.asarray(r.T_world_cam, np.float64))
         if self.mapper.commit(results) >= 0:
             self.mapper.fusion.run_pending()
+
+    def finish_backend(self) -> None:
+        """Wait for the back end, then apply its full correction (every pose, the map and grid
+        fused again from its keyframes)."""
+        if self.consumer is None or self.mapper.fusion is None:
+            return
+        self.mapper.apply_correction(self.consumer.final())
+        self.mapper.fusion.run_pending()
+
+    def frontend_trajectory(self) -> Trajectory:
+        """The network's own committed poses (before the back end)."""
+        return Trajectory(np.asarray(self.frontend_stamps, np.int64), np.asarray(self.frontend_poses).reshape(-1, 4, 4))
 
     def trajectory(self) -> Trajectory:
         return self.mapper.trajectory("camera")
@@ -253,7 +273,8 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
                                                max_height=args.grid_max_height, max_range=args.grid_max_range))
         except GridError as err:
             raise StreamInputError(f"--grid-*: {err}") from None
-    outputs = _Outputs(voxel, args.max_map_points, grid)
+    consumer = _backend(args, cfg)
+    outputs = _Outputs(voxel, args.max_map_points, grid, consumer)
     resumed_until = _resume(args.resume, rec, outputs) if args.resume else None
     in_session = 0
     total = None
@@ -280,12 +301,22 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         _save_session(args.session_out, rec, outputs)
     outputs.add(rec.flush())
     bar.close()
+    t_backend = time.perf_counter()
+    try:
+        outputs.finish_backend()
+    finally:
+        if consumer is not None:
+            consumer.close()
+    t_backend = time.perf_counter() - t_backend
     elapsed = time.perf_counter() - t0
     if not len(outputs.mapper):
         raise StreamInputError(f"INPUT {args.input!r}: no frame was reconstructed (frames read: {used})")
 
     est = outputs.trajectory()
     write_tum(out / "trajectory.tum", est)
+    frontend = outputs.frontend_trajectory()
+    if consumer is not None:
+        write_tum(out / "trajectory_frontend.tum", frontend)
     outputs.map.save_ply(out / "map.ply")
     map_pts, map_cols, _ = outputs.map.snapshot()
 
@@ -297,6 +328,11 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         except EvalError as e:
             log.warning("no metrics: %s", e)
             metrics = {"error": str(e)}
+        if consumer is not None and "ate" in metrics:
+            try:
+                metrics["frontend"] = evaluate(frontend, gt, align=args.eval_align)
+            except EvalError as e:
+                metrics["frontend"] = {"error": str(e)}
         if synthetic:
             metrics["warning"] = "synthetic weights: not meaningful geometry"
         elif selection.bundled:
@@ -337,6 +373,8 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         "stream": rec.stats.to_dict(),
         "scale": asdict(rec.scale_estimate()),
         "last_K": outputs.last_K.tolist() if outputs.last_K is not None else None,
+        "backend": None if consumer is None else {**consumer.stats(), "config": asdict(consumer.cfg),
+                                                  "finish_s": t_backend},
     }
     (out / "run.json").write_text(json.dumps(_no_nan(run), indent=2, default=str))
     summary = f"{selection.describe()}: {len(est)} frames in {elapsed:.1f} s ({run['frames_per_second']:.2f} frames/s), map {len(map_pts)} voxels -> {out}"
@@ -348,6 +386,41 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
     elif selection.bundled:
         print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
     return ReconstructOutcome(out, run, metrics)
+
+
+def _backend(args, cfg: StreamConfig) -> Optional[BackendConsumer]:
+    """The back end of the run, or None with ``--backend off``."""
+    if getattr(args, "backend", "on") == "off":
+        return None
+    # Offline: every frame is tracked (max_queue 0), whatever the back end's pace.
+    values: dict[str, Any] = {"loop_closure": getattr(args, "loop_closure", "on") == "on", "max_queue": 0}
+    for item in getattr(args, "backend_param", []) or []:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise StreamInputError(f"--backend-param must be NAME=VALUE, got {item!r}")
+        values[name.strip()] = _parse_value(text.strip())
+    try:
+        bcfg = BackendConfig.from_mapping(values)
+    except (BackendConfigError, TypeError) as err:
+        raise StreamInputError(f"--backend-param: {err}") from None
+    # Metric scale (depth images, a fixed factor): SE(3) graph; the network's own scale: Sim(3).
+    metric = cfg.scale.source in ("depth", "fixed")
+    crop = None
+    if cfg.resize_mode == "crop":
+        from loger_core.stream.preprocess import center_crop_box
+
+        def crop(result):
+            W, H = result.image_size
+            w, h = result.model_size
+            return center_crop_box(W, H, w / h)
+    return BackendConsumer(bcfg, metric=metric, crop_of=crop)
+
+
+def _parse_value(text: str) -> Any:
+    """A YAML scalar (numbers, booleans, strings) for --backend-param."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def _write_grid(out: Path, grid: FloorGridBuilder, est: Trajectory) -> dict:

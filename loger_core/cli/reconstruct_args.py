@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top of the obstacle band above the floor (higher points are not obstacles)")
     p.add_argument("--grid-max-range", type=float, default=defaults.max_range,
                    help="points farther than this from the camera are not put in the grid")
+    p.add_argument("--backend", choices=("on", "off"), default="on",
+                   help="geometric back end (default on): keyframes, feature-verified relative poses, loop closure "
+                   "and a pose graph correct the network's trajectory and map; off: the network's output unchanged")
+    p.add_argument("--loop-closure", choices=("on", "off"), default="on", help="back end loop closure (default on)")
+    p.add_argument("--backend-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set one back-end setting (repeatable; the fields of loger_core.backend.BackendConfig, "
+                   "e.g. keyframe_parallax_deg=1.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", default=None, metavar="SESSION",
                    help="continue the mapping session SESSION (memory, map, trajectory); input frames it already "

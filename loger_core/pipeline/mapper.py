@@ -32,7 +32,7 @@ from loger_core.io.trajectory import Trajectory
 from loger_core.pipeline.map_fusion import MapFusion, MapJob
 from loger_core.stream.results import FrameResult
 
-__all__ = ["CommittedFrame", "FrameConsumer", "Mapper", "PoseCorrection"]
+__all__ = ["CommittedFrame", "FrameConsumer", "Mapper", "PoseCorrection", "similarity_pose"]
 
 # Frames pushed but not yet committed: a window (up to 32) plus the frames queued behind it.
 IMAGE_BUFFER_FRAMES = 128
@@ -57,13 +57,29 @@ class CommittedFrame:
 class PoseCorrection:
     """Pose corrections from a back end, in the network's world frame.
 
-    poses: stamp -> corrected ``T_world_cam (4, 4)`` (stamps not listed keep their pose);
-    transform: ``T_corrected_world (4, 4)`` applied to every pose not in ``poses`` (e.g. a loop
-    closure that moves the whole map), or None.
+    poses: stamp -> corrected ``T_world_cam (4, 4)`` (rigid; stamps not listed keep their pose);
+    transform: ``S_corrected_world (4, 4)``, a similarity (``s R | t``) mapping the network's world
+        into the corrected one: applied to every pose not in ``poses`` (now) and to every frame
+        committed from now on (poses and points), until the next correction replaces it; or None.
+    clouds: when given, the map and grid are fused again from these clouds alone (the back end's
+        keyframes under their optimised poses): ``(points (M, 3) float32 corrected world,
+        colors (M, 3) uint8, confidence (M,) float32, T_world_cam (4, 4) corrected)``.
     """
 
     poses: dict[int, np.ndarray] = field(default_factory=dict)
     transform: Optional[np.ndarray] = None
+    clouds: Optional[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = None
+
+
+def similarity_pose(S: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The rigid pose ``T (4, 4)`` moved by the similarity ``S = [s R | t]``: rotation ``R @ R_T``,
+    centre ``S`` applied to ``T``'s centre (the scale moves positions, it does not scale rotations)."""
+    S = np.asarray(S, np.float64)
+    s = float(np.cbrt(np.linalg.det(S[:3, :3])))
+    out = np.eye(4)
+    out[:3, :3] = (S[:3, :3] / s) @ np.asarray(T, np.float64)[:3, :3]
+    out[:3, 3] = S[:3, :3] @ np.asarray(T, np.float64)[:3, 3] + S[:3, 3]
+    return out
 
 
 class FrameConsumer(Protocol):
@@ -76,6 +92,12 @@ class FrameConsumer(Protocol):
     def on_committed(self, frame: CommittedFrame) -> None: ...
 
     def poll_correction(self) -> Optional[PoseCorrection]: ...
+
+
+def _provides_clouds(consumer: Optional[FrameConsumer]) -> bool:
+    """A consumer that hands back the clouds to fuse (``provides_clouds = True``): the mapper need
+    not keep every frame's points (bounded memory)."""
+    return bool(getattr(consumer, "provides_clouds", False))
 
 
 class Mapper:
@@ -107,6 +129,9 @@ class Mapper:
         # T_world_cam, T_cam_base), to fuse the map again after a correction.
         self._kept: "OrderedDict[int, tuple]" = OrderedDict()
         self._T_map_world: Optional[np.ndarray] = None
+        self._T_cam_base: Optional[np.ndarray] = None
+        # The back end's current similarity from the network's world into the corrected one.
+        self.correction = np.eye(4)
 
     # ------------------------------------------------------------------ input
     def remember_image(self, stamp_ns: int, image: np.ndarray) -> None:
@@ -137,13 +162,20 @@ class Mapper:
         if self.fusion is None:
             self.fusion = self._make_fusion(committed[0])
         T_cam_base = None if T_base_cam is None else np.linalg.inv(T_base_cam)
+        self._T_cam_base = T_cam_base
+        corrected = not np.array_equal(self.correction, np.eye(4))
         frames, base_poses = [], []
         with self.lock:
             for r in committed:
-                T_map_cam = r.T_world_cam if T_map_world is None else T_map_world @ r.T_world_cam
+                T_world_cam = similarity_pose(self.correction, r.T_world_cam) if corrected else r.T_world_cam
+                T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
                 T_map_base = T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base
-                origin = r.position if T_map_world is None else T_map_cam[:3, 3].copy()
-                frames.append((r.points, r.colors, r.point_confidence, origin, r.point_weights))
+                origin = T_world_cam[:3, 3] if T_map_world is None else T_map_cam[:3, 3].copy()
+                points = r.points
+                if corrected and len(points):
+                    S = self.correction
+                    points = (np.asarray(points, np.float64) @ S[:3, :3].T + S[:3, 3]).astype(np.float32)
+                frames.append((points, r.colors, r.point_confidence, origin, r.point_weights))
                 self.stamps.append(int(r.stamp_ns))
                 self.poses_cam.append(T_map_cam)
                 self.poses_base.append(T_map_base)
@@ -163,46 +195,76 @@ class Mapper:
     def _offer(self, committed: list[FrameResult], T_map_world, T_cam_base) -> None:
         for r in committed:
             stamp = int(r.stamp_ns)
-            T_map_cam = r.T_world_cam if T_map_world is None else T_map_world @ r.T_world_cam
+            T_world_cam = similarity_pose(self.correction, r.T_world_cam)
+            T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
             image = self._images.pop(stamp, None)
             for older in [s for s in self._images if s < stamp]:  # never committed (dropped by the stream)
                 del self._images[older]
-            R, t = r.T_world_cam[:3, :3], r.T_world_cam[:3, 3]
-            points_cam = ((np.asarray(r.points, np.float64) - t) @ R).astype(np.float32)
-            self._kept[stamp] = (points_cam, r.colors, r.point_confidence, r.point_weights, r.T_world_cam.copy(),
-                                 None if T_cam_base is None else T_cam_base.copy())
+            if not _provides_clouds(self.consumer):
+                R, t = r.T_world_cam[:3, :3], r.T_world_cam[:3, 3]
+                points_cam = ((np.asarray(r.points, np.float64) - t) @ R).astype(np.float32)
+                self._kept[stamp] = (points_cam, r.colors, r.point_confidence, r.point_weights, T_world_cam.copy(),
+                                     None if T_cam_base is None else T_cam_base.copy())
             self.consumer.on_committed(CommittedFrame(r, image, T_map_cam))
         correction = self.consumer.poll_correction()
         if correction is not None:
             self.apply_correction(correction)
 
     def apply_correction(self, correction: PoseCorrection) -> None:
-        """Move the kept frames to their corrected poses, rewrite the trajectory and fuse the map
-        and grid again from the kept points (in commit order)."""
-        if self.fusion is None or not self._kept:
+        """Apply a back end's correction: the trajectory takes the corrected poses (listed ones
+        as given, the others moved by ``transform``), later commits are moved by ``transform``,
+        and the map and grid are fused again from the correction's clouds or, without them, from
+        the kept frames' points (in commit order)."""
+        if self.fusion is None:
             return
         T_map_world = self._T_map_world
-        frames, base_poses = [], []
         with self.lock:
-            index = {s: i for i, s in enumerate(self.stamps)}
+            previous = self.correction
+            if correction.transform is not None:
+                self.correction = np.asarray(correction.transform, np.float64).copy()
+            # Poses not listed move by the change of the world correction.
+            change = None
+            if correction.transform is not None and not np.allclose(previous, self.correction):
+                change = self.correction @ np.linalg.inv(previous)
+            for i, stamp in enumerate(self.stamps):
+                T_cam_base = self._T_cam_base
+                if stamp in correction.poses:
+                    T_world_cam = np.asarray(correction.poses[stamp], np.float64)
+                elif change is not None:
+                    T_world_cam = similarity_pose(change, self._world_pose(self.poses_cam[i], T_map_world))
+                else:
+                    continue
+                T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
+                self.poses_cam[i] = T_map_cam
+                self.poses_base[i] = T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base
+            first = max(0, len(self.stamps) - self.path_max_poses) if self.path_max_poses else 0
+            path = (self.stamps[first:], np.asarray(self.poses_base[first:]))
+            newest = self.stamps[-1] if self.stamps else -1
+        frames, base_poses = [], []
+        if correction.clouds is not None:
+            for points, colors, conf, T_world_cam in correction.clouds:
+                T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
+                frames.append((points, colors, conf, T_map_cam[:3, 3].copy(), None))
+                base_poses.append(T_map_cam if self._T_cam_base is None else T_map_cam @ self._T_cam_base)
+        elif self._kept:
             for stamp, (points_cam, colors, conf, weights, T_world_cam, T_cam_base) in self._kept.items():
                 if stamp in correction.poses:
                     T_world_cam = np.asarray(correction.poses[stamp], np.float64)
-                elif correction.transform is not None:
-                    T_world_cam = np.asarray(correction.transform, np.float64) @ T_world_cam
+                elif change is not None:
+                    T_world_cam = similarity_pose(change, T_world_cam)
                 self._kept[stamp] = (points_cam, colors, conf, weights, T_world_cam, T_cam_base)
                 T_map_cam = T_world_cam if T_map_world is None else T_map_world @ T_world_cam
-                T_map_base = T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base
                 points = (points_cam.astype(np.float64) @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]).astype(np.float32)
                 frames.append((points, colors, conf, T_map_cam[:3, 3].copy(), weights))
-                base_poses.append(T_map_base)
-                if stamp in index:
-                    self.poses_cam[index[stamp]] = T_map_cam
-                    self.poses_base[index[stamp]] = T_map_base
-            first = max(0, len(self.stamps) - self.path_max_poses) if self.path_max_poses else 0
-            path = (self.stamps[first:], np.asarray(self.poses_base[first:]))
+                base_poses.append(T_map_cam if T_cam_base is None else T_map_cam @ T_cam_base)
+        else:
+            return
         self.fusion.clear()
-        self.fusion.submit(MapJob(T_map_world, frames, self.stamps[-1], path, self.fusion.generation, base_poses))
+        self.fusion.submit(MapJob(T_map_world, frames, newest, path, self.fusion.generation, base_poses))
+
+    @staticmethod
+    def _world_pose(T_map_cam: np.ndarray, T_map_world: Optional[np.ndarray]) -> np.ndarray:
+        return T_map_cam if T_map_world is None else np.linalg.inv(T_map_world) @ T_map_cam
 
     # ------------------------------------------------------------------ state
     def clear(self) -> None:
@@ -212,6 +274,7 @@ class Mapper:
             self.poses_cam.clear()
             self.poses_base.clear()
             self._kept.clear()
+            self.correction = np.eye(4)
 
     def __len__(self) -> int:
         with self.lock:

@@ -1,0 +1,73 @@
+"""The back end plugged into the pipeline's one commit path: a
+:class:`~loger_core.pipeline.mapper.FrameConsumer` that feeds committed frames to a
+:class:`~loger_core.backend.backend.GeometricBackend` and hands its corrections back to the
+:class:`~loger_core.pipeline.mapper.Mapper` (so every tool that maps gets them)."""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import numpy as np
+
+from loger_core.backend.backend import GeometricBackend, frame_input
+from loger_core.backend.config import BackendConfig
+from loger_core.pipeline.mapper import CommittedFrame, PoseCorrection
+
+__all__ = ["BackendConsumer"]
+
+
+class BackendConsumer:
+    """Committed frames in, :class:`PoseCorrection` s out.
+
+    After each new keyframe: the similarity that moves the network's world into the optimised one
+    at the newest keyframe (applied to the frames committed from then on) and the corrected poses
+    of the frames since the previous poll. After a loop closure (or :meth:`final`): every frame's
+    corrected pose and the keyframes' clouds, from which the map and grid are fused again.
+    """
+
+    provides_clouds = True  # the mapper need not keep every frame's points
+
+    def __init__(self, cfg: BackendConfig, metric: bool = False, crop_of=None) -> None:
+        self.cfg = cfg
+        self.metric = metric
+        self.backend = GeometricBackend(cfg, metric=metric)
+        self._crop_of = crop_of  # result -> (x0, y0, w, h) of the image the network saw, or None
+        self._lock = threading.Lock()
+        self._seen_keyframes = 0
+        self._seen_version = 0
+        self._poll_from = 0  # frames before this index have had their corrected pose handed out
+
+    def on_committed(self, frame: CommittedFrame) -> None:
+        crop = self._crop_of(frame.result) if self._crop_of is not None else None
+        self.backend.submit(frame_input(frame.result, frame.image, crop))
+
+    def poll_correction(self) -> Optional[PoseCorrection]:
+        core = self.backend.core
+        with self._lock:
+            keyframes, version = core.stats.keyframes, core.version
+            if keyframes == self._seen_keyframes and version == self._seen_version:
+                return None
+            loop = version != self._seen_version
+            self._seen_keyframes, self._seen_version = keyframes, version
+        return self._correction(full=loop)
+
+    def final(self, timeout_s: Optional[float] = None) -> PoseCorrection:
+        """Wait for the back end to finish the frames it was given, then the full correction."""
+        self.backend.finish(timeout_s)
+        return self._correction(full=True)
+
+    def _correction(self, full: bool) -> PoseCorrection:
+        start = 0 if full else max(0, self._poll_from - self.cfg.keyframe_max_gap)
+        stamps, poses = self.backend.poses(since=start)
+        corrected = {int(s): poses[i] for i, s in enumerate(stamps)}
+        self._poll_from = start + len(stamps)
+        clouds = None
+        if full:
+            clouds = [(c.points, c.colors, c.confidence, c.T_world_cam) for c in self.backend.keyframe_clouds()]
+        return PoseCorrection(poses=corrected, transform=self.backend.world_correction(), clouds=clouds)
+
+    def stats(self) -> dict:
+        return self.backend.stats()
+
+    def close(self) -> None:
+        self.backend.close()
