@@ -26,6 +26,15 @@ from loger_ros.publications import MessageBuilder
 __all__ = ["CoreCounters", "MappingCore"]
 
 
+def _backend_consumer(params: NodeParams) -> FrameConsumer:
+    """The geometric back end of the node's parameters (SE(3) graph with a metric scale source)."""
+    from loger_core.backend import BackendConsumer
+
+    # The node always stretches the whole image to the network input (StreamConfig's 'resize').
+    metric = params.resolved_scale_source in ("depth", "odometry", "fixed")
+    return BackendConsumer(params.backend_config(), metric=metric)
+
+
 class MappingCore(MappingPipeline):
     """ROS-free core of ``loger_node`` (see the module docstring).
 
@@ -57,6 +66,8 @@ class MappingCore(MappingPipeline):
             if reconstructor is None:
                 raise
             selection = None  # a caller-built reconstructor (tests, benchmarks) brings its own model
+        if consumer is None and params.backend_enabled:
+            consumer = _backend_consumer(params)
         super().__init__(
             params, MessageBuilder(factory),
             decoder=InputDecoder(params.undistort, int(round(params.sync_tolerance_s * 1e9))),

@@ -21,6 +21,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from loger_core.backend.config import BackendConfig, BackendConfigError
 from loger_core.mapping.grid import GridConfig, GridError
 from loger_core.model.selection import MODEL_CHOICES, MODEL_DEFAULTS, ModelSelection, ModelSelectionError, select_model
 
@@ -73,6 +74,7 @@ class ParamsError(ValueError):
 
 
 _GRID = GridConfig()  # the grid parameters' defaults
+_BACKEND = BackendConfig()  # the back-end parameters' defaults
 
 
 def _p(default: Any, description: str, *, choices: Optional[tuple] = None,
@@ -334,6 +336,41 @@ class NodeParams:
         "is saved without them; the launch files give the node this plus a margin before escalating to SIGTERM.",
         minimum=0.0, maximum=3600.0, group="output")
 
+    # --------------------------------------------------------------- back end
+    # Defaults come from BackendConfig: backend_<name> is BackendConfig.<name> (see backend_config()).
+    backend_enabled: bool = _p(
+        _BACKEND.enabled, "Geometric back end: keyframes with SIFT features, feature-verified relative poses (PnP "
+        "against the network's depth, or the essential matrix), loop closure and a GTSAM pose graph correct the "
+        "network's trajectory and map. Corrections go into map->odom (odom->base_link stays continuous), ~/path is "
+        "republished corrected, the map is fused again from the keyframes after a loop closure.", group="backend")
+    backend_loop_closure: bool = _p(_BACKEND.loop_closure, "Detect and close loops (place recognition + geometric "
+                                    "verification + consistency over consecutive keyframes).", group="backend")
+    backend_max_features: int = _p(_BACKEND.max_features, "SIFT features per frame.", minimum=50, maximum=20000,
+                                   group="backend")
+    backend_max_image_width: int = _p(_BACKEND.max_image_width, "Wider images are downscaled to this width for "
+                                      "features (pixels).", minimum=64, maximum=8192, group="backend")
+    backend_min_inliers: int = _p(_BACKEND.min_inliers, "A relative pose with fewer RANSAC inliers is not "
+                                  "verified; the network's own is kept for that step.", minimum=8, maximum=10000,
+                                  group="backend")
+    backend_keyframe_parallax_deg: float = _p(_BACKEND.keyframe_parallax_deg, "A frame becomes a keyframe when the "
+                                              "median parallax to the last keyframe (rotation taken out) reaches "
+                                              "this (degrees).", minimum=0.01, maximum=45.0, group="backend")
+    backend_keyframe_max_gap: int = _p(_BACKEND.keyframe_max_gap, "... or after this many frames.", minimum=1,
+                                       maximum=10000, group="backend")
+    backend_loop_min_inliers: int = _p(_BACKEND.loop_min_inliers, "Essential-matrix inliers a loop candidate needs "
+                                       "(geometric verification).", minimum=8, maximum=10000, group="backend")
+    backend_loop_min_inlier_ratio: float = _p(_BACKEND.loop_min_inlier_ratio, "... and this share of its "
+                                              "ratio-test matches.", minimum=0.0, maximum=1.0, group="backend")
+    backend_loop_min_age: int = _p(_BACKEND.loop_min_age, "Loop candidates are keyframes at least this many frames "
+                                   "older than the query.", minimum=1, maximum=10_000_000, group="backend")
+    backend_loop_consistency: int = _p(_BACKEND.loop_consistency, "Consecutive keyframes that must agree on a loop's "
+                                       "correction before it is closed (1: none).", minimum=1, maximum=10,
+                                       group="backend")
+    backend_max_queue: int = _p(_BACKEND.max_queue, "Frames waiting for the back end beyond this are not tracked "
+                                "(their poses are interpolated between keyframes), so it stays bounded behind a "
+                                "fast camera; 0: track every frame (offline replay).", minimum=0, maximum=100000,
+                                group="backend")
+
     # --------------------------------------------------------------- session
     autosave_period_s: float = _p(
         0.0,
@@ -387,6 +424,7 @@ class NodeParams:
             raise ParamsError(f"point_voxel_size {self.point_voxel_size} must be -1 (auto), 0 (off) or > 0")
         if not self.image_topic:
             raise ParamsError("image_topic '' must name a topic")
+        self.backend_config()
         self.grid_config()  # cross-field checks of the grid (e.g. grid_max_height > grid_min_height)
         if self.scale_source == "depth" and not self.depth_topic:
             raise ParamsError("scale_source 'depth' needs depth_topic (it is '')")
@@ -520,6 +558,18 @@ class NodeParams:
         from loger_core.mapping.voxel_map import MapConfig
 
         return MapConfig(voxel_size=self.voxel_size, max_points=self.max_map_points, policy="drop_far")
+
+    def backend_config(self) -> BackendConfig:
+        """The :class:`~loger_core.backend.BackendConfig`: ``backend_<name>`` -> ``<name>``, the rest its defaults."""
+        from dataclasses import fields as dc_fields
+
+        names = {f.name for f in dc_fields(BackendConfig)}
+        values = {name[len("backend_"):]: getattr(self, name) for name in (spec.name for spec in param_specs())
+                  if name.startswith("backend_") and name[len("backend_"):] in names}
+        try:
+            return BackendConfig(**values)
+        except BackendConfigError as err:
+            raise ParamsError(f"parameter {err}") from None
 
     def grid_config(self) -> GridConfig:
         """The :class:`~loger_core.mapping.grid.GridConfig` of the occupancy grid: ``grid_<name>`` -> ``<name>``."""

@@ -168,8 +168,9 @@ class FakeStream:
 
 
 def make_core(stream=None, lookup=None, logger=None, clock=None, **overrides):
+    # The node core's own behaviour, without the geometric back end (its tests: test_backend_pipeline.py).
     params = NodeParams(**{"allow_synthetic_weights": True, "queue_size": 64, "window_size": 4, "provisional_budget": 1.0,
-                           "overlap_size": 1, "voxel_size": 0.01, **overrides})
+                           "overlap_size": 1, "voxel_size": 0.01, "backend_enabled": False, **overrides})
     kwargs = {"monotonic_ns": clock} if clock is not None else {}
     core = MappingCore(params, F, reconstructor=stream or FakeStream(), lookup=lookup,
                        logger=logger or ListLogger(), **kwargs)

@@ -86,7 +86,7 @@ class GeometricBackend:
             # network pose; the error is logged once per kind.
             if self._error is None or type(self._error) is not type(err):
                 log.warning("back end: frame %d not used (%s: %s); its network pose is kept", frame.index,
-                            type(err).__name__, err)
+                            type(err).__name__, err, exc_info=log.isEnabledFor(logging.DEBUG))
             self._error = err
             self.core.frames.append(FrameRecord(frame.stamp_ns, frame.index, np.asarray(frame.T_world_cam), None))
 

@@ -7,7 +7,6 @@ from typing import Any, Mapping
 
 __all__ = ["BackendConfig", "BackendConfigError"]
 
-BACKEND_MODES = ("on", "off")
 FEATURE_TYPES = ("sift", "orb")
 PLACE_DESCRIPTORS = ("votes", "none")
 
@@ -24,7 +23,7 @@ class BackendConfig:
     angles in degrees; sigmas are 1-sigma standard deviations of the graph's noise models.
     """
 
-    mode: str = "on"  # 'off' reproduces the front end's output exactly
+    enabled: bool = True  # False reproduces the front end's output exactly
     loop_closure: bool = True
     feature: str = "sift"
     max_features: int = 2000
@@ -53,6 +52,7 @@ class BackendConfig:
     # to the network's depth (its sigma in log scale: loose, it only stops long-run scale drift).
     scale_chain_sigma: float = 0.05
     scale_network_sigma: float = 0.5
+    scale_network_sigma_poor: float = 2.0  # where PnP does not hold (the network's depth explains few matches)
     # Graph noise: a verified step (rotation deg, translation as a fraction of the step) and the
     # network's own relative pose where nothing verifies it.
     verified_rot_sigma_deg: float = 0.2
@@ -87,13 +87,7 @@ class BackendConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    @property
-    def enabled(self) -> bool:
-        return self.mode == "on"
-
     def validate(self) -> None:
-        if self.mode not in BACKEND_MODES:
-            raise BackendConfigError(f"backend mode must be one of {BACKEND_MODES}, got {self.mode!r}")
         if self.feature not in FEATURE_TYPES:
             raise BackendConfigError(f"backend feature must be one of {FEATURE_TYPES}, got {self.feature!r}")
         if self.place_descriptor not in PLACE_DESCRIPTORS:
@@ -108,7 +102,7 @@ class BackendConfig:
             if int(getattr(self, name)) < 1:
                 raise BackendConfigError(f"backend {name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("ratio", "ransac_px", "pnp_px", "sift_contrast", "keyframe_parallax_deg", "scale_chain_sigma", "scale_network_sigma",
-                     "verified_rot_sigma_deg", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
+                     "verified_rot_sigma_deg", "scale_network_sigma_poor", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
                      "loop_rot_sigma_deg", "loop_trans_sigma", "robust_k", "loop_consistency_deg",
                      "loop_consistency_trans"):
             v = float(getattr(self, name))

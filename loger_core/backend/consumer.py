@@ -36,6 +36,8 @@ class BackendConsumer:
         self._seen_keyframes = 0
         self._seen_version = 0
         self._poll_from = 0  # frames before this index have had their corrected pose handed out
+        # Clouds of earlier worlds (before a reset that kept the map), fused with every rebuild.
+        self._frozen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def on_committed(self, frame: CommittedFrame) -> None:
         crop = self._crop_of(frame.result) if self._crop_of is not None else None
@@ -63,8 +65,22 @@ class BackendConsumer:
         self._poll_from = start + len(stamps)
         clouds = None
         if full:
-            clouds = [(c.points, c.colors, c.confidence, c.T_world_cam) for c in self.backend.keyframe_clouds()]
+            clouds = self._frozen + [(c.points, c.colors, c.confidence, c.T_world_cam) for c in self.backend.keyframe_clouds()]
         return PoseCorrection(poses=corrected, transform=self.backend.world_correction(), clouds=clouds)
+
+    def reset(self, keep_map: bool = True) -> None:
+        """The network restarted in a new world: start a new back end (its graph cannot relate the
+        two worlds); with ``keep_map`` the old keyframes' clouds stay in every later map rebuild."""
+        old = self.backend
+        old.finish(5.0)
+        if keep_map:
+            self._frozen += [(c.points, c.colors, c.confidence, c.T_world_cam) for c in old.keyframe_clouds()]
+        else:
+            self._frozen = []
+        old.close()
+        self.backend = GeometricBackend(self.cfg, metric=self.metric)
+        with self._lock:
+            self._seen_keyframes = self._seen_version = self._poll_from = 0
 
     def stats(self) -> dict:
         return self.backend.stats()

@@ -118,7 +118,7 @@ class BackendCore:
         (the worker is behind); its pose is interpolated."""
         t0 = time.perf_counter()
         self.stats.frames += 1
-        if not track and self.keyframes:
+        if frame.image is None or (not track and self.keyframes):
             self.stats.frames_skipped += 1
             self.frames.append(FrameRecord(frame.stamp_ns, frame.index, np.asarray(frame.T_world_cam), None))
             return
@@ -222,7 +222,9 @@ class BackendCore:
         if tv is not None:
             # Step length: the ratio to the previous step (the shared keyframe's points triangulated
             # by both) fused with the network's depth (through PnP's translation where PnP holds,
-            # else the depth at the triangulated points).
+            # else the depth at the triangulated points). The network's depth is taken as it is, not
+            # through the chain's q: chaining depth ratios compounds the network's depth bias (a
+            # forward drive shrank 50x in 400 frames that way).
             ratio = None
             if self._prev_step is not None:
                 common, ib, ia = np.intersect1d(self._prev_step.pairs[:, 1], tv.pairs[:, 0], return_indices=True)
@@ -234,17 +236,22 @@ class BackendCore:
             if pnp is not None:
                 R = pnp.R
                 direction = pnp.t / max(float(np.linalg.norm(pnp.t)), 1e-12)
-                network = (float(np.log(max(float(np.linalg.norm(pnp.t)) * prev.q, 1e-12))), cfg.scale_network_sigma)
+                network = (float(np.log(max(float(np.linalg.norm(pnp.t)), 1e-12))), cfg.scale_network_sigma)
                 self.stats.steps_pnp += 1
             else:
                 assert prev.depth_feats is not None
                 R, direction = tv.R, tv.t
                 network = log_ratio_stats(prev.depth_feats[tv.pairs[:, 0]].astype(np.float64) * prev.q, tv.depth_a)
+                if network is not None:
+                    # PnP failed its inlier test: the network's depth is poor here, a weak anchor only.
+                    network = (network[0], max(network[1], cfg.scale_network_sigma_poor))
                 self.stats.steps_essential += 1
             if pnp is not None and cfg.pnp_scale == "pnp":
                 s = self.chain.reset(network[0], cfg.scale_network_sigma)
             else:
                 s = self.chain.update(ratio, network)
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"keyframe at frame {kf.index}: step length {s!r} from the scale chain")
             T_kf_prev = np.eye(4)
             T_kf_prev[:3, :3] = R
             T_kf_prev[:3, 3] = direction * s
@@ -265,17 +272,25 @@ class BackendCore:
             self._prev_step = None
             self.stats.steps_network_only += 1
             step = max(net_len * prev.q, 1e-6)
-        # Initial value: the verified pose where there is one.
-        T_w_prev, _ = self.graph.pose(prev.key)
-        T_rel = T_prev_kf if T_prev_kf is not None else _scaled(T_net_prev_kf, prev.q)
-        self.graph.add_node(kf.key, T_w_prev @ T_rel)
-        kf.path_length = prev.path_length + float(np.linalg.norm(T_rel[:3, 3]))
-        if T_prev_kf is not None:
-            self.graph.add_between(prev.key, kf.key, T_prev_kf, cfg.verified_rot_sigma_deg,
-                                   cfg.verified_trans_sigma * step, log_scale_sigma=cfg.scale_chain_sigma)
+        # A translation is never known better than a thousandth of the scene depth: tiny steps (a
+        # stopped car) would otherwise get sigmas that make the graph numerically singular.
+        floor = 1e-3 * (prev.median_depth * prev.q if math.isfinite(prev.median_depth) and prev.median_depth > 0 else 1.0)
+        step = max(step if math.isfinite(step) else 0.0, floor / max(cfg.verified_trans_sigma, 1e-9))
         rot_sig, trans_sig = self._network_sigmas()
-        self.graph.add_between(prev.key, kf.key, _scaled(T_net_prev_kf, prev.q), rot_sig, trans_sig * step,
-                               log_scale_sigma=cfg.scale_network_sigma)
+        T_net_rel = _scaled(T_net_prev_kf, prev.q)
+        factors = []
+        if T_prev_kf is not None and np.all(np.isfinite(T_prev_kf)):
+            factors.append((T_prev_kf, cfg.verified_rot_sigma_deg, cfg.verified_trans_sigma * step, cfg.scale_chain_sigma))
+        if np.all(np.isfinite(T_net_rel)):
+            factors.append((T_net_rel, rot_sig, trans_sig * step, cfg.scale_network_sigma))
+        if not factors:
+            raise ValueError(f"keyframe at frame {kf.index}: neither a verified nor a finite network relative pose")
+        # Initial value: the verified pose where there is one. Node and factors go in together, so a
+        # failure leaves the graph as it was.
+        T_w_prev, _ = self.graph.pose(prev.key)
+        T_rel = factors[0][0]
+        self.graph.add_keyframe(kf.key, T_w_prev @ T_rel, [(prev.key, T, r, t, ls) for T, r, t, ls in factors])
+        kf.path_length = prev.path_length + float(np.linalg.norm(T_rel[:3, 3]))
         t0 = time.perf_counter()
         self.graph.optimize()
         self._count_optimize(time.perf_counter() - t0)
@@ -373,7 +388,7 @@ def _depth_in(pnp, T_kf_prev: np.ndarray, prev: Keyframe) -> np.ndarray:
     """(M,) z-depths of the PnP inliers in the new keyframe, from the previous keyframe's depth
     moved by the PnP pose (map units)."""
     assert prev.depth_feats is not None and prev.feats is not None
-    z = prev.depth_feats[pnp.pairs[:, 0]].astype(np.float64) * prev.q
+    z = prev.depth_feats[pnp.pairs[:, 0]].astype(np.float64)
     xa = normalize(prev.feats.uv[pnp.pairs[:, 0]], prev.K)
     X = np.column_stack([xa * z[:, None], z])
     return (X @ T_kf_prev[:3, :3].T + T_kf_prev[:3, 3])[:, 2]

@@ -91,8 +91,27 @@ class PoseGraph:
             self.factors += 1
         self.nodes += 1
 
+    def add_keyframe(self, key: int, T_world_kf: np.ndarray,
+                     factors: list[tuple[int, np.ndarray, float, float, float]]) -> None:
+        """A node with its between-factors ``(from_key, T_from_key, rot_deg, trans, log_scale_sigma)``,
+        checked before anything is added (a bad value raises ValueError and leaves the graph as it was)."""
+        value = self._value(T_world_kf)
+        for a, T, rot, trans, ls in factors:
+            self._value(T)
+            for v in (rot, trans, ls):
+                if not (math.isfinite(v) and v > 0):
+                    raise ValueError(f"pose graph: sigma {v!r} of a factor into {key} must be finite and > 0")
+        del value
+        self.add_node(key, T_world_kf)
+        for a, T, rot, trans, ls in factors:
+            self.add_between(a, key, T, rot, trans, log_scale_sigma=ls)
+
     def add_between(self, a: int, b: int, T_a_b: np.ndarray, rot_deg: float, trans: float,
                     scale: float = 1.0, log_scale_sigma: float = 1e-3, loop: bool = False) -> None:
+        """Raises ValueError (nothing added) for a non-finite transform or a sigma that is not > 0."""
+        for name, v in (("rotation sigma", rot_deg), ("translation sigma", trans), ("scale sigma", log_scale_sigma)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"pose graph: {name} {v!r} between {a} and {b} must be finite and > 0")
         factor_type = gtsam.BetweenFactorPose3 if self.metric else gtsam.BetweenFactorSimilarity3
         meas = self._value(T_a_b, scale)
         factor = factor_type(a, b, meas, self._noise(rot_deg, trans, log_scale_sigma, robust=loop))
@@ -117,10 +136,14 @@ class PoseGraph:
                 for key in self._estimate.keys():
                     initial.update(key, self._estimate.atSimilarity3(key) if not self.metric else self._estimate.atPose3(key))
             result = gtsam.LevenbergMarquardtOptimizer(self._all_graph, initial).optimize()
-            self.isam = self._new_isam()
-            self.isam.update(self._all_graph, result)
-            self._estimate = self.isam.calculateEstimate()
+            self._estimate = result
             self.batch_resolves += 1
+            self.isam = self._new_isam()
+            try:
+                self.isam.update(self._all_graph, result)
+            except RuntimeError:
+                # Even a fresh start fails: keep the batch solution; the next update starts over.
+                self.isam = self._new_isam()
         finally:
             self._graph = gtsam.NonlinearFactorGraph()
             self._values = gtsam.Values()

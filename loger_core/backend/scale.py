@@ -44,6 +44,10 @@ class ScaleChain:
     network_used: int = 0
 
     def update(self, ratio: Optional[tuple[float, float]], network: Optional[tuple[float, float]]) -> float:
+        if ratio is not None and not all(math.isfinite(v) for v in ratio):
+            ratio = None
+        if network is not None and not all(math.isfinite(v) for v in network):
+            network = None
         if self.log_s is not None and ratio is not None:
             self.log_s = self.log_s + ratio[0]
             self.var = self.var + max(ratio[1], self.chain_floor) ** 2
@@ -52,7 +56,7 @@ class ScaleChain:
             # No shared points: the step length is unknown apart from the network.
             self.var = self.var + 1.0
         if network is not None:
-            r = max(network[1], self.network_sigma) ** 2
+            r = max(network[1], self.network_sigma) ** 2  # the caller may pass a larger sigma
             if self.log_s is None:
                 self.log_s, self.var = network[0], r
             else:

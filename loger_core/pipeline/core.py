@@ -551,7 +551,18 @@ class MappingPipeline:
                 del self._receive_ns[stamp]
         self._warn_grid_without_mount()
         self.mapper.commit(committed, self.tracker.T_map_world, T_base_cam)
-        return []
+        return self._correction_publications()
+
+    def _correction_publications(self) -> list[Publication]:
+        """A back end's new correction (applied to the trajectory and map by the mapper) moves the map
+        frame's view of the network's world: map -> odom absorbs it (odom -> base_link stays continuous)."""
+        if self.mapper.consumer is None or not self.tracker.set_correction(self.mapper.correction):
+            return []
+        last = self.tracker.last_published
+        T_map_odom = self.tracker.T_map_odom
+        if not self.params.publish_tf or last is None or T_map_odom is None:
+            return []
+        return [self.builder.transforms([(last.stamp_ns, self.params.map_frame, self.params.odom_frame, T_map_odom)])]
 
     def _warn_grid_without_mount(self) -> None:
         if self.grid is not None and self.mount.source == "identity_fallback" and not self._grid_mount_warned:
@@ -567,6 +578,10 @@ class MappingPipeline:
         pending = self.reconstructor.reset() or []
         early = self._safe_handle(pending) if pending else []
         self.tracker.restart_world()
+        consumer = self.mapper.consumer
+        if consumer is not None and hasattr(consumer, "reset"):
+            consumer.reset(keep_map=not clear_map)  # the back end starts again in the new world
+        self.mapper.correction = np.eye(4)
         self._finished = False
         pubs: list[Publication] = []
         with self._lock:
@@ -667,6 +682,12 @@ class MappingPipeline:
             }
         if self.grid is not None:
             values.update(self.grid.diagnostics())
+        backend_stats = getattr(self.mapper.consumer, "stats", None)
+        if backend_stats is not None:
+            b = backend_stats()
+            values.update({f"backend_{k}": b[k] for k in (
+                "keyframes", "loop_closures", "loop_candidates", "loop_verified", "steps_pnp", "steps_essential",
+                "steps_network_only", "frames_skipped", "keyframe_ms_mean", "optimize_ms_mean") if k in b})
         stats = getattr(self.reconstructor, "stats", None)
         if stats is not None:
             values["stream_windows_run"] = stats.windows_run

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from loger_core.io.trajectory import Trajectory
+from loger_core.pipeline.geometry import similarity_pose
 from loger_core.pipeline.map_fusion import MapFusion, MapJob
 from loger_core.stream.results import FrameResult
 
@@ -69,17 +70,6 @@ class PoseCorrection:
     poses: dict[int, np.ndarray] = field(default_factory=dict)
     transform: Optional[np.ndarray] = None
     clouds: Optional[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = None
-
-
-def similarity_pose(S: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """The rigid pose ``T (4, 4)`` moved by the similarity ``S = [s R | t]``: rotation ``R @ R_T``,
-    centre ``S`` applied to ``T``'s centre (the scale moves positions, it does not scale rotations)."""
-    S = np.asarray(S, np.float64)
-    s = float(np.cbrt(np.linalg.det(S[:3, :3])))
-    out = np.eye(4)
-    out[:3, :3] = (S[:3, :3] / s) @ np.asarray(T, np.float64)[:3, :3]
-    out[:3, 3] = S[:3, :3] @ np.asarray(T, np.float64)[:3, 3] + S[:3, 3]
-    return out
 
 
 class FrameConsumer(Protocol):

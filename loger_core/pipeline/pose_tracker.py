@@ -20,6 +20,12 @@ Odometry continuity (tf_mode ``odom_to_base``)
     published one that were never published are not turned into odometry (odometry is
     published in time order); the core still maps them.
 
+Back-end corrections
+    A back end (``loger_core.backend``) moves the network's world into its optimised one by a
+    similarity ``S``: ``T_map_cam = T_map_world @ S(T_world_cam)``. A new ``S``
+    (:meth:`PoseTracker.set_correction`) is absorbed into ``map -> odom`` at the newest published
+    stamp, like a revision: ``odom -> base_link`` stays continuous.
+
 External odometry (tf_mode ``map_to_odom``)
     Another node owns ``odom -> base_link``; ``map -> odom`` is
     ``T_map_base @ inv(T_odom_base_external)`` at the newest stamp of each update for which
@@ -34,6 +40,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from loger_core.pipeline.errors import CoreError
+from loger_core.pipeline.geometry import similarity_pose
 
 __all__ = ["TrackedPose", "TrackerUpdate", "PoseTracker", "invert"]
 
@@ -94,6 +101,7 @@ class PoseTracker:
         self._published: OrderedDict[int, TrackedPose] = OrderedDict()
         self.last_published: Optional[TrackedPose] = None
         self.last_T_map_cam: Optional[np.ndarray] = None
+        self._S = np.eye(4)  # the back end's similarity from the network's world to the optimised one
 
     # ------------------------------------------------------------------ anchor
     @property
@@ -117,14 +125,41 @@ class PoseTracker:
         self._continue_from = None
 
     def restart_world(self) -> None:
-        """The network restarted (new world): the next pose anchors at the last known camera pose."""
+        """The network restarted (new world): the next pose anchors at the last known camera pose
+        (the back end starts again too: no correction in the new world)."""
         self._continue_from = None if self.last_T_map_cam is None else self.last_T_map_cam.copy()
         self._T_map_world = None
+        self._S = np.eye(4)
 
     # ------------------------------------------------------------------ update
     def to_map(self, T_world_cam: np.ndarray) -> np.ndarray:
-        """``T_map_cam`` of a network pose."""
-        return self.T_map_world @ np.asarray(T_world_cam, dtype=np.float64)
+        """``T_map_cam`` of a network pose (through the back end's correction)."""
+        return self.T_map_world @ similarity_pose(self._S, np.asarray(T_world_cam, dtype=np.float64))
+
+    @property
+    def correction(self) -> np.ndarray:
+        return self._S.copy()
+
+    def set_correction(self, S: np.ndarray) -> bool:
+        """Take the back end's new similarity ``S`` (4, 4); returns True when ``map -> odom`` changed
+        (the newest published pose moved; its odometry is kept, map -> odom absorbs the move)."""
+        S = np.asarray(S, dtype=np.float64)
+        if np.allclose(S, self._S, rtol=0.0, atol=1e-12):
+            return False
+        change = S @ np.linalg.inv(self._S)
+        self._S = S.copy()
+        last = self.last_published
+        if last is None or self._T_map_world is None:
+            return False
+        M = self._T_map_world @ change @ np.linalg.inv(self._T_map_world)  # the move, in the map frame
+        T_cam_base = invert(last.T_map_cam) @ last.T_map_base
+        last.T_map_cam = similarity_pose(M, last.T_map_cam)
+        last.T_map_base = last.T_map_cam @ T_cam_base
+        self.last_T_map_cam = last.T_map_cam.copy()
+        if last.T_odom_base is None:
+            return False
+        self._T_map_odom = last.T_map_base @ invert(last.T_odom_base)
+        return True
 
     def update(
         self,
