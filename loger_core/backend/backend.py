@@ -57,9 +57,9 @@ class GeometricBackend:
     Sim(3). With ``cfg.threaded`` the work runs on a daemon thread; :meth:`finish` waits for it.
     """
 
-    def __init__(self, cfg: BackendConfig, metric: bool = False) -> None:
+    def __init__(self, cfg: BackendConfig, metric: bool = False, core: Optional[BackendCore] = None) -> None:
         self.cfg = cfg
-        self.core = BackendCore(cfg, metric=metric)
+        self.core = core if core is not None else BackendCore(cfg, metric=metric)
         self._lock = threading.Lock()
         self._queue: "queue.Queue[Optional[FrameInput]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None

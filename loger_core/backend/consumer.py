@@ -85,5 +85,44 @@ class BackendConsumer:
     def stats(self) -> dict:
         return self.backend.stats()
 
+    # -- sessions ---------------------------------------------------------------------------
+    def capture(self, correction: np.ndarray) -> tuple[dict, dict]:
+        """(tensors, meta) of the whole back end, after it finished the frames it was given;
+        ``correction``: the similarity the mapper applies now (restored as it was)."""
+        import torch
+
+        from loger_core.backend.session_state import pack_ragged, capture_backend
+
+        self.backend.finish()
+        with self.backend._lock:
+            tensors, meta = capture_backend(self.backend.core)
+        tensors["mapper_correction"] = torch.from_numpy(np.asarray(correction, np.float64).copy())
+        pack_ragged("frozen.points", [c[0] for c in self._frozen], (3,), np.float32, tensors)
+        pack_ragged("frozen.colors", [c[1] for c in self._frozen], (3,), np.uint8, tensors)
+        pack_ragged("frozen.confidence", [c[2] for c in self._frozen], (), np.float32, tensors)
+        tensors["frozen.T_world_cam"] = torch.from_numpy(
+            np.stack([c[3] for c in self._frozen]) if self._frozen else np.zeros((0, 4, 4)))
+        with self._lock:
+            meta["consumer"] = {"seen_keyframes": self._seen_keyframes, "seen_version": self._seen_version,
+                                "poll_from": self._poll_from, "frozen": len(self._frozen)}
+        return tensors, meta
+
+    def restore(self, tensors: dict, meta: dict, path: Optional[str] = None) -> np.ndarray:
+        """Continue a captured back end; returns the mapper's correction at capture time."""
+        from loger_core.backend.session_state import unpack_ragged, restore_backend
+
+        core = restore_backend(self.cfg, tensors, meta, path)
+        old = self.backend
+        self.backend = GeometricBackend(self.cfg, metric=core.metric, core=core)
+        old.close()
+        c = meta["consumer"]
+        with self._lock:
+            self._seen_keyframes, self._seen_version, self._poll_from = c["seen_keyframes"], c["seen_version"], c["poll_from"]
+        T = tensors["frozen.T_world_cam"].numpy()
+        frozen = list(zip(unpack_ragged("frozen.points", tensors), unpack_ragged("frozen.colors", tensors),
+                          unpack_ragged("frozen.confidence", tensors), list(T)))
+        self._frozen = frozen
+        return tensors["mapper_correction"].numpy().copy()
+
     def close(self) -> None:
         self.backend.close()

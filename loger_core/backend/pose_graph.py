@@ -41,6 +41,9 @@ class PoseGraph:
         self._all_graph = gtsam.NonlinearFactorGraph()
         self._all_values = gtsam.Values()
         self.batch_resolves = 0
+        # What was added, in order (sessions rebuild the graph from it): ("node", key, T, anchor) and
+        # ("between", a, b, T, rot_deg, trans, scale, log_scale_sigma, loop).
+        self.records: list[tuple] = []
         self._graph = gtsam.NonlinearFactorGraph()
         self._values = gtsam.Values()
         self._estimate: Optional[gtsam.Values] = None
@@ -83,6 +86,7 @@ class PoseGraph:
         value = self._value(T_world_kf)
         self._values.insert(key, value)
         self._all_values.insert(key, value)
+        self.records.append(("node", int(key), np.array(T_world_kf, np.float64), bool(anchor)))
         if anchor:
             noise = self._noise(1e-2, 1e-3, 1e-3, robust=False)
             prior = (gtsam.PriorFactorPose3 if self.metric else gtsam.PriorFactorSimilarity3)(key, self._value(T_world_kf), noise)
@@ -115,6 +119,8 @@ class PoseGraph:
         factor_type = gtsam.BetweenFactorPose3 if self.metric else gtsam.BetweenFactorSimilarity3
         meas = self._value(T_a_b, scale)
         factor = factor_type(a, b, meas, self._noise(rot_deg, trans, log_scale_sigma, robust=loop))
+        self.records.append(("between", int(a), int(b), np.array(T_a_b, np.float64), float(rot_deg), float(trans),
+                             float(scale), float(log_scale_sigma), bool(loop)))
         self._graph.add(factor)
         self._all_graph.add(factor)
         self.factors += 1
@@ -147,6 +153,14 @@ class PoseGraph:
         finally:
             self._graph = gtsam.NonlinearFactorGraph()
             self._values = gtsam.Values()
+
+    def optimize_from(self, estimate: dict[int, tuple[np.ndarray, float]]) -> None:
+        """Optimise what was added (a restored session) starting from a saved ``estimate``
+        (key -> (T_world_kf, scale)) instead of the nodes' first values."""
+        for key, (T, s) in estimate.items():
+            if self._values.exists(key):
+                self._values.update(key, self._value(T, s))
+        self.optimize()
 
     # -- reading ----------------------------------------------------------------------------
     def pose(self, key: int) -> tuple[np.ndarray, float]:

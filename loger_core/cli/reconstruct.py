@@ -184,11 +184,17 @@ class _Outputs:
     # Mapping sessions: the map, the trajectory and the automatic voxel size travel with the stream.
     def session_components(self) -> dict[str, SessionComponent]:
         m = self.mapper
-        comps = {"trajectory": trajectory_component(m.stamps, {"T_world_cam": np.asarray(m.poses_cam).reshape(-1, 4, 4)}),
+        comps = {"trajectory": trajectory_component(m.stamps, {
+                     "T_world_cam": np.asarray(m.poses_cam).reshape(-1, 4, 4),
+                     "T_world_cam_frontend": np.asarray(self.frontend_poses).reshape(-1, 4, 4)}),
                  "reconstruct": SessionComponent({}, {"voxel_size": self.voxel, "last_K": None if m.last_K is None
                                                       else m.last_K.tolist()})}
         if self.map is not None:
             comps["map"] = voxel_map_component(self.map)
+        if self.consumer is not None:
+            tensors, meta = self.consumer.capture(m.correction)
+            tensors.update(m.images_state())  # frames pushed but not committed: the back end needs their images
+            comps["backend"] = SessionComponent(tensors, meta)
         return comps
 
     def restore(self, session: Session, path: str) -> None:
@@ -202,6 +208,17 @@ class _Outputs:
         m.stamps[:] = [int(v) for v in stamps]
         m.poses_cam[:] = list(poses["T_world_cam"])
         m.poses_base[:] = list(poses["T_world_cam"])
+        self.frontend_stamps = [int(v) for v in stamps]
+        self.frontend_poses = list(poses.get("T_world_cam_frontend", poses["T_world_cam"]))
+        if self.consumer is not None:
+            if "backend" not in session.components:
+                raise SessionConfigMismatchError(path, "it was written without the back end: resume it with --backend off")
+            comp = session.components["backend"]
+            try:
+                m.correction = self.consumer.restore(comp.tensors, comp.meta, path)
+                m.restore_images(comp.tensors)
+            except (ValueError, KeyError) as err:
+                raise SessionConfigMismatchError(path, f"its back-end state cannot be used ({err})") from None
         m.last_K = None if meta["last_K"] is None else np.asarray(meta["last_K"], dtype=np.float64)
         if "map" in session.components:
             m.fusion = self._make_fusion(None, MapConfig(voxel_size=self.voxel, max_points=self.max_points))

@@ -133,6 +133,17 @@ class Mapper:
         while len(self._images) > IMAGE_BUFFER_FRAMES:
             self._images.popitem(last=False)
 
+    def images_state(self) -> dict:
+        """The buffered input images (frames pushed, not yet committed) as session tensors."""
+        import torch
+
+        return {f"image.{stamp}": torch.from_numpy(np.ascontiguousarray(img)) for stamp, img in self._images.items()}
+
+    def restore_images(self, tensors: dict) -> None:
+        """Put back the images :meth:`images_state` saved (a resumed session commits those frames)."""
+        for name in sorted((n for n in tensors if n.startswith("image.")), key=lambda n: int(n.split(".", 1)[1])):
+            self._images[int(name.split(".", 1)[1])] = tensors[name].numpy().copy()
+
     def forget_image(self, stamp_ns: int) -> None:
         """A pushed frame the stream refused: it will never be committed."""
         self._images.pop(int(stamp_ns), None)

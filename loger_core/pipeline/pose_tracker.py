@@ -140,6 +140,10 @@ class PoseTracker:
     def correction(self) -> np.ndarray:
         return self._S.copy()
 
+    def restore_correction(self, S: np.ndarray) -> None:
+        """Put back a saved correction (a resumed session; map -> odom is restored as saved)."""
+        self._S = np.asarray(S, dtype=np.float64).copy()
+
     def set_correction(self, S: np.ndarray) -> bool:
         """Take the back end's new similarity ``S`` (4, 4); returns True when ``map -> odom`` changed
         (the newest published pose moved; its odometry is kept, map -> odom absorbs the move)."""

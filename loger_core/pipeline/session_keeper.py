@@ -103,6 +103,30 @@ class _StreamPart:
         self.core.reconstructor.restore_session(component, path)
 
 
+class _BackendPart:
+    """A back end's keyframes and graph (``consumer.capture`` / ``restore``), the similarity the
+    mapper and tracker apply, and the images of frames pushed but not yet committed."""
+
+    def __init__(self, core: "MappingCore") -> None:
+        self.core = core
+
+    def capture(self) -> SessionComponent:
+        c = self.core
+        tensors, meta = c.mapper.consumer.capture(c.mapper.correction)
+        tensors.update(c.mapper.images_state())
+        return SessionComponent(tensors, meta)
+
+    def restore(self, component: SessionComponent, path: Optional[str]) -> None:
+        c = self.core
+        try:
+            correction = c.mapper.consumer.restore(component.tensors, component.meta, path)
+        except (ValueError, KeyError) as err:
+            raise SessionCorruptError(path, f"its back-end state cannot be used ({err})") from None
+        c.mapper.correction = correction
+        c.tracker.restore_correction(correction)
+        c.mapper.restore_images(component.tensors)
+
+
 class _MapPart:
     def __init__(self, core: "MappingCore") -> None:
         self.core = core
@@ -315,6 +339,8 @@ class SessionKeeper:
                             tracker=_TrackerPart(c), core=_CorePart(c))
         if c.grid is not None:
             parts["grid"] = _GridPart(c)
+        if hasattr(c.mapper.consumer, "capture"):
+            parts["backend"] = _BackendPart(c)
         return parts
 
     def identity_and_settings(self):
