@@ -38,7 +38,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 import torch
 
-from loger_core.mapping.grid import GridError
+from loger_core.mapping.occupancy_grid import GridError
 from loger_core.mapping.voxel_map import VoxelMap
 from loger_core.mapping.torch_storage import TorchVoxelMap
 
