@@ -2,7 +2,7 @@
 
 A synthetic sequence (``loger-synth`` renderer, exact depth and poses, z-up world = the map frame,
 the floor at z = 0) is cut into windows of --window frames; every frame's valid pixels are
-back-projected and inserted into one :class:`~loger_core.mapping.grid.OccupancyGrid2D` (heights = world z,
+back-projected and inserted into one :class:`~loger_core.mapping.occupancy_grid.OccupancyGrid2D` (heights = world z,
 the ground-truth floor). Per window: wall time, cells touched, rays and samples; and the number of
 known cells of the map after it. The claim under test: the per-window cost follows the window, not
 the map, so the first and the last windows cost about the same while the map grows.
@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loger_core.mapping.grid import GridConfig, OccupancyGrid2D, render_grid_png  # noqa: E402
+from loger_core.mapping.grid_files import render_grid_png  # noqa: E402
+from loger_core.mapping.occupancy_grid import GridConfig, OccupancyGrid2D  # noqa: E402
 from loger_core.synthetic import SynthConfig, render_frames  # noqa: E402
 
 

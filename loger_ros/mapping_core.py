@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from loger_core.pipeline.core import CoreCounters, MappingPipeline
+from loger_core.pipeline.core import MappingPipeline
+from loger_core.pipeline.diagnostics import CoreCounters
 from loger_core.pipeline.extrinsics import LookupFn
 from loger_core.pipeline.mapper import FrameConsumer
 from loger_core.stream import StreamingReconstructor

@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loger_core.mapping.grid import FREE, OCCUPIED, UNKNOWN, GridConfig, GridSnapshot, OccupancyGrid2D  # noqa: E402
+from loger_core.mapping.occupancy_grid import FREE, OCCUPIED, UNKNOWN, GridConfig, GridSnapshot, OccupancyGrid2D  # noqa: E402
 from loger_core.io.image_folder import ImageFolderSequence  # noqa: E402
 from loger_core.io.trajectory import read_tum  # noqa: E402
 

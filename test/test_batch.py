@@ -144,7 +144,7 @@ def test_killed_worker_is_retried_and_outputs_complete(tmp_path, bags, reference
 
 def test_image_folder_runs_loger_reconstruct(tmp_path, ray_local):
     from loger_core.cli.reconstruct import main as reconstruct_main
-    from loger_core.io.image_folder import write_image_folder
+    from loger_core.io.image_folder_writer import write_image_folder
 
     frames = render_frames(SynthConfig(frames=8, width=64, height=48, fps=10.0, seed=5), device="cpu")
     seq = write_image_folder(tmp_path / "inputs" / "room", frames, fps=10)

@@ -11,19 +11,17 @@ import yaml
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from loger_core.mapping.grid import (
+from loger_core.mapping.floor_grid import FloorGridBuilder, estimate_ground_frame
+from loger_core.mapping.grid_files import MAP_SERVER_FREE_THRESH, write_map_server
+from loger_core.mapping.occupancy_grid import (
     FREE,
-    MAP_SERVER_FREE_THRESH,
     OCCUPIED,
     UNKNOWN,
-    FloorGridBuilder,
     GridConfig,
     GridError,
     GridSnapshot,
     OccupancyGrid2D,
-    estimate_ground_frame,
     heights_above_ground,
-    write_map_server,
 )
 from loger_core.stream import FrameResult
 from loger_ros.conversions import ConversionError, occupancy_grid_from_array, occupancy_grid_to_array, rosbags_factory
@@ -544,7 +542,7 @@ def test_a_failing_grid_update_loses_neither_the_map_nor_its_messages(tmp_path):
 def test_marking_cells_counts_points_off_the_box_on_every_side():
     """`_mark` bounds both sides of each axis with one unsigned comparison: points left of / below
     the box (negative indices) must be counted outside, never wrap onto its far side."""
-    from loger_core.mapping.grid import _mark
+    from loger_core.mapping.occupancy_grid import _mark
 
     target = np.zeros((3, 4), dtype=bool)  # rows = y cells 10..12, cols = x cells 20..23
     lo = np.array([20, 10])

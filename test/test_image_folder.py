@@ -6,16 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from loger_core.io.image_folder import (
-    Frame,
-    ImageFolderError,
-    ImageFolderSequence,
-    ImageFolderWriter,
-    VideoSequence,
-    natural_key,
-    read_intrinsics_yaml,
-    write_image_folder,
-)
+from loger_core.io.frames import Frame, natural_key, read_intrinsics_yaml
+from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
+from loger_core.io.image_folder_writer import ImageFolderWriter, write_image_folder
+from loger_core.io.video import VideoSequence
 from loger_core.io.trajectory import Trajectory, read_kitti, read_tum, write_tum
 from loger_core.synthetic import SceneConfig, SynthConfig, render_frames
 

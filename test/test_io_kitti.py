@@ -10,7 +10,8 @@ import pytest
 
 from loger_core.cli.reconstruct import main
 from loger_core.io.groundtruth import SequenceFormatError
-from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
+from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
+from loger_core.io.video import VideoSequence
 from loger_core.io.kitti import KittiSequence, read_kitti_calib
 from loger_core.io.sequences import detect_layout, open_sequence
 from loger_core.io.trajectory import Trajectory, write_kitti, write_tum

@@ -186,16 +186,16 @@ def test_a_failing_tensor_map_moves_to_the_cpu_and_loses_nothing():
 def test_sessions_save_the_tensor_map_and_resume_it_on_either_map():
     from types import SimpleNamespace
 
-    from loger_core.pipeline.session_keeper import _MapPart
+    from loger_core.pipeline.session_parts import MapPart
 
     frames = _frames(n_frames=4, seed=11)
     saved = _fusion(True)
     for pts, col, conf, origin, wts in frames[:3]:
         saved._insert(pts, col, conf, origin, wts)
-    component = _MapPart(SimpleNamespace(fusion=saved)).capture()
+    component = MapPart(SimpleNamespace(fusion=saved)).capture()
     for device_map in (True, False):
         resumed = _fusion(device_map)
-        _MapPart(SimpleNamespace(fusion=resumed)).restore(component, None)
+        MapPart(SimpleNamespace(fusion=resumed)).restore(component, None)
         pts, col, conf, origin, wts = frames[3]
         resumed._insert(pts, col, conf, origin, wts)
         if device_map:

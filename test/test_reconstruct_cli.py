@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 
 from loger_core.cli.reconstruct import main
-from loger_core.io.image_folder import ImageFolderSequence, write_image_folder
+from loger_core.io.image_folder import ImageFolderSequence
+from loger_core.io.image_folder_writer import write_image_folder
 from loger_core.io.trajectory import read_tum
 from loger_core.mapping.voxel_map import load_ply
 from loger_core.model.selection import BUNDLED_CHECKPOINT

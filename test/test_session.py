@@ -436,7 +436,7 @@ def test_replay_of_a_bag_split_in_two_equals_one_replay(tiny, tmp_path):
 
 def test_reconstruct_cli_split_in_two_equals_one_run(tmp_path, capsys):
     from loger_core.cli.reconstruct import main
-    from loger_core.io.image_folder import write_image_folder
+    from loger_core.io.image_folder_writer import write_image_folder
     from loger_core.synthetic import SynthConfig, render_frames
 
     frames = render_frames(SynthConfig(scene="room", frames=13, width=112, height=84, fps=10, seed=2), device="cpu")

@@ -106,13 +106,13 @@ def test_depth_is_resampled_with_the_image():
 def test_confidence_percentile_matches_numpy():
     import torch
 
-    from loger_core.stream.reconstructor import _percentile
+    from loger_core.stream.confidence_cuts import percentile
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 7, 1000, 50_000):
         x = rng.random(n).astype(np.float32)
         for q in (0.0, 20.0, 37.5, 99.0, 100.0):
-            assert abs(float(_percentile(torch.from_numpy(x), q)) - np.percentile(x.astype(np.float64), q)) < 1e-7
+            assert abs(float(percentile(torch.from_numpy(x), q)) - np.percentile(x.astype(np.float64), q)) < 1e-7
 
 
 def test_percentile_cuts_by_sort_equal_the_selections():
@@ -120,7 +120,7 @@ def test_percentile_cuts_by_sort_equal_the_selections():
     empty and one-pixel masks, ties and every interpolation case (checked on the CPU)."""
     import torch
 
-    from loger_core.stream.reconstructor import _percentile_cuts
+    from loger_core.stream.confidence_cuts import percentile_cuts
 
     rng = np.random.default_rng(2)
     values = torch.from_numpy(rng.random((6, 20, 30)).astype(np.float32))
@@ -130,8 +130,8 @@ def test_percentile_cuts_by_sort_equal_the_selections():
     mask[2] = False
     mask[2, 5, 7] = True
     for q in (0.0, 20.0, 37.5, 99.0, 100.0):
-        by_sort = _percentile_cuts(values, mask, q, by_sort=True)
-        by_select = _percentile_cuts(values, mask, q, by_sort=False)
+        by_sort = percentile_cuts(values, mask, q, by_sort=True)
+        by_select = percentile_cuts(values, mask, q, by_sort=False)
         assert torch.equal(by_sort, by_select), q
         assert by_sort[1] == float("-inf") and by_sort[2] == values[2, 5, 7].double()
         for i in (0, 3, 4):
@@ -168,13 +168,13 @@ def test_batched_intrinsics_equal_the_per_frame_fit():
 def test_batched_confidence_cuts_equal_numpy_percentiles():
     import torch
 
-    from loger_core.stream.reconstructor import _percentile_cuts
+    from loger_core.stream.confidence_cuts import percentile_cuts
 
     rng = np.random.default_rng(1)
     conf = torch.from_numpy(rng.random((3, 20, 30)).astype(np.float32))
     mask = torch.from_numpy(rng.random((3, 20, 30)) < 0.7)
     mask[1] = False
-    cuts = _percentile_cuts(conf, mask, 20.0).numpy()
+    cuts = percentile_cuts(conf, mask, 20.0).numpy()
     for i in (0, 2):
         assert cuts[i] == np.percentile(conf[i][mask[i]].numpy().astype(np.float64), 20.0)
     assert cuts[1] == -np.inf

@@ -134,7 +134,7 @@ def test_core_warm_up_assumes_the_configured_camera_size_when_the_camera_sets_th
 
 
 def test_a_failed_warm_up_is_logged_and_the_core_still_maps(monkeypatch):
-    import loger_core.pipeline.core as mc
+    import loger_core.pipeline.warm_up as mc
 
     from test_node_core import channels, feed, header, stamp, F
 

@@ -1,7 +1,8 @@
-"""Image sequences on disk: the dataset folder layout (read + write), plain image
-folders and video files, all yielding the same :class:`Frame`.
+"""Image folders on disk: the dataset folder layout and plain image folders, read as a sequence of
+:class:`~loger_core.io.frames.Frame` (:class:`ImageFolderSequence`). Videos: ``io.video``;
+writing the layout: ``io.image_folder_writer``; the shared small formats: ``io.frames``.
 
-Dataset layout (written by :func:`write_image_folder`, TUM RGB-D style)::
+Dataset layout (written by ``image_folder_writer.write_image_folder``, TUM RGB-D style)::
 
     DIR/rgb/000000.png          colour, 8-bit RGB PNG
     DIR/depth/000000.png        z-depth, 16-bit PNG in millimetres (0 = no depth), or
@@ -24,134 +25,24 @@ Depth in a :class:`Frame` is float32 metres with ``inf`` where there is no valid
 from __future__ import annotations
 
 import math
-import os
-import re
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
-import yaml
 
 from .errors import ImageFolderError
+from .frames import DEPTH_SCALE_MM, IMAGE_EXTENSIONS, Frame, PathLike, check_K, natural_key, parse_stamp, read_intrinsics_yaml
 from .groundtruth import frame_poses_from_file
-from .trajectory import Trajectory, TrajectoryFormatError, read_tum, write_kitti, write_tum
+from .trajectory import Trajectory, TrajectoryFormatError, read_tum
 
-__all__ = [
-    "Frame",
-    "ImageFolderError",
-    "ImageFolderSequence",
-    "ImageFolderWriter",
-    "VideoSequence",
-    "write_image_folder",
-    "read_intrinsics_yaml",
-    "write_intrinsics_yaml",
-    "natural_key",
-    "depth_to_mm",
-    "IMAGE_EXTENSIONS",
-]
+__all__ = ["ImageFolderError", "ImageFolderSequence"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DEPTH_SCALE_MM = 1000.0
-_NS = 1_000_000_000
 # Ground-truth poses farther than this from a frame's stamp are not associated (TUM
 # RGB-D ground truth runs at 100+ Hz, so a real match is always much closer).
 _GT_MAX_DT_NS = 20_000_000
 
 
-@dataclass
-class Frame:
-    """One image of a sequence.
-
-    Attributes:
-        rgb: ``(H, W, 3) uint8`` colour image.
-        stamp_ns: timestamp in integer nanoseconds.
-        K: ``(3, 3) float64`` pinhole intrinsics, or ``None`` when unknown.
-        depth: ``(H, W) float32`` z-depth in metres (``inf`` = no valid depth), or ``None``.
-        T_world_cam: ``(4, 4) float64`` ground-truth camera-to-world pose (OpenCV
-            camera axes), or ``None``.
-        path: file the colour image came from (``None`` for video frames).
-    """
-
-    rgb: np.ndarray
-    stamp_ns: int
-    K: Optional[np.ndarray] = None
-    depth: Optional[np.ndarray] = None
-    T_world_cam: Optional[np.ndarray] = None
-    path: Optional[str] = None
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders embedded integers numerically (``a2`` < ``a10``)."""
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
-def _format_stamp(ns: int) -> str:
-    sec, frac = divmod(int(ns), _NS)
-    return f"{sec}.{frac:09d}"
-
-
-def _parse_stamp(token: str, where: str) -> int:
-    try:
-        return int((Decimal(token) * _NS).to_integral_value())
-    except (InvalidOperation, ValueError):
-        raise ImageFolderError(f"{where}: bad timestamp {token!r}") from None
-
-
-def depth_to_mm(depth: np.ndarray) -> np.ndarray:
-    """Metres ``(H, W)`` -> ``uint16`` millimetres; no depth (non-finite, <= 0, or beyond
-    65.535 m) becomes 0 rather than a wrong value."""
-    d = np.asarray(depth, dtype=np.float64)  # float32 * 1000 would round badly beyond ~16 m
-    mm = np.where(np.isfinite(d) & (d > 0), np.round(d * DEPTH_SCALE_MM), 0.0)
-    mm[mm > 65535] = 0
-    return mm.astype(np.uint16)
-
-
-# ----------------------------------------------------------------- intrinsics
-def write_intrinsics_yaml(path: PathLike, K: np.ndarray, width: int, height: int, **extra) -> None:
-    """Write ``K (3, 3)`` and the image size (plus ``extra`` scalar keys) as YAML."""
-    K = np.asarray(K, dtype=np.float64)
-    data = {
-        "width": int(width),
-        "height": int(height),
-        "fx": float(K[0, 0]),
-        "fy": float(K[1, 1]),
-        "cx": float(K[0, 2]),
-        "cy": float(K[1, 2]),
-        "distortion_model": "none",
-    }
-    data.update(extra)
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
-
-
-def read_intrinsics_yaml(path: PathLike) -> tuple[np.ndarray, dict]:
-    """Read an ``intrinsics.yaml``; returns ``(K (3, 3) float64, all keys as a dict)``."""
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ImageFolderError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ImageFolderError(f"{path}: expected a mapping with fx, fy, cx, cy, got {type(data).__name__}")
-    missing = [k for k in ("fx", "fy", "cx", "cy") if k not in data]
-    if missing:
-        raise ImageFolderError(f"{path}: missing intrinsics key(s) {missing}")
-    try:
-        fx, fy, cx, cy = (float(data[k]) for k in ("fx", "fy", "cx", "cy"))
-    except (TypeError, ValueError):
-        values = [data[k] for k in ("fx", "fy", "cx", "cy")]
-        raise ImageFolderError(f"{path}: fx, fy, cx, cy must be numbers, got {values}") from None
-    if not (fx > 0 and fy > 0 and all(math.isfinite(v) for v in (cx, cy))):
-        raise ImageFolderError(f"{path}: focal lengths must be positive, got fx={fx} fy={fy}")
-    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    return K, data
-
-
-# -------------------------------------------------------------------- reading
 def _read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -190,7 +81,7 @@ def _read_list_file(path: Path) -> list[tuple[int, str]]:
             parts = line.split()
             if len(parts) != 2:
                 raise ImageFolderError(f"{path}:{line_no}: expected 'stamp path', got {line!r}")
-            out.append((_parse_stamp(parts[0], f"{path}:{line_no}"), parts[1]))
+            out.append((parse_stamp(parts[0], f"{path}:{line_no}"), parts[1]))
     return out
 
 
@@ -216,7 +107,7 @@ class ImageFolderSequence:
             raise ImageFolderError(f"fps must be a positive number, got {fps!r}")
         self.fps = float(fps)
         self._meta: dict = {}
-        self._K = None if K is None else self._check_K(K)
+        self._K = None if K is None else check_K(K)
         self._depth_paths: Optional[list] = None
         self._depth_scale = DEPTH_SCALE_MM
         self._gt_stamps: Optional[np.ndarray] = None
@@ -230,13 +121,6 @@ class ImageFolderSequence:
         if not self._rgb_paths:
             raise ImageFolderError(f"{self.root}: no images found (extensions {IMAGE_EXTENSIONS})")
         self._frame_poses = self._associate_groundtruth()
-
-    @staticmethod
-    def _check_K(K) -> np.ndarray:
-        K = np.asarray(K, dtype=np.float64)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)):
-            raise ImageFolderError(f"K must be a finite (3, 3) matrix, got shape {K.shape}")
-        return K
 
     def _list_images(self, folder: Path) -> list[Path]:
         files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -406,217 +290,3 @@ class ImageFolderSequence:
     def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):
             yield self[i]
-
-
-# ---------------------------------------------------------------------- video
-class VideoSequence:
-    """Frames of a video file (anything OpenCV/FFmpeg decodes).
-
-    Args:
-        path: video file.
-        fps: frame rate for stamps (``index / fps``); ``None`` uses the container's rate
-            (30 when the container does not say).
-        K: optional ``(3, 3)`` intrinsics attached to every frame.
-    """
-
-    def __init__(self, path: PathLike, fps: Optional[float] = None, K: Optional[np.ndarray] = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ImageFolderError(f"video {str(self.path)!r} does not exist")
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            if not cap.isOpened():
-                raise ImageFolderError(f"{self.path}: cannot open video")
-            container_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            self._count_hint = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        finally:
-            cap.release()
-        if fps is None:
-            fps = container_fps if math.isfinite(container_fps) and container_fps > 0 else 30.0
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise ImageFolderError(f"fps must be a positive number, got {fps!r}")
-        self.fps = float(fps)
-        self._K = None if K is None else ImageFolderSequence._check_K(K)
-        self._count: Optional[int] = None
-
-    @property
-    def K(self) -> Optional[np.ndarray]:
-        return None if self._K is None else self._K.copy()
-
-    _frame_poses: Optional[list] = None
-
-    @property
-    def stamps_ns(self) -> np.ndarray:
-        """``(N,) int64`` frame stamps (``index / fps``; counts the frames once)."""
-        return np.array([round(i * 1e9 / self.fps) for i in range(len(self))], dtype=np.int64)
-
-    @property
-    def has_groundtruth(self) -> bool:
-        return self._frame_poses is not None and any(p is not None for p in self._frame_poses)
-
-    def groundtruth(self) -> Trajectory:
-        """Ground truth given by :meth:`use_groundtruth_file` at the frame stamps (a video has none itself)."""
-        if not self.has_groundtruth:
-            raise ImageFolderError(f"{self.path}: a video file has no ground truth (pass a pose file)")
-        idx = [i for i, p in enumerate(self._frame_poses) if p is not None]
-        return Trajectory(self.stamps_ns[idx], np.stack([self._frame_poses[i] for i in idx]))
-
-    def use_groundtruth_file(self, path: PathLike) -> None:
-        """Attach a TUM or KITTI pose file's ``T_world_cam`` as ground truth (see
-        :meth:`ImageFolderSequence.use_groundtruth_file`); TUM stamps are seconds from the first frame."""
-
-        self._frame_poses = frame_poses_from_file(path, self.stamps_ns)
-
-    def __len__(self) -> int:
-        # Container frame counts can be estimates; count by decoding once, then cache.
-        if self._count is None:
-            cap = cv2.VideoCapture(str(self.path))
-            n = 0
-            while cap.grab():
-                n += 1
-            cap.release()
-            self._count = n
-        return self._count
-
-    def __iter__(self) -> Iterator[Frame]:
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            i = 0
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                pose = None
-                if self._frame_poses is not None and i < len(self._frame_poses):
-                    pose = self._frame_poses[i]
-                yield Frame(
-                    rgb=np.ascontiguousarray(bgr[..., ::-1]),
-                    stamp_ns=round(i * 1e9 / self.fps),
-                    K=self.K,
-                    T_world_cam=None if pose is None else pose.copy(),
-                )
-                i += 1
-            self._count = i
-        finally:
-            cap.release()
-
-
-# -------------------------------------------------------------------- writing
-class ImageFolderWriter:
-    """Streams frames into the dataset layout; call :meth:`close` (or use ``with``).
-
-    Frames are any objects with ``rgb (H, W, 3) uint8``, ``stamp_ns``, and optionally
-    ``K (3, 3)``, ``depth (H, W)`` (metres) and ``T_world_cam (4, 4)``. Ground-truth
-    files are written only when every frame has a pose; ``intrinsics.yaml`` when the
-    frames carry ``K``.
-
-    Args:
-        out_dir: target folder; its ``rgb/`` must not already hold images.
-        depth_format: ``'png'`` (16-bit millimetres; depths that do not fit become 0),
-            ``'npy'`` (float32 metres, exact) or ``None`` (no depth).
-        fps: recorded in ``intrinsics.yaml`` (informational).
-    """
-
-    def __init__(self, out_dir: PathLike, depth_format: Optional[str] = "png", fps: Optional[float] = None) -> None:
-        if depth_format not in ("png", "npy", None):
-            raise ImageFolderError(f"depth_format must be 'png', 'npy' or None, got {depth_format!r}")
-        self.root = Path(out_dir)
-        rgb_dir = self.root / "rgb"
-        if rgb_dir.is_dir() and any(rgb_dir.iterdir()):
-            raise ImageFolderError(f"{rgb_dir} already holds files; refusing to mix sequences")
-        rgb_dir.mkdir(parents=True, exist_ok=True)
-        self.depth_format = depth_format
-        self.fps = fps
-        self._stamps: list[int] = []
-        self._poses: list = []
-        self._rgb_lines: list[str] = []
-        self._depth_lines: list[str] = []
-        self._K: Optional[np.ndarray] = None
-        self._size: Optional[tuple] = None
-        self._closed = False
-
-    def add(self, frame) -> None:
-        if self._closed:
-            raise ImageFolderError("ImageFolderWriter is closed")
-        i = len(self._stamps)
-        rgb = np.asarray(frame.rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ImageFolderError(f"frame {i}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-        size = rgb.shape[:2]
-        if self._size is None:
-            self._size = size
-        elif size != self._size:
-            raise ImageFolderError(f"frame {i}: image size {size} differs from the first frame's {self._size}")
-        stamp = int(frame.stamp_ns)
-        if self._stamps and stamp <= self._stamps[-1]:
-            raise ImageFolderError(f"frame {i}: stamp_ns {stamp} is not after the previous {self._stamps[-1]}")
-        name = f"{i:06d}"
-        rgb_rel = f"rgb/{name}.png"
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        if not cv2.imwrite(str(self.root / rgb_rel), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            raise ImageFolderError(f"cannot write {self.root / rgb_rel}")
-        self._rgb_lines.append(f"{_format_stamp(stamp)} {rgb_rel}")
-        depth = getattr(frame, "depth", None)
-        if self.depth_format is not None and depth is not None:
-            depth = np.asarray(depth, dtype=np.float32)
-            if depth.shape != size:
-                raise ImageFolderError(f"frame {i}: depth shape {depth.shape} != image shape {size}")
-            (self.root / "depth").mkdir(exist_ok=True)
-            if self.depth_format == "npy":
-                depth_rel = f"depth/{name}.npy"
-                np.save(self.root / depth_rel, depth)
-            else:
-                depth_rel = f"depth/{name}.png"
-                cv2.imwrite(str(self.root / depth_rel), depth_to_mm(depth), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            self._depth_lines.append(f"{_format_stamp(stamp)} {depth_rel}")
-        K = getattr(frame, "K", None)
-        if K is not None and self._K is None:
-            self._K = np.asarray(K, dtype=np.float64)
-        pose = getattr(frame, "T_world_cam", None)
-        self._poses.append(None if pose is None else np.asarray(pose, dtype=np.float64))
-        self._stamps.append(stamp)
-
-    def close(self) -> Path:
-        """Write the list, ground-truth and intrinsics files; returns the folder."""
-        if self._closed:
-            return self.root
-        self._closed = True
-        header = "# timestamp filename\n"
-        (self.root / "rgb.txt").write_text(header + "".join(line + "\n" for line in self._rgb_lines), encoding="utf-8")
-        if self._depth_lines:
-            (self.root / "depth.txt").write_text(
-                header + "".join(line + "\n" for line in self._depth_lines), encoding="utf-8"
-            )
-        if self._poses and all(p is not None for p in self._poses):
-            poses = np.stack(self._poses)
-            write_tum(self.root / "groundtruth.txt", Trajectory(np.array(self._stamps, dtype=np.int64), poses))
-            write_kitti(self.root / "poses_kitti.txt", poses)
-        if self._K is not None and self._size is not None:
-            extra = {
-                "depth_scale": DEPTH_SCALE_MM,
-                "depth_format": self.depth_format or "none",
-                "frames": len(self._stamps),
-            }
-            if self.fps is not None:
-                extra["fps"] = float(self.fps)
-            write_intrinsics_yaml(self.root / "intrinsics.yaml", self._K, self._size[1], self._size[0], **extra)
-        return self.root
-
-    def __enter__(self) -> "ImageFolderWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
-
-
-def write_image_folder(
-    out_dir: PathLike, frames: Iterable, depth_format: Optional[str] = "png", fps: Optional[float] = None
-) -> Path:
-    """Write ``frames`` (streamed; e.g. a generator) in the dataset layout; returns the folder.
-
-    See :class:`ImageFolderWriter` for the accepted frames and options.
-    """
-    with ImageFolderWriter(out_dir, depth_format=depth_format, fps=fps) as writer:
-        for frame in frames:
-            writer.add(frame)
-    return writer.root

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .groundtruth import SequenceFormatError, frame_poses_from_file
-from .image_folder import Frame
+from .frames import Frame
 from .trajectory import Trajectory
 
 __all__ = ["IndexedImageSequence"]

@@ -34,7 +34,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .groundtruth import SequenceFormatError, read_groundtruth_file
-from .image_folder import IMAGE_EXTENSIONS, natural_key
+from .frames import IMAGE_EXTENSIONS, natural_key
 from .indexed import IndexedImageSequence
 
 __all__ = ["KittiSequence", "read_kitti_calib", "is_kitti_sequence", "KITTI_DEFAULT_FPS"]

@@ -9,9 +9,9 @@ Detection, in this order:
 3. EuRoC MAV (:class:`~loger_core.io.euroc.EurocSequence`): a folder holding ``mav0/``, or ``mav0`` itself;
 4. any other folder: the dataset / TUM RGB-D layout or a plain image folder
    (:class:`~loger_core.io.image_folder.ImageFolderSequence`);
-5. any other file: a video (:class:`~loger_core.io.image_folder.VideoSequence`).
+5. any other file: a video (:class:`~loger_core.io.video.VideoSequence`).
 
-Every reader yields :class:`~loger_core.io.image_folder.Frame` objects (``rgb (H, W, 3) uint8``,
+Every reader yields :class:`~loger_core.io.frames.Frame` objects (``rgb (H, W, 3) uint8``,
 ``stamp_ns``, ``K``, ``depth``, ``T_world_cam``) and has ``len()``, ``K``, ``stamps_ns``,
 ``has_groundtruth`` and ``groundtruth()`` (a :class:`~loger_core.io.trajectory.Trajectory` of
 ``T_world_cam`` at the frame stamps).
@@ -25,7 +25,8 @@ from typing import Optional, Union
 
 from .euroc import EurocSequence, is_euroc_sequence
 from .groundtruth import SequenceFormatError
-from .image_folder import ImageFolderError, ImageFolderSequence, VideoSequence
+from .image_folder import ImageFolderError, ImageFolderSequence
+from .video import VideoSequence
 from .kitti import KittiSequence, is_kitti_sequence
 
 __all__ = ["open_sequence", "detect_layout", "BAG_SUFFIXES"]

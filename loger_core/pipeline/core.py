@@ -23,6 +23,11 @@ Failures
 Latency
     Frame-to-odometry latency is measured from the image callback (receive time on the
     monotonic clock) to the moment that frame's first odometry message is handed to the sink.
+
+Modules
+    This one holds intake, processing, commits and threads; :class:`MappingPipeline` gets its other
+    jobs from mixins: ``diagnostics`` (counters, diagnostics values, input watchdog), ``warm_up``,
+    ``resets``, ``pose_outputs`` (odometry / TF records), ``map_outputs`` (map, grid, trajectory).
 """
 from __future__ import annotations
 
@@ -30,36 +35,36 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from loger_core.io.trajectory import Trajectory
 from loger_core.model.selection import ModelSelection
 from loger_core.io.session import SessionError
-from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError, WarmUpReport, warm_up, warm_up_wanted
-from loger_core.pipeline.errors import DROP_REASONS, CoreError
+from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputError, WarmUpReport
+from loger_core.pipeline.diagnostics import CoreCounters, PipelineDiagnostics
+from loger_core.pipeline.errors import CoreError
 from loger_core.pipeline.extrinsics import CameraMount, LookupFn
 from loger_core.pipeline.frame_queue import DropOldestQueue
 from loger_core.pipeline.grid_mapping import GridMapping
 from loger_core.pipeline.inputs import DecodedImage, FrameDecoder, FrameInput, NumpyDecoder
 from loger_core.pipeline.mapper import FrameConsumer, Mapper
 from loger_core.pipeline.checks import TransformError, validate_rigid_transform
-from loger_core.pipeline.map_fusion import MapFusion, MapJob
-from loger_core.pipeline.outputs import SavedOutputs, save_map_and_trajectory
-from loger_core.pipeline.pose_tracker import PoseTracker, TrackedPose
+from loger_core.pipeline.map_fusion import MapFusion
+from loger_core.pipeline.map_outputs import MapOutputs
+from loger_core.pipeline.pose_outputs import PoseOutputs
+from loger_core.pipeline.pose_tracker import PoseTracker
 from loger_core.pipeline.records import Emitter, RecordEmitter
+from loger_core.pipeline.resets import PipelineResets
 from loger_core.pipeline.session_keeper import SessionKeeper
-from loger_core.pipeline.telemetry import LatencyStats, RateMeter, gpu_memory_mb
+from loger_core.pipeline.telemetry import LatencyStats, RateMeter, ThrottledLog
+from loger_core.pipeline.warm_up import PipelineWarmUp
 
 __all__ = ["CoreCounters", "MappingPipeline"]
 
 Publication = Any  # what the emitter returns (a loger_ros Publication in the node, an OutputRecord without ROS)
 
-# Pose confidence handed to the covariance model: committed poses are nominal, provisional ones
-# (one uncommitted pass, later superseded) get twice the standard deviation.
-_CONFIDENCE = {False: 1.0, True: 0.5}
 _WARN_PERIOD_S = 5.0
 
 
@@ -70,45 +75,7 @@ class _QueuedImage:
     receive_ns: int
 
 
-@dataclass
-class CoreCounters:
-    """Cumulative counters (reported in diagnostics; ``dropped`` keys are :data:`DROP_REASONS`)."""
-
-    received: int = 0
-    processed: int = 0
-    committed: int = 0
-    odom_published: int = 0
-    provisional_published: int = 0
-    odometry_skipped: int = 0
-    dropped: dict = field(default_factory=lambda: {reason: 0 for reason in DROP_REASONS})
-    invalid_camera_info: int = 0
-    invalid_depth: int = 0
-    invalid_odometry: int = 0
-    camera_info_mismatch: int = 0
-    result_errors: int = 0
-    resets: int = 0
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-
-class _Throttled:
-    """Logs each key at most once per period (repeated drops would flood the log)."""
-
-    def __init__(self, logger: Any, period_s: float, clock: Callable[[], int]) -> None:
-        self._log, self._period_ns, self._clock = logger, int(period_s * 1e9), clock
-        self._last: dict[str, int] = {}
-
-    def __call__(self, level: str, key: str, text: str) -> None:
-        now = self._clock()
-        if key in self._last and now - self._last[key] < self._period_ns:
-            return
-        self._last[key] = now
-        getattr(self._log, level)(text)
-
-
-class MappingPipeline:
+class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseOutputs, MapOutputs):
     """ROS-free core of ``loger_node``, ``loger-replay`` and ``loger-batch`` (see the module docstring).
 
     ``loger_ros.mapping_core.MappingCore`` is this pipeline with ROS messages in (its callbacks)
@@ -145,7 +112,7 @@ class MappingPipeline:
         self.params = params
         self.log = logger if logger is not None else logging.getLogger("loger_ros.core")
         self._now = monotonic_ns
-        self._warn = _Throttled(self.log, _WARN_PERIOD_S, monotonic_ns)
+        self._warn = ThrottledLog(self.log, _WARN_PERIOD_S, monotonic_ns)
         self.builder = emitter if emitter is not None else RecordEmitter()
         self.selection = selection
         self.reconstructor = (
@@ -225,12 +192,6 @@ class MappingPipeline:
         if self.queue.put(_QueuedImage(payload, bool(compressed), now)) is not None:
             self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
                              "dropped the oldest waiting frame (inference is slower than the camera)")
-
-    def request_reset(self) -> str:
-        """Ask the inference thread to restart the reconstruction before its next frame."""
-        self._reset_requested.set()
-        what = "network memory, map and path" if self.params.reset_clears_map else "network memory (map kept)"
-        return f"reset of the {what} scheduled before the next frame"
 
     # =============================================================== processing
     def process_next(self, timeout_s: Optional[float] = 0.0) -> list[Publication]:
@@ -425,15 +386,6 @@ class MappingPipeline:
                 odom = T_odom_base @ T_base_cam  # the camera's pose in the external odometry frame
         return depth, odom
 
-    def _recover_after_error(self) -> list[Publication]:
-        # An exception inside a window pass can leave the reconstructor holding a full window it
-        # will never run; restarting the network memory is the only way forward then.
-        buffered = getattr(self.reconstructor, "buffered_frames", 0)
-        if buffered >= self.window_size:
-            self.log.warning("the streaming core is stuck with a full window after the error: restarting its memory")
-            return self._apply_reset(clear_map=False)
-        return []
-
     def _forget_receive(self, stamp_ns: int) -> None:
         with self._lock:
             self._receive_ns.pop(stamp_ns, None)
@@ -492,53 +444,6 @@ class MappingPipeline:
             pubs += self._commit(committed, T_base_cam)
         return pubs
 
-    def _external_odom(self, stamp_ns: int) -> Optional[np.ndarray]:
-        if self._lookup is None:
-            return None
-        p = self.params
-        try:
-            T = self._lookup(p.odom_frame, p.base_frame, stamp_ns)
-            return None if T is None else validate_rigid_transform(T, f"TF {p.odom_frame} <- {p.base_frame}")
-        except Exception as err:
-            self._warn("warning", "external_odom", f"no {p.odom_frame} -> {p.base_frame} transform at {stamp_ns} ns "
-                       f"(tf_mode map_to_odom needs another node to publish it): {err}")
-            return None
-
-    def _odometry_publications(self, poses: list[TrackedPose]) -> list[Publication]:
-        p = self.params
-        pubs = []
-        for pose in poses:
-            if p.tf_mode == "odom_to_base":
-                frame, T = p.odom_frame, pose.T_odom_base
-            else:
-                frame, T = p.map_frame, pose.T_map_base
-            T_prev = dt = None
-            if self._last_odom is not None and pose.stamp_ns > self._last_odom[0]:
-                T_prev, dt = self._last_odom[1], (pose.stamp_ns - self._last_odom[0]) * 1e-9
-            pubs.append(self.builder.odometry(pose.stamp_ns, frame, p.base_frame, T, T_prev, dt,
-                                              _CONFIDENCE[pose.provisional]))
-            self._last_odom = (pose.stamp_ns, T)
-            now = self._now()
-            self.rate_odom.tick(now)
-            with self._lock:
-                self.counters.odom_published += 1
-                self.counters.provisional_published += int(pose.provisional)
-                received = self._receive_ns.pop(pose.stamp_ns, None)
-            if received is not None:
-                self.latency.add(now - received)
-        return pubs
-
-    def _tf_publication(self, poses: list[TrackedPose], T_map_odom: Optional[np.ndarray]) -> Optional[Publication]:
-        if not poses:
-            return None
-        p = self.params
-        items = []
-        if p.tf_mode == "odom_to_base":
-            items += [(pose.stamp_ns, p.odom_frame, p.base_frame, pose.T_odom_base) for pose in poses]
-        if T_map_odom is not None:
-            items.append((poses[-1].stamp_ns, p.map_frame, p.odom_frame, T_map_odom))
-        return self.builder.transforms(items)
-
     def _commit(self, committed: list[FrameResult], T_base_cam: np.ndarray) -> list[Publication]:
         """Extend the trajectory now; queue the points (and the path/cloud messages) for the mapper."""
         with self._lock:
@@ -571,69 +476,7 @@ class MappingPipeline:
                              f"is unknown ({self.params.base_frame} is the camera optical frame, z forward): the grid "
                              "is not meaningful until TF has the mount (publish base_frame -> camera frame)")
 
-    # ================================================================== resets
-    def _apply_reset(self, clear_map: Optional[bool] = None) -> list[Publication]:
-        clear_map = self.params.reset_clears_map if clear_map is None else clear_map
-        # Windows of the old world still running on the worker are mapped before the world restarts.
-        pending = self.reconstructor.reset() or []
-        early = self._safe_handle(pending) if pending else []
-        self.tracker.restart_world()
-        consumer = self.mapper.consumer
-        if consumer is not None and hasattr(consumer, "reset"):
-            consumer.reset(keep_map=not clear_map)  # the back end starts again in the new world
-        self.mapper.correction = np.eye(4)
-        self._finished = False
-        pubs: list[Publication] = []
-        with self._lock:
-            self.counters.resets += 1
-            if clear_map:
-                self.fusion.clear()
-                self.mapper.clear()
-        self.log.info(f"reconstruction reset ({'map and path cleared' if clear_map else 'map kept'})")
-        pubs += early
-        if clear_map and self._last_stamp is not None:
-            pubs.append(self.builder.path(self._last_stamp, self.params.map_frame, [], np.zeros((0, 4, 4))))
-            cleared = self.fusion.publication(self._last_stamp, force=True)
-            if cleared is not None:
-                pubs.append(cleared)
-            if self.grid is not None:
-                pubs.append(self.grid.publication(self._last_stamp, force=True))
-        return pubs
-
-    # ============================================================ map / output
-    def periodic(self, now_ns: int) -> list[Publication]:
-        """The map when ``map_publish_period_s`` of the node clock (``now_ns``) has passed, the grid when
-        ``grid_publish_period_s`` has (synchronous use)."""
-        pubs = self.fusion.periodic(now_ns, self.params.map_publish_period_s)
-        return pubs + (self.grid.periodic(now_ns) if self.grid is not None else [])
-
-    def trajectory(self, body: str = "base") -> Trajectory:
-        """Committed poses in the map frame: ``body`` 'base' (T_map_base) or 'camera' (T_map_cam)."""
-        if body not in ("base", "camera"):
-            raise CoreError(f"trajectory body {body!r} must be 'base' or 'camera'")
-        return self.mapper.trajectory(body)
-
-    def map_snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``points (M, 3) float32`` (map frame), ``colors (M, 3) uint8``, ``confidence (M,) float32``."""
-        return self.fusion.snapshot()
-
-    def save_map(self, directory: Optional[str] = None) -> SavedOutputs:
-        """Write ``map.ply`` and ``trajectory.tum`` (base_link in the map frame) to ``directory``
-        (default ``output_dir``), and with the grid on ``map.pgm`` + ``map.yaml`` (nav2_map_server;
-        not while the grid is empty). The map is copied under the lock and written outside it."""
-        if self.fusion.threaded:
-            self.fusion.wait_idle()  # committed windows still queued for fusion belong in the saved map
-        points, colors, conf = self.map_snapshot()
-        trajectory = self.trajectory("base")
-        target = directory if directory is not None else self.params.resolved_output_dir
-        saved = save_map_and_trajectory(target, points, colors, conf, trajectory)
-        if self.grid is not None:
-            written = self.grid.save(saved.map_ply.parent)
-            if written is not None:
-                saved.grid_pgm, saved.grid_yaml = written
-        return saved
-
-    # ============================================================= diagnostics
+    # ============================================================ live params
     def apply_live_params(self, params: Any) -> None:
         """Takes the `LIVE_PARAMETERS` of ``params`` (checked NodeParams) while the node runs: the
         low-latency passes' rate, budget and anchors go to the stream from the next frame on."""
@@ -641,158 +484,6 @@ class MappingPipeline:
         if hasattr(stream, "set_provisional"):
             stream.set_provisional(params.provisional_every, params.provisional_budget, params.provisional_anchors)
         self.params = params
-
-    def diagnostics_values(self) -> dict[str, Any]:
-        """Every diagnostics key and value (rates in Hz, latencies in ms, memory in MiB)."""
-        now = self._now()
-        lat = self.latency.summary()
-        with self._lock:
-            c = self.counters
-            values: dict[str, Any] = {
-                "frames_received": c.received,
-                "frames_processed": c.processed,
-                "frames_committed": c.committed,
-                "odometry_published": c.odom_published,
-                "odometry_provisional": c.provisional_published,
-                "odometry_skipped": c.odometry_skipped,
-                "rate_in_hz": self.rate_in.rate(now),
-                "rate_processed_hz": self.rate_processed.rate(now),
-                "rate_odometry_hz": self.rate_odom.rate(now),
-                "latency_last_ms": lat.last_ms,
-                "latency_mean_ms": lat.mean_ms,
-                "latency_p95_ms": lat.p95_ms,
-                "latency_max_ms": lat.max_ms,
-                "queue_depth": len(self.queue),
-                "queue_size": self.params.queue_size,
-                "dropped_total": c.dropped_total,
-                **{f"dropped_{k}": v for k, v in c.dropped.items()},
-                "invalid_camera_info": c.invalid_camera_info,
-                "invalid_depth": c.invalid_depth,
-                "invalid_odometry": c.invalid_odometry,
-                "camera_info_mismatch": c.camera_info_mismatch,
-                "result_errors": c.result_errors,
-                "resets": c.resets,
-                "map_points": len(self.fusion),
-                "map_device": str(getattr(self.fusion.map, "device", "cpu")),
-                "map_backlog_windows": self.fusion.backlog(),
-                "trajectory_poses": len(self.mapper),
-                "warm_up_s": round(self.warm_up_report.seconds, 2) if self.warm_up_report is not None else float("nan"),
-                "last_image_age_s": (round((now - self._last_image_ns) / 1e9, 3) if self._last_image_ns is not None
-                                     else float("nan")),
-            }
-        if self.grid is not None:
-            values.update(self.grid.diagnostics())
-        backend_stats = getattr(self.mapper.consumer, "stats", None)
-        if backend_stats is not None:
-            b = backend_stats()
-            values.update({f"backend_{k}": b[k] for k in (
-                "keyframes", "loop_closures", "loop_candidates", "loop_verified", "steps_pnp", "steps_essential",
-                "steps_network_only", "frames_skipped", "keyframe_ms_mean", "optimize_ms_mean") if k in b})
-        stats = getattr(self.reconstructor, "stats", None)
-        if stats is not None:
-            values["stream_windows_run"] = stats.windows_run
-            values["stream_frames_dropped_nonfinite"] = stats.frames_dropped_nonfinite
-            values["stream_memory_state_mib"] = stats.state_bytes / 2**20
-            # Why odometry comes less often than provisional_every asks: passes held back while
-            # frames were queued, and passes thinned out by provisional_budget.
-            values["stream_provisional_runs"] = stats.provisional_runs
-            values["stream_provisional_deferred"] = stats.provisional_deferred
-            values["stream_provisional_skipped_budget"] = stats.provisional_skipped_budget
-        share = getattr(self.reconstructor, "gpu_share_stats", None)
-        if share is not None:
-            # What the passes' priority costs the committed windows.
-            values["stream_window_holds"] = share.holds
-            values["stream_window_held_s"] = round(share.held_s, 3)
-        with self._lock:
-            est = self._scale_estimate
-        if est is not None:
-            values.update(scale=est.scale, scale_std=est.std, scale_source=est.source, scale_valid=est.valid)
-        allocated, reserved = gpu_memory_mb(str(getattr(self.reconstructor, "device", "cpu")))
-        if self.selection is not None:
-            values.update(model=self.selection.model, weights=self.selection.describe())
-        resolution = getattr(self.reconstructor, "resolution", None)
-        values.update(window_size=self.window_size,
-                      input_size=f"{resolution[0]}x{resolution[1]}" if resolution else "from the first frame")
-        values.update(gpu_memory_allocated_mib=allocated, gpu_memory_reserved_mib=reserved,
-                      camera_mount=self.mount.source, camera_info_received=self.decoder.camera is not None)
-        return values
-
-    def warm_up(self) -> Optional[WarmUpReport]:
-        """Runs the stream's model over throwaway frames when ``params.warm_up`` asks for it ('auto':
-        on CUDA), before any camera frame, so that compiling and graph capture do not cost live
-        frames. A failure is logged and the node starts anyway (its first windows then compile
-        live). Returns the report, or None when nothing ran."""
-        rec = self.reconstructor
-        if not isinstance(rec, StreamingReconstructor) or not warm_up_wanted(self.params.warm_up, rec.device):
-            return None
-        self.log.info("warm-up: running the model over throwaway frames before the first camera frame")
-        try:
-            # Without a fixed network size the camera's decides it: assume the configured camera size.
-            size = None if rec.config.resolution is not None else (self.params.warm_up_image_width,
-                                                                   self.params.warm_up_image_height)
-            report = warm_up(rec.config, rec.model, image_size=size)
-        except Exception as err:  # e.g. out of memory: the node is still useful without it
-            self.log.warning(f"warm-up failed ({err!r}); the first windows will compile while frames arrive")
-            return None
-        self.warm_up_report = report
-        self.log.info(f"warm-up done in {report.seconds:.1f} s: {report.windows} windows, {report.provisional_passes} "
-                      f"provisional passes, {report.window_graph_replays} CUDA-graph replays")
-        return report
-
-    def watch_input(self, on: bool) -> None:
-        """Images are expected from now on (``on``: the node is active) or not (inactive): see
-        `input_silence`. `start` switches it on."""
-        with self._lock:
-            self._watch_since_ns = self._now() if on else None
-
-    def input_silence(self) -> Optional[str]:
-        """Why no image came for longer than ``input_timeout_s`` while images are expected, naming
-        the topic; None when images flow (or the watchdog is off / the node inactive)."""
-        timeout = self.params.input_timeout_s
-        with self._lock:
-            since, last = self._watch_since_ns, self._last_image_ns
-        if since is None or timeout <= 0:
-            return None
-        now = self._now()
-        topic = self.params.image_topic
-        if last is None or last < since:
-            waited = (now - since) / 1e9
-            if waited <= timeout:
-                return None
-            if last is None:
-                return (f"no image received on {topic} in {waited:.1f} s: is the camera publishing there "
-                        "(ros2 topic hz), or does image_topic need a remapping?")
-            return f"no image on {topic} for {waited:.1f} s since the node was activated"
-        silent = (now - last) / 1e9
-        return f"no image on {topic} for {silent:.1f} s (the camera stopped?)" if silent > timeout else None
-
-    def diagnostics(self, stamp_ns: int) -> Publication:
-        """``/diagnostics`` message: ERROR when inference failed since the last call; WARN when no image
-        came for ``input_timeout_s`` (also logged), when frames were dropped since the last call, the
-        camera mount fell back to identity or the weights are the bundled demo model (or synthetic);
-        else OK."""
-        values = self.diagnostics_values()
-        errors = values["dropped_inference_error"]
-        dropped = values["dropped_total"]
-        silence = self.input_silence()
-        if silence is not None:
-            self._warn("warning", "input_silence", silence)
-        if errors > self._last_diag_errors:
-            level, message = "ERROR", f"inference failed on {errors - self._last_diag_errors} frame(s)"
-        elif silence is not None:
-            level, message = "WARN", silence
-        elif dropped > self._last_diag_dropped:
-            level, message = "WARN", f"{dropped - self._last_diag_dropped} frame(s) dropped"
-        elif self.mount.source == "identity_fallback":
-            level, message = "WARN", "camera mount unknown in TF: publishing the camera pose as base_link"
-        elif self.selection is not None and self.selection.bundled:
-            level, message = "WARN", "bundled demo model (small, synthetic training): poses not fit for navigation"
-        elif self.selection is not None and self.selection.synthetic:
-            level, message = "WARN", "synthetic (untrained) weights: poses are not meaningful"
-        else:
-            level, message = "OK", "mapping"
-        self._last_diag_errors, self._last_diag_dropped = errors, dropped
-        return self.builder.diagnostics(stamp_ns, "loger_node: mapping", "loger", level, message, values)
 
     # ================================================================ threading
     def start(self, sink: Callable[[Publication], None], clock_ns: Callable[[], int]) -> None:

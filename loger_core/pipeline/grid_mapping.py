@@ -1,6 +1,6 @@
 """The node's 2D occupancy grid for Nav2: fed by committed frames, published as ``~/grid``.
 
-:class:`GridMapping` wraps a :class:`~loger_core.mapping.grid.OccupancyGrid2D` for the mapping
+:class:`GridMapping` wraps a :class:`~loger_core.mapping.occupancy_grid.OccupancyGrid2D` for the mapping
 thread: :class:`~loger_core.pipeline.map_fusion.MapFusion` hands it every committed frame it fuses
 (map-frame points, camera centre and the frame's ``T_map_base``), so the grid costs nothing on
 the inference thread and its update cost is that of the new window only. Heights are measured
@@ -21,9 +21,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from loger_core.mapping.grid import (
-    FloorGridBuilder, GridConfig, GridSnapshot, OccupancyGrid2D, UpdateStats, heights_above_ground, write_map_server,
-)
+from loger_core.mapping.floor_grid import FloorGridBuilder
+from loger_core.mapping.grid_files import write_map_server
+from loger_core.mapping.occupancy_grid import GridConfig, GridSnapshot, OccupancyGrid2D, UpdateStats, heights_above_ground
 from loger_core.pipeline.records import Emitter
 
 __all__ = ["FloorGridFeed", "GridMapping"]
@@ -121,7 +121,7 @@ class GridMapping:
 
 
 class FloorGridFeed:
-    """Feeds a :class:`~loger_core.mapping.grid.FloorGridBuilder` (inputs without TF: "up" from the
+    """Feeds a :class:`~loger_core.mapping.floor_grid.FloorGridBuilder` (inputs without TF: "up" from the
     floor under the cameras) from :class:`~loger_core.pipeline.map_fusion.MapFusion`, as
     :class:`GridMapping` feeds the node's grid. Frames are ``(points (N, 3) map frame, camera
     centre, T_map_base)`` with the base being the camera (``T_map_base = T_map_cam``)."""

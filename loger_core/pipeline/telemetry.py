@@ -1,14 +1,15 @@
-"""Rates and latencies for diagnostics and benchmarks (bounded memory, thread-safe)."""
+"""Rates and latencies for diagnostics and benchmarks (bounded memory, thread-safe), and a
+throttled logger for repeated warnings."""
 from __future__ import annotations
 
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-__all__ = ["LatencySummary", "LatencyStats", "RateMeter", "gpu_memory_mb"]
+__all__ = ["LatencySummary", "LatencyStats", "RateMeter", "ThrottledLog", "gpu_memory_mb"]
 
 
 class RateMeter:
@@ -93,3 +94,18 @@ def gpu_memory_mb(device: Optional[str]) -> tuple[float, float]:
         return 0.0, 0.0
     dev = torch.device(device)
     return torch.cuda.memory_allocated(dev) / 2**20, torch.cuda.memory_reserved(dev) / 2**20
+
+
+class ThrottledLog:
+    """Logs each key at most once per period (repeated drops would flood the log)."""
+
+    def __init__(self, logger: Any, period_s: float, clock: Callable[[], int]) -> None:
+        self._log, self._period_ns, self._clock = logger, int(period_s * 1e9), clock
+        self._last: dict[str, int] = {}
+
+    def __call__(self, level: str, key: str, text: str) -> None:
+        now = self._clock()
+        if key in self._last and now - self._last[key] < self._period_ns:
+            return
+        self._last[key] = now
+        getattr(self._log, level)(text)

@@ -8,6 +8,11 @@ first frames, exactly as the authors' whole-sequence merge drops them. `flush()`
 partial window (or returns the pending tail). Streaming therefore reproduces
 `LoGeR.reconstruct` frame for frame.
 
+This module holds the public class, input checks and the synchronous window path; its other jobs
+are mixins in their own modules: provisional passes (`provisional`), the async-window worker path
+(`async_windows`), output assembly (`output_assembly`, with `confidence_cuts`), window checks
+(`window_prediction`), session capture / restore (`session_state`).
+
 Resources are bounded: the buffer holds at most one window of preprocessed frames, the aligner
 and the pending tail `overlap_size` frames of predictions, the memory state has a fixed size and
 the scale source a fixed history. Results are handed to the caller, never accumulated.
@@ -20,87 +25,36 @@ import inspect
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
 
-from loger_core.model.fast_paths import eager_regions
-from loger_core.model.prediction import WindowPrediction, finish_raw_camera
+from loger_core.model.prediction import WindowPrediction
 from loger_core.model.state import MemoryOptions
 from loger_core.model.window_graphs import WindowGraphs, graph_autocast
 from loger_core.model.windowing import WindowAligner
 
+from .async_windows import AsyncWindows
 from .config import StreamConfig
 from .errors import StreamInputError
 from .frames import BufferedFrame, CommittedView
-from .gpu_share import GpuShare, GpuShareStats, install_yield_points, yield_point
-from .intrinsics import check_intrinsics, estimate_intrinsics_batch, model_to_original
+from .gpu_share import GpuShare, GpuShareStats, install_yield_points
+from .intrinsics import check_intrinsics
 from .model_loading import load_stream_model
+from .output_assembly import OutputAssembly
+from .provisional import ProvisionalScheduling
 from .provisional_graphs import ProvisionalGraphs
-from .preprocess import (
-    ImageGeometry, PreparedImage, check_image, check_resolution, demo_resolution, image_geometry, prepare_image,
-    resample_depth, rgb_batch,
-)
+from .preprocess import check_image, check_resolution, demo_resolution, image_geometry, prepare_image, resample_depth, rgb_batch
 from .results import FrameResult, StreamStats
-from .scale import ScaleEstimate, ScaleObservation, make_scale_source
+from .scale import ScaleEstimate, make_scale_source
 from .session_state import capture_stream, restore_stream, stream_settings
+from .window_prediction import usable
 from .window_worker import WindowStages, WindowWorker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Job:
-    """A completed window for the worker: `frames` in window order, the first `head` of them shared
-    with the window before; `final` for the sequence's last (possibly partial) window."""
-
-    frames: list[BufferedFrame]
-    head: int
-    final: bool
-    # The frames' (n, h, w, 3) uint8 images stacked in pinned memory by the caller's thread (CUDA),
-    # so the worker's gap between two windows holds no host copy.
-    rgb: Optional[torch.Tensor] = None
-
-
-@dataclass
-class _Queued:
-    """A window whose forward is queued on the device (worker side)."""
-
-    job: _Job
-    frames: list[BufferedFrame]
-    head: int
-    pred: Optional[WindowPrediction]
-    new_state: Any
-    rgb: Optional[torch.Tensor]
-    t0: float
-
-
-@dataclass
-class _Emit:
-    """Arguments of one `_emit_start` call, made on the worker after the next window is queued."""
-
-    frames: list[BufferedFrame]
-    pred: WindowPrediction
-    rgb: torch.Tensor
-    start: int
-    window_index: int
-    provisional: bool
-
-
-@dataclass
-class _Outputs:
-    """Per-frame outputs of `frames` whose device-to-host copies were queued; `event` (CUDA) fires
-    when they are in host memory."""
-
-    frames: list[BufferedFrame]
-    host: dict
-    event: Any
-    window_index: int
-    provisional: bool
 
 
 def _check_stamp(stamp_ns: Any) -> int:
@@ -120,15 +74,7 @@ def _check_odom(odom: Any) -> Optional[np.ndarray]:
     return arr
 
 
-def _usable(pred: WindowPrediction) -> bool:
-    """A window is usable when every pose is finite and every frame has some finite point;
-    partially non-finite point maps are masked per pixel instead."""
-    finite = torch.isfinite(pred.local_points).all(dim=-1).flatten(2)  # (B, N, h*w)
-    # One host sync for both checks.
-    return bool(torch.isfinite(pred.camera_poses).all() & finite.any(dim=-1).all())
-
-
-class StreamingReconstructor:
+class StreamingReconstructor(AsyncWindows, ProvisionalScheduling, OutputAssembly):
     """Accepts frames one at a time and returns `FrameResult`s as windows complete.
 
         rec = StreamingReconstructor(StreamConfig(model="loger_star", checkpoint="latest.pt"))
@@ -450,7 +396,7 @@ class StreamingReconstructor:
             self._buffer = frames[: self._head]
             raise
         self.stats.windows_run += 1
-        if not _usable(pred):
+        if not usable(pred):
             # Keep the memory and the alignment of the last good window; its shared frames stay at
             # the head of the buffer so the next window still overlaps it.
             lost = frames[self._head :]
@@ -491,153 +437,6 @@ class StreamingReconstructor:
         self._pending = None
         return self._emit(frames, pred, rgb, 0, window_index, provisional=False)
 
-    def _provisional_due(self, scheduled: bool, caller_allows: bool) -> bool:
-        """Whether a provisional pass runs now: one is scheduled (or was deferred by the caller),
-        the caller allows it, and the budget is not spent."""
-        if not self.config.provisional_every or not (scheduled or self._prov_owed):
-            return False
-        if not caller_allows:
-            if scheduled:
-                self.stats.provisional_deferred += 1
-            self._prov_owed = True
-            return False
-        self._prov_owed = False
-        return self._provisional_allowed()
-
-    def _provisional_allowed(self) -> bool:
-        """A provisional pass is due; False (and counted) while `provisional_budget` is spent."""
-        if time.perf_counter() >= self._prov_next_s:
-            return True
-        self.stats.provisional_skipped_budget += 1
-        return False
-
-    def _spend_provisional(self, t0: float) -> None:
-        now = time.perf_counter()
-        cost, budget = now - t0, self.config.provisional_budget
-        self.stats.provisional_s_total += cost
-        self._prov_next_s = now + cost * (1.0 - budget) / budget
-
-    def _provisional(self) -> list[FrameResult]:
-        """An uncommitted pass over anchor frames plus the `provisional_every` newest frames, not
-        the whole partial window, so its cost is bounded and does not grow as the window fills.
-        The anchors are the frames shared with the last committed window (they carry the alignment
-        into the map), or in a map's first window its first frame (the world origin). Returns
-        results for the newest frames (and for the first frame while it is among them)."""
-        t0 = time.perf_counter()
-        try:
-            return self._provisional_pass()
-        finally:
-            self._spend_provisional(t0)
-
-    def _anchor_count(self, available: int) -> int:
-        """How many of `available` anchor frames a provisional pass carries (`provisional_anchors`)."""
-        wanted = self.config.provisional_anchors
-        return min(wanted, available) if wanted > 0 else available
-
-    def _provisional_pass(self) -> list[FrameResult]:
-        buffer, head = self._buffer, self._head
-        anchor = self._anchor_count(head) if head else 1
-        first_new = max(head or 1, len(buffer) - self.config.provisional_every)
-        frames = buffer[:anchor] + buffer[first_new:]
-        emit_from = 0 if head == 0 and len(buffer) <= self.config.provisional_every else anchor
-        # forward_window applies a due TTT reset to provisional passes too.
-        pred, _, rgb = self._forward(frames, self._state, commit=False, anchor_frames=emit_from or None)
-        self.stats.provisional_runs += 1
-        if not _usable(pred):
-            self.stats.provisional_dropped_nonfinite += 1
-            return []
-        # The real aligner must see only committed windows.
-        aligned = self._aligner.peek(pred)
-        return self._emit(frames[emit_from:], aligned, rgb, emit_from, self._aligner.window_index, provisional=True)
-
-    # ------------------------------------------------------------------ async windows
-    def _push_async(self, allow_provisional: bool) -> list[FrameResult]:
-        """push() with async_windows: a completed window goes to the worker; provisional passes run
-        here against the last committed window while it computes."""
-        cfg = self.config
-        every = cfg.provisional_every
-        provisional: list[FrameResult] = []
-        new = self._buffer[self._head :]
-        if len(self._buffer) >= cfg.window_size:
-            # The frames since the last provisional pass get a pose now, not when the window is in.
-            if self._provisional_due(True, allow_provisional):
-                provisional = self._provisional_async(new[-every:])
-            self._submit(final=False)
-        elif self._provisional_due(bool(every) and len(new) % every == 0, allow_provisional):
-            provisional = self._provisional_async(new[-every:])
-        return self._worker.drain() + provisional
-
-    def _submit(self, final: bool) -> None:
-        job = _Job(self._buffer, self._head, final, self._stack(self._buffer) if self._buffer else None)
-        overlap = self.config.overlap_size
-        if final or overlap == 0:
-            self._buffer, self._head = [], 0
-        else:
-            # As if the window will be usable; the worker re-heads the next one if it is not.
-            self._buffer, self._head = list(job.frames[-overlap:]), overlap
-        self._worker.submit(job)
-
-    def _provisional_async(self, newest: list[BufferedFrame]) -> list[FrameResult]:
-        """The provisional pass of `_provisional_pass` against the last committed window (which
-        may be older than the frames at the head of the buffer while a window is in flight), on
-        the high-priority stream. A failure is logged and loses nothing: the frames stay buffered."""
-        t0 = time.perf_counter()
-        try:
-            view = self._view
-            anchors = view.anchors[: self._anchor_count(len(view.anchors))]
-            if not anchors:
-                anchors = [self._first_frame] if view.state is None else self._buffer[:1]
-            if newest and anchors[0] is newest[0]:
-                frames, emit_from = list(newest), 0  # the map's first frame is among the newest
-            else:
-                frames, emit_from = anchors + list(newest), len(anchors)
-            stream = torch.cuda.stream(self._prov_stream) if self._prov_stream is not None else nullcontext()
-            urgent = self._share.urgent() if self._share is not None else nullcontext()
-            with urgent, stream:
-                pred = rgb = None
-                if self._graphs is not None and self._graphs.usable_for(view.state):
-                    rgb = self._device_images(frames)
-                    # A first capture only while no window computes (its allocations stay apart).
-                    pred = self._graphs.run(rgb, view.state, capture_allowed=self._capture_allowed,
-                                            anchor_frames=emit_from or None)
-                if pred is None:
-                    # Eager blocks: the worker thread may be compiling a window shape at this moment.
-                    with eager_regions():
-                        pred, _, rgb = self._forward(frames, view.state, commit=False, rgb=rgb,
-                                                     anchor_frames=emit_from or None)
-                self.stats.provisional_runs += 1
-                if not _usable(pred):
-                    self.stats.provisional_dropped_nonfinite += 1
-                    return []
-                aligned = view.aligner.peek(pred)
-                return self._emit(frames[emit_from:], aligned, rgb, emit_from, view.aligner.window_index,
-                                  provisional=True)
-        except Exception as err:  # noqa: BLE001 - the committed window still gives these frames poses
-            msg = f"provisional pass failed ({type(err).__name__}: {err}); the frames wait for their window"
-            log.warning(msg)
-            self._errors.append(msg)
-            return []
-        finally:
-            self._spend_provisional(t0)
-
-    def _capture_allowed(self) -> bool:
-        """Whether a provisional pass may capture its CUDA graph now: while no window computes, or
-        while the window worker is stopped between two blocks for this pass (`pass_priority`; a
-        camera that never pauses keeps the worker busy, and its passes would never get a graph)."""
-        if not self._worker.busy:
-            return True
-        return self._share is not None and self._share.wait_bulk_paused(0.1)
-
-    @contextmanager
-    def _worker_context(self, commit_stream) -> Iterator[None]:
-        """The window worker thread's context: its CUDA stream and its side of the GPU share."""
-        with ExitStack() as stack:
-            if commit_stream is not None:
-                stack.enter_context(torch.cuda.stream(commit_stream))
-            if self._share is not None:
-                stack.enter_context(self._share.bulk())
-            yield
-
     @property
     def provisional_graphs(self) -> Optional[ProvisionalGraphs]:
         """The CUDA graphs of the provisional passes, with their capture / replay counts (None: no
@@ -648,305 +447,6 @@ class StreamingReconstructor:
     def gpu_share_stats(self) -> Optional[GpuShareStats]:
         """How often committed windows stopped for provisional passes (None: `pass_priority` off)."""
         return self._share.stats if self._share is not None else None
-
-    # Worker stages (window_worker.WindowWorker), all on the worker thread, in window order.
-    def _w_enqueue(self, job: _Job) -> _Queued:
-        frames, head = job.frames, job.head
-        if self._broken:
-            # The window before was dropped: go on from the last good window's shared frames, as the
-            # synchronous path keeps them at the head of its buffer.
-            frames, head = self._good_tail + frames[head:], len(self._good_tail)
-        t0 = time.perf_counter()
-        if len(frames) <= head:  # a final job with no new frame: only the pending tail is left
-            return _Queued(job, frames, head, None, None, None, t0)
-        # With no provisional pass to make room for, a full window replays its CUDA graph (one
-        # launch instead of thousands from this thread); with passes it runs block by block, so
-        # that it can stop for them (`gpu_share`). Raw camera output: the camera head's SVD waits
-        # for the device, and this stage must return as soon as the window is queued, so that the
-        # previous window's outputs are built while the device computes this one (`WindowWorker`).
-        full = len(frames) == self.config.window_size
-        graphs = self._window_graphs if self.config.provisional_every == 0 and full else None
-        pred, new_state, rgb = self._forward(frames, self._state, commit=True, rgb=None if self._broken else job.rgb,
-                                             graphs=graphs, raw_camera=True)
-        return _Queued(job, frames, head, pred, new_state, rgb, t0)
-
-    def _w_settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit], Any]:
-        """Accepts the window's memory and alignment; its outputs are only described here and made
-        in `_w_finish`, after the worker queued the next window's forward, so the device does not
-        wait on them between two windows."""
-        settled = self._settle(q)
-        event = None
-        if self._out_stream is not None:
-            # Marks the window's forward and alignment on the worker's stream; the outputs' stream
-            # waits for this, not for the next window queued behind it.
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(self.device))
-        return settled[0], settled[1], event
-
-    def _settle(self, q: _Queued) -> tuple[Optional[float], list[_Emit]]:
-        cfg = self.config
-        if q.pred is None:
-            return None, self._pending_outputs()
-        self.stats.windows_run += 1
-        pred = _finish_camera(q.pred)
-        if not _usable(pred):
-            lost = q.frames[q.head :]
-            self.stats.windows_dropped_nonfinite += 1
-            self.stats.frames_dropped_nonfinite += len(lost)
-            log.warning("window of frames %d..%d gave non-finite poses/points: dropped (%d frames), memory kept",
-                        q.frames[0].index, q.frames[-1].index, len(lost))
-            self._broken = True
-            return q.t0, (self._pending_outputs() if q.job.final else [])
-        self._state = q.new_state
-        self._broken = False
-        aligned = self._aligner.align(pred)
-        window_index = self._aligner.window_index - 1
-        n, overlap, final = len(q.frames), cfg.overlap_size, q.job.final
-        keep = n if (final or overlap == 0) else n - overlap
-        outs = [_Emit(q.frames[:keep], aligned, q.rgb, 0, window_index, False)]
-        tail: list[BufferedFrame] = []
-        if final or overlap == 0:
-            self._pending = None
-        else:
-            tail = q.frames[n - overlap :]
-            self._pending = (tail, aligned.frames(n - overlap), q.rgb[n - overlap :], window_index)
-            if cfg.provisional_every > 0:
-                outs.append(_Emit(tail, aligned, q.rgb, n - overlap, window_index, True))
-        self._good_tail = list(tail)
-        self._view = CommittedView(self._state, self._aligner.snapshot(), list(tail))
-        self.stats.state_bytes = self.state_nbytes()
-        return q.t0, outs
-
-    def _w_finish(self, settled: tuple[Optional[float], list[_Emit], Any]) -> list[FrameResult]:
-        t0, emits, event = settled
-        context = nullcontext()
-        if event is not None:
-            self._out_stream.wait_event(event)
-            context = torch.cuda.stream(self._out_stream)
-        with context:
-            outs = [self._emit_start(e.frames, e.pred, e.rgb, e.start, e.window_index, e.provisional) for e in emits]
-        # The window's tensors (made on the worker's stream) stay referenced until these copies are
-        # waited for, so the allocator cannot hand their memory to the next window meanwhile.
-        results = [r for o in outs for r in self._emit_finish(o)]
-        if t0 is not None:
-            self.stats.last_window_s = time.perf_counter() - t0
-            self.stats.commit_s_total += self.stats.last_window_s
-        return results
-
-    def _w_error(self, job: _Job, err: BaseException) -> list[FrameResult]:
-        # As the synchronous path: the window's new frames are lost, the memory and alignment of
-        # the last good window are kept, and the stream goes on.
-        lost = max(len(job.frames) - job.head, 0)
-        self.stats.windows_failed_error += 1
-        self.stats.frames_dropped_error += lost
-        self._broken = True
-        first = job.frames[0].index if job.frames else -1
-        last = job.frames[-1].index if job.frames else -1
-        msg = f"window of frames {first}..{last} failed ({type(err).__name__}: {err}): its {lost} new frame(s) are dropped"
-        log.error(msg)
-        self._errors.append(msg)
-        if job.final:
-            return [r for e in self._pending_outputs() for r in self._emit(e.frames, e.pred, e.rgb, e.start,
-                                                                          e.window_index, e.provisional)]
-        return []
-
-    def _pending_outputs(self) -> list[_Emit]:
-        if self._pending is None:
-            return []
-        frames, pred, rgb, window_index = self._pending
-        self._pending = None
-        return [_Emit(frames, pred, rgb, 0, window_index, False)]
-
-    # ------------------------------------------------------------------ output
-    def _emit(
-        self, frames: list[BufferedFrame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
-        provisional: bool,
-    ) -> list[FrameResult]:
-        """Results for `frames`, which are the window frames start, start + 1, ... of `pred`;
-        `rgb` holds the window's (n, h, w, 3) uint8 images on the model's device.
-
-        Masks, confidence cuts, intrinsics fits, point selection and colours are computed for all
-        frames at once on the model's device; the host gets them in one transfer per call."""
-        return self._emit_finish(self._emit_start(frames, pred, rgb, start, window_index, provisional))
-
-    def _emit_start(
-        self, frames: list[BufferedFrame], pred: WindowPrediction, rgb: torch.Tensor, start: int, window_index: int,
-        provisional: bool,
-    ) -> _Outputs:
-        """Computes the outputs of `frames` on the device and queues their copies to the host."""
-        end = start + len(frames)
-        if provisional and self.config.provisional_outputs == "pose":
-            out_t = {}
-        else:
-            out_t = self._device_outputs(pred, rgb, start, end)
-        out_t["poses"] = pred.camera_poses[0, start:end].double()
-        event = None
-        if self.device.type == "cuda":
-            # Asynchronous copies into pinned host memory; one event marks them all.
-            host = {k: v.to("cpu", non_blocking=True) for k, v in out_t.items()}
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(self.device))
-        else:
-            host = {k: v.cpu() for k, v in out_t.items()}
-        return _Outputs(frames, host, event, window_index, provisional)
-
-    def _emit_finish(self, outputs: _Outputs) -> list[FrameResult]:
-        """Waits for the copies of `_emit_start` and builds the frames' results."""
-        frames, host, window_index, provisional = outputs.frames, outputs.host, outputs.window_index, outputs.provisional
-        if outputs.event is not None:
-            outputs.event.synchronize()
-        if "depth" not in host:
-            return self._pose_results(outputs)
-        depth_all = host["depth"].numpy()
-        conf_all = host["confidence"].numpy()
-        valid_all = host["valid"].numpy()
-        K_all = host["K_model"].numpy()
-        poses = host["poses"].numpy()
-        counts = host["counts"].numpy()
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        pts_all, col_all, pconf_all = host["points"].numpy(), host["colors"].numpy(), host["point_confidence"].numpy()
-        weights_all = host["weights"].numpy() if "weights" in host else None
-        out: list[FrameResult] = []
-        for i, fr in enumerate(frames):
-            depth, confidence, valid = depth_all[i], conf_all[i], valid_all[i]
-            a, b = offsets[i], offsets[i + 1]
-            with self._scale_lock:
-                if not provisional:
-                    self._scale.observe(ScaleObservation(depth, valid, poses[i, :3, 3], fr.depth, fr.odom))
-                est = self._scale.estimate()
-            s = est.scale
-            out.append(self._result(
-                fr, poses[i], est, K_all[i], window_index, provisional,
-                depth=depth * np.float32(s) if s != 1.0 else depth,
-                confidence=confidence,
-                valid=valid,
-                points=pts_all[a:b] * np.float32(s) if s != 1.0 else pts_all[a:b],
-                colors=col_all[a:b],
-                point_confidence=pconf_all[a:b],
-                point_weights=None if weights_all is None else weights_all[a:b],
-            ))
-        if not provisional:
-            self.stats.frames_committed += len(out)
-            if out:
-                self._last_K_model = out[-1].K_model
-        return out
-
-    def _pose_results(self, outputs: _Outputs) -> list[FrameResult]:
-        """Pose-only provisional results (`StreamConfig.provisional_outputs` 'pose')."""
-        poses = outputs.host["poses"].numpy()
-        with self._scale_lock:
-            est = self._scale.estimate()
-        return [self._result(
-            fr, poses[i], est, self._last_K_model.copy(), outputs.window_index, True,
-            depth=np.zeros((0, 0), np.float32), confidence=np.zeros((0, 0), np.float32),
-            valid=np.zeros((0, 0), bool), points=np.zeros((0, 3), np.float32),
-            colors=np.zeros((0, 3), np.uint8), point_confidence=np.zeros((0,), np.float32), point_weights=None,
-        ) for i, fr in enumerate(outputs.frames)]
-
-    def _result(self, fr: BufferedFrame, pose: np.ndarray, est: ScaleEstimate, K_model: np.ndarray, window_index: int,
-                provisional: bool, **geometry: Any) -> FrameResult:
-        """The FrameResult of frame `fr`: `pose` (4, 4) in model scale, scaled by `est`; `geometry`
-        the per-pixel / per-point fields, already scaled."""
-        T = pose.copy()
-        T[:3, 3] *= est.scale
-        known = fr.K is not None and self.config.use_known_intrinsics
-        return FrameResult(
-            index=fr.index, stamp_ns=fr.stamp_ns, T_world_cam=T,
-            K=fr.K.copy() if known else model_to_original(K_model, fr.geometry), K_model=K_model,
-            image_size=fr.geometry.original_size, model_size=fr.geometry.model_size,
-            scale=est.scale, scale_std=est.std, scale_valid=est.valid, window_index=window_index,
-            provisional=provisional, intrinsics_known=known, **geometry,
-        )
-
-    def _device_outputs(self, pred: WindowPrediction, rgb: torch.Tensor, start: int, end: int) -> dict:
-        """Per-frame outputs of window frames [start, end) as tensors on the model's device:
-        depth / confidence / valid (n, h, w), K_model (n, 3, 3) float64, and the valid pixels'
-        points (M, 3), colors (M, 3) uint8, point_confidence (M,) with per-frame `counts` (n,) —
-        or, with `point_voxel_size`, their per-frame voxel merge plus `weights` (M,)."""
-        cfg = self.config
-        yield_point()  # the masks and the point selection are a window's worth of kernels too
-        local = pred.local_points[0, start:end]
-        world = pred.points[0, start:end]
-        conf = torch.nan_to_num(torch.sigmoid(pred.conf[0, start:end, ..., 0]), nan=0.0)
-        finite = torch.isfinite(world).all(dim=-1) & torch.isfinite(local).all(dim=-1) & (local[..., 2] > 0)
-        valid = finite & (conf >= cfg.conf_threshold)
-        if cfg.conf_percentile > 0:
-            valid &= conf >= _percentile_cuts(conf, finite, cfg.conf_percentile)[:, None, None]
-        depth = local[..., 2]
-        out = {
-            "depth": torch.where(torch.isfinite(depth), depth, torch.full_like(depth, float("nan"))),
-            "confidence": conf,
-            "valid": valid,
-            "K_model": estimate_intrinsics_batch(local, valid),
-        }
-        colors = rgb[start:end]
-        if cfg.point_voxel_size > 0:
-            from loger_core.mapping.voxel_downsample import downsample_frames
-
-            vox = downsample_frames(world, colors, conf, valid, cfg.point_voxel_size)
-            out.update(points=vox.points, colors=vox.colors, point_confidence=vox.confidence,
-                       weights=vox.weights, counts=vox.frame_counts)
-        else:
-            out.update(points=world[valid], colors=colors[valid], point_confidence=conf[valid],
-                       counts=valid.flatten(1).sum(1))
-        return out
-
-
-def _finish_camera(pred: WindowPrediction) -> WindowPrediction:
-    """`pred` with poses and world points, from a raw camera output (`raw_camera`) if it has one."""
-    if pred.points is not None:
-        return pred
-    poses, points = finish_raw_camera(pred.local_points, pred.camera_poses)
-    return WindowPrediction(pred.local_points, pred.conf, poses, points)
-
-
-def _percentile_cuts(values: torch.Tensor, mask: torch.Tensor, q: float, by_sort: Optional[bool] = None) -> torch.Tensor:
-    """(n,) float64: for each frame the q-th percentile of `values[i][mask[i]]` (numpy's linear
-    rule), -inf where the mask is empty, so that every value passes. values, mask: (n, h, w).
-    One host read (the per-frame counts); the selections stay on the device.
-    by_sort: one sort of all frames (default on CUDA, where a k-th value selection costs about
-    1.3 ms per 141k-value frame on an H100, a quarter of the stream's GPU time at 504x280) instead of
-    two selections per frame (the CPU default: there a sort costs more). Both give the same values."""
-    flat = values.flatten(1)
-    masked = torch.where(mask.flatten(1), flat, torch.full_like(flat, float("inf")))
-    counts = mask.flatten(1).sum(1).tolist()
-    if by_sort if by_sort is not None else flat.is_cuda:
-        return _sorted_percentiles(masked.sort(dim=1).values, q, counts)
-    cuts = torch.full((flat.shape[0],), float("-inf"), dtype=torch.float64, device=flat.device)
-    for i, n in enumerate(counts):
-        if n:
-            cuts[i] = _percentile(masked[i], q, n)
-    return cuts
-
-
-def _sorted_percentiles(ordered: torch.Tensor, q: float, counts: list[int]) -> torch.Tensor:
-    """`_percentile` of each row of `ordered` (n, m) (ascending, +inf padding after the first
-    counts[i]) in one gather; -inf for empty rows."""
-    n = np.asarray(counts, dtype=np.int64)
-    pos = (q / 100.0) * np.maximum(n - 1, 0)
-    lo = pos.astype(np.int64)
-    frac = pos - lo
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    idx = torch.from_numpy(np.stack([lo, hi], axis=1)).to(ordered.device)
-    v = ordered.gather(1, idx).double()
-    frac_t = torch.from_numpy(frac).to(ordered.device)
-    cuts = torch.where(frac_t == 0.0, v[:, 0], v[:, 0] + (v[:, 1] - v[:, 0]) * frac_t)
-    return torch.where(torch.from_numpy(n > 0).to(ordered.device), cuts, torch.full_like(cuts, float("-inf")))
-
-
-def _percentile(values: torch.Tensor, q: float, n: Optional[int] = None) -> torch.Tensor:
-    """Linear-interpolated q-th percentile of the `n` smallest entries of a 1-D tensor (all of
-    them by default; larger entries may be +inf padding) by numpy's default rule, with two O(n)
-    selections: torch.quantile sorts, which costs more than the rest of a frame on the CPU."""
-    n = values.numel() if n is None else n
-    pos = (q / 100.0) * (n - 1)
-    lo = int(pos)
-    frac = pos - lo
-    v_lo = values.kthvalue(lo + 1).values.double()
-    if frac == 0.0 or lo + 1 >= n:
-        return v_lo
-    v_hi = values.kthvalue(lo + 2).values.double()
-    return v_lo + (v_hi - v_lo) * frac
 
 
 def _frame_fields(item: Any, position: int) -> tuple[np.ndarray, int, dict]:

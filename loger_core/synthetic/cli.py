@@ -73,7 +73,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Imported after parsing: --help and bad arguments must not wait for torch, cv2 and rosbags.
     from tqdm import tqdm
 
-    from loger_core.io.image_folder import ImageFolderError, ImageFolderWriter
+    from loger_core.io.errors import ImageFolderError
+    from loger_core.io.image_folder_writer import ImageFolderWriter
 
     from .rosbag_writer import BagTopics, RosbagWriter
     from .sequence import generate_sequence

@@ -38,7 +38,7 @@ from rosbags.rosbag2 import Writer as Writer2
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from scipy.spatial.transform import Rotation
 
-from loger_core.io.image_folder import depth_to_mm
+from loger_core.io.frames import depth_to_mm
 
 from .config import DEPTH_ENCODINGS, IMAGE_ENCODINGS, STORAGES, SynthError
 

@@ -9,7 +9,8 @@ from loger_core.pipeline.grid_mapping import GridMapping
 from loger_core.pipeline.map_fusion import MapFusion, MapJob
 from loger_core.pipeline.outputs import SavedOutputs, save_map_and_trajectory
 from loger_core.pipeline.pose_tracker import PoseTracker, TrackedPose, TrackerUpdate, invert
-from loger_core.pipeline.session_keeper import SavedSession, SessionKeeper, SessionPart
+from loger_core.pipeline.session_keeper import SavedSession, SessionKeeper
+from loger_core.pipeline.session_parts import SessionPart
 from loger_core.pipeline.telemetry import LatencyStats, LatencySummary, RateMeter
 from loger_ros.inputs import DecodedImage, InputDecoder, header_of, resolve_image_transport
 from loger_ros.mapping_core import CoreCounters, MappingCore
