@@ -685,10 +685,14 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
             overrides[name] = value
     if args.synthetic_weights:
         overrides["allow_synthetic_weights"] = True
+    if args.backend is not None:
+        overrides["backend_enabled"] = args.backend == "on"
     # Offline default unless given with -p: no latency to save, so every frame's odometry comes
     # from its committed window (in order, none skipped). Input size and window follow the model
     # (parameters left at 0), as in the node.
     overrides.setdefault("provisional_every", 0)
+    # Offline: the back end tracks every frame, however far behind it falls.
+    overrides.setdefault("backend_max_queue", 0)
     params_file = args.params or _default_params_file()
     if params_file is not None:
         params = load_params_yaml(params_file, overrides=overrides)

@@ -38,6 +38,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     help="camera mount in base_frame when the bag's /tf_static has none (m, rad; body axes, as the "
                     "launch file's camera_* arguments): base_link poses and the occupancy grid need it")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
+    ap.add_argument("--backend", choices=("on", "off"), default=None,
+                    help="geometric back end (keyframes, verified poses, loop closure, pose graph; default: the "
+                    "parameter backend_enabled, on); off: the network's output unchanged")
     ap.add_argument("--no-bag", action="store_true", help="do not write the output rosbag")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output rosbag")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -290,6 +290,7 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
             if lost:
                 self.log.info(f"shutdown: discarding the {lost} frame(s) of the incomplete window (partial window 'drop')")
         pubs += self._safe_handle(results)
+        pubs += self._final_correction()
         if self.fusion.threaded:
             self.fusion.wait_idle()
         else:
@@ -456,6 +457,20 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
                 del self._receive_ns[stamp]
         self._warn_grid_without_mount()
         self.mapper.commit(committed, self.tracker.T_map_world, T_base_cam)
+        return self._correction_publications()
+
+    def _final_correction(self) -> list[Publication]:
+        """End of stream: the back end finishes the frames it was given, then every pose and the map
+        take its final estimate (bounded by ``shutdown_timeout_s``)."""
+        final = getattr(self.mapper.consumer, "final", None)
+        if final is None:
+            return []
+        try:
+            timeout = float(getattr(self.params, "shutdown_timeout_s", 0.0)) or None
+            self.mapper.apply_correction(final(timeout))
+        except Exception as err:  # noqa: BLE001 - the map built so far must survive a back-end failure
+            self.log.error(f"the back end's final correction failed; the map keeps its last correction: {err!r}")
+            return []
         return self._correction_publications()
 
     def _correction_publications(self) -> list[Publication]:
