@@ -42,10 +42,11 @@ class BackendConfig:
     # scale chain fuses with the triangulated ratio ('chain').
     pnp_scale: str = "pnp"
     # Keyframes: a frame becomes one when its rotation-compensated parallax to the last keyframe
-    # reaches keyframe_parallax_deg, when tracking weakens (inliers below keyframe_min_inliers), or
+    # reaches keyframe_parallax_deg, when tracking weakens (inliers below keyframe_track_ratio of the
+    # first frame tracked against the keyframe), or
     # after keyframe_max_gap frames.
     keyframe_parallax_deg: float = 1.0
-    keyframe_min_inliers: int = 80
+    keyframe_track_ratio: float = 0.5
     keyframe_max_gap: int = 15
     # Scale along the chain of keyframes (monocular): the ratio of consecutive steps from the
     # depths both triangulations give to the shared keyframe's points (sigma in log scale), anchored
@@ -96,13 +97,13 @@ class BackendConfig:
             raise BackendConfigError(f"backend pnp_scale must be pnp or chain, got {self.pnp_scale!r}")
         if self.robust_kernel not in ("cauchy", "huber", "none"):
             raise BackendConfigError(f"backend robust_kernel must be cauchy, huber or none, got {self.robust_kernel!r}")
-        for name in ("max_features", "max_image_width", "min_inliers", "keyframe_min_inliers", "keyframe_max_gap",
+        for name in ("max_features", "max_image_width", "min_inliers", "keyframe_max_gap",
                      "loop_min_inliers", "loop_candidates", "loop_consistency", "place_features_per_keyframe",
                      "keyframe_points"):
             if int(getattr(self, name)) < 1:
                 raise BackendConfigError(f"backend {name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("ratio", "ransac_px", "pnp_px", "sift_contrast", "keyframe_parallax_deg", "scale_chain_sigma", "scale_network_sigma",
-                     "verified_rot_sigma_deg", "scale_network_sigma_poor", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
+                     "verified_rot_sigma_deg", "scale_network_sigma_poor", "keyframe_track_ratio", "verified_trans_sigma", "network_rot_sigma_deg", "network_trans_sigma",
                      "loop_rot_sigma_deg", "loop_trans_sigma", "robust_k", "loop_consistency_deg",
                      "loop_consistency_trans"):
             v = float(getattr(self, name))
@@ -110,8 +111,10 @@ class BackendConfig:
                 raise BackendConfigError(f"backend {name} must be > 0, got {v!r}")
         if not 0 < self.ratio < 1:
             raise BackendConfigError(f"backend ratio must be in (0, 1), got {self.ratio!r}")
-        if not 0 <= self.min_inlier_ratio <= 1 or not 0 <= self.loop_min_inlier_ratio <= 1:
-            raise BackendConfigError("backend inlier ratios must be in [0, 1]")
+        for name in ("min_inlier_ratio", "loop_min_inlier_ratio"):
+            v = float(getattr(self, name))
+            if not 0 <= v <= 1:
+                raise BackendConfigError(f"backend {name} must be in [0, 1], got {v!r}")
         if self.max_queue < 0:
             raise BackendConfigError(f"backend max_queue must be >= 0, got {self.max_queue!r}")
         if self.loop_min_age < 1:

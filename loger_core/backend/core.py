@@ -135,20 +135,29 @@ class BackendCore:
         cfg = self.cfg
         kf = self.keyframes[self.last_key]
         cur.tv = self._two_view(kf, cur)
-        weak = cur.tv is None or cur.tv.inliers < cfg.keyframe_min_inliers
+        weak = self._weak(kf, cur.tv)
         if weak and self._last is not None and self._last.tv is not None:
             # Tracking weakens: the previous frame (still well matched) becomes the keyframe, and
             # this one is tracked against it.
             self._new_keyframe(self._last)
             kf = self.keyframes[self.last_key]
             cur.tv = self._two_view(kf, cur)
-            weak = cur.tv is None or cur.tv.inliers < cfg.keyframe_min_inliers
+            weak = self._weak(kf, cur.tv)
         gap = cur.frame.index - kf.index
         if weak or gap >= cfg.keyframe_max_gap or (cur.tv is not None and cur.tv.parallax_deg >= cfg.keyframe_parallax_deg):
             self._new_keyframe(cur)
         else:
             self.frames.append(FrameRecord(cur.frame.stamp_ns, cur.frame.index, np.asarray(cur.frame.T_world_cam), kf.key))
             self._last = cur
+
+    def _weak(self, kf: Keyframe, tv: Optional[TwoView]) -> bool:
+        """Tracking against ``kf`` weakens when the inliers fall below ``keyframe_track_ratio`` of those
+        of the first frame tracked against it (relative: a 160x120 image has a tenth of the features
+        of a KITTI frame), or below ``min_inliers``."""
+        if tv is None:
+            return True
+        ref = kf.extra.setdefault("ref_inliers", tv.inliers)
+        return tv.inliers < max(self.cfg.min_inliers, self.cfg.keyframe_track_ratio * ref)
 
     def _two_view(self, kf: Keyframe, cur: _Tracked) -> Optional[TwoView]:
         assert kf.feats is not None

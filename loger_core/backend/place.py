@@ -61,9 +61,10 @@ class PlaceIndex:
         self._matrix = None
 
     def _learn(self) -> None:
-        data = np.concatenate([d for _, d in self._pending if len(d)], axis=0) if self._pending else np.zeros((0, 1))
-        if len(data) < self.k * 4:
-            return  # too little texture yet: keep collecting
+        parts = [d for _, d in self._pending if len(d)]
+        if sum(len(d) for d in parts) < self.k * 4:
+            return  # too little texture yet (a dark or flat start): keep collecting
+        data = np.concatenate(parts, axis=0)
         cv2.setRNGSeed(self.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1e-3)
         _, _, centers = cv2.kmeans(data.astype(np.float32), self.k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)

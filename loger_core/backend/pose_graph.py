@@ -69,7 +69,9 @@ class PoseGraph:
         t = np.asarray(T[:3, 3], np.float64)
         if self.metric:
             return gtsam.Pose3(R, t)
-        return gtsam.Similarity3(R, t, float(s))
+        # GTSAM's Similarity3(R, t, s) maps p to s (R p + t) (its matrix is [R t; 0 1/s]); ours is
+        # s R p + t: the translation goes in divided by the scale.
+        return gtsam.Similarity3(R, t / float(s), float(s))
 
     def _noise(self, rot_deg: float, trans: float, log_scale: float, robust: bool):
         sig = [_rot_sigma(rot_deg)] * 3 + [trans] * 3 + ([] if self.metric else [log_scale])
@@ -172,7 +174,7 @@ class PoseGraph:
         S = self._estimate.atSimilarity3(key)
         T = np.eye(4)
         T[:3, :3] = np.asarray(S.rotation().matrix())
-        T[:3, 3] = np.asarray(S.translation()).ravel()
+        T[:3, 3] = float(S.scale()) * np.asarray(S.translation()).ravel()  # see _value
         return T, float(S.scale())
 
     def has(self, key: int) -> bool:
