@@ -220,7 +220,6 @@ def test_sigint_writes_session_and_outputs_and_resume_equals_the_uninterrupted_r
     report = json.loads((out / ("run.json" if tool == "reconstruct" else "summary.json")).read_text())
     assert report["interrupted"] is True
     read = report["frames_read"]
-    print(f"{tool}: signal after frame {after}, stopped after {read}")
     assert after <= read < N_FRAMES
     from loger_core.io.trajectory import read_tum
 
@@ -229,7 +228,7 @@ def test_sigint_writes_session_and_outputs_and_resume_equals_the_uninterrupted_r
     session = out / "session.loger.safetensors"
     assert session.is_file() and not list(out.glob(".*tmp*"))
     assert _resume(tool, recordings[tool], out, session) == 0
-    print("max position difference", _assert_equals_uninterrupted(out, uninterrupted / tool))
+    _assert_equals_uninterrupted(out, uninterrupted / tool)
 
 
 def test_a_second_sigint_during_the_session_write_quits_at_once_leaving_whole_files(
@@ -246,7 +245,6 @@ def test_a_second_sigint_during_the_session_write_quits_at_once_leaving_whole_fi
     assert proc.returncode == 130 and "again: quitting now" in stderr and "Traceback" not in stderr
     assert not list(out.glob(".*tmp*")), "a temporary file was left behind"
     session = out / "session.loger.safetensors"
-    print("session written before the 2nd signal:", session.exists())
     if session.exists():  # the write was done when the second signal came: whole, and it resumes
         load_session(session)
         assert _resume("reconstruct", recordings["reconstruct"], out, session) == 0
