@@ -92,8 +92,9 @@ def test_batch_equals_replay_reports_corrupt_and_reruns_nothing(tmp_path, bags, 
         assert r["ate_rmse"] is not None and r["frames_per_s"] > 0
         _assert_same_outputs(out / name, reference / name)
     broken = by_name["broken"]
-    assert broken["status"] == "failed" and broken["attempts"] == 2  # first try + --max-retries 1
-    assert "broken" in broken["error"] and not (out / "broken").exists()
+    # A malformed bag fails the same way every time: reported at once, not retried.
+    assert broken["status"] == "failed" and broken["attempts"] == 1 and not broken["retryable"]
+    assert "cannot open bag" in broken["error"] and "broken" in broken["error"] and not (out / "broken").exists()
     assert not (out / PARTIAL_DIR).exists(), "a temporary output was left behind"
     # The model is loaded once per worker process, however many inputs the worker maps.
     ok = [by_name[n] for n in GOOD]

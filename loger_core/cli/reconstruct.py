@@ -27,6 +27,11 @@ ROS bags are ``loger-replay``'s. Writes into ``--out`` (default ``./<input name>
   folder has no TF, so "up" comes from the floor found in the first frames; the grid is in that floor
   frame, whose pose in the trajectory's world frame ``grid.json`` gives (``--no-grid``: none).
 
+Ctrl-C (SIGINT) or SIGTERM stops reading after the current frame and writes the session (to
+``--session-out``, else ``OUT/session.loger.safetensors``) and the outputs of the frames read
+(``run.json``: ``"interrupted": true``), prints the command that continues it (``--resume``) and
+exits with status 130; a second one exits at once. Every file is replaced atomically.
+
 Model selection is the node's and ``loger-replay``'s (:mod:`loger_core.model.selection`): an explicit
 ``--checkpoint``, else the trained ``small`` weights shipped in the package (a demo model trained on
 synthetic scenes, said loudly); ``--synthetic-weights`` runs deterministic untrained weights (tests).
@@ -36,7 +41,6 @@ Input size and window default to the model's (``small``, ``small_deep``, ``tiny`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -54,7 +58,10 @@ from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
 from loger_core.io.sequences import open_sequence
 from loger_core.backend import BackendConfig, BackendConfigError, BackendConsumer
 from loger_core.cli.reconstruct_args import AUTO_VOXEL_FRACTION, build_parser
-from loger_core.io.trajectory import Trajectory, write_tum
+from loger_core.io.atomic import atomic_path, write_json_atomic
+from loger_core.io.trajectory import Trajectory
+from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest
+from loger_core.pipeline.outputs import write_tum_atomic
 from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
 from loger_core.model.selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
 from loger_core.model.checkpoint import CheckpointError
@@ -69,9 +76,12 @@ from loger_core.pipeline.mapper import FrameConsumer, Mapper
 from loger_core.stream import FrameResult, ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 from loger_core.stream.config import DTYPES
 
-__all__ = ["ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
+__all__ = ["DEFAULT_SESSION_NAME", "ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
 
 log = logging.getLogger("loger-reconstruct")
+
+# Where an interrupted run without --session-out writes its session (in the output folder).
+DEFAULT_SESSION_NAME = "session.loger.safetensors"
 
 
 
@@ -248,14 +258,23 @@ class ReconstructOutcome:
     run: dict
     metrics: Optional[dict]
 
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.run.get("interrupted"))
+
 
 def run_reconstruct(args: argparse.Namespace,
-                    model_loader: Optional[Callable[[StreamConfig], Any]] = None) -> ReconstructOutcome:
+                    model_loader: Optional[Callable[[StreamConfig], Any]] = None,
+                    stop: Optional[Callable[[], bool]] = None) -> ReconstructOutcome:
     """The whole of ``loger-reconstruct`` for parsed ``args`` (:func:`build_parser`); prints its summary.
 
     ``model_loader(stream_config) -> model`` supplies the network (``loger-batch`` passes a
-    per-process cache); default: loaded from the configuration. Raises StreamInputError,
-    ImageFolderError, CheckpointError or MapError for bad input.
+    per-process cache); default: loaded from the configuration. ``stop()``, asked before each
+    frame, ends the reading early (Ctrl-C): the session (``--session-out``, else
+    ``OUT/session.loger.safetensors``) and the outputs of the frames read are written and
+    ``run.json`` says ``"interrupted": true``. Raises StreamInputError, ImageFolderError,
+    CheckpointError, MapError or SessionError for bad input, before the output folder is created
+    (or after removing it again while empty).
     """
     selection = _selection(args)
     cfg = _stream_config(args, selection)
@@ -264,15 +283,23 @@ def run_reconstruct(args: argparse.Namespace,
         raise StreamInputError(f"--stride must be >= 1, got {args.stride}")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamInputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    _backend_config(args)  # bad --backend-param values fail before anything is created
     seq = _open_input(Path(args.input), args.fps, args.groundtruth)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise StreamInputError(f"--out {str(out)!r} exists and is not a folder")
     if selection.bundled:  # (synthetic weights: the model loader logs a loud warning)
         log.warning(selection.warning())
 
     rec = StreamingReconstructor(cfg, model=model_loader(cfg) if model_loader is not None else None)
+    created = not out.exists()
     try:
-        return _reconstruct(args, cfg, selection, seq, out, voxel, rec)
+        return _reconstruct(args, cfg, selection, seq, out, voxel, rec, stop or (lambda: False))
+    except BaseException:
+        # A failed run leaves no empty output folder behind (one with files in it stays).
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     finally:
         # A process that runs many inputs (loger-batch) must not keep each one's worker thread,
         # and the sequence state it references, alive.
@@ -280,7 +307,7 @@ def run_reconstruct(args: argparse.Namespace,
 
 
 def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: Path, voxel: Optional[float],
-                 rec: StreamingReconstructor) -> ReconstructOutcome:
+                 rec: StreamingReconstructor, stop: Callable[[], bool]) -> ReconstructOutcome:
     synthetic = selection.synthetic
     use_depth = cfg.scale.source == "depth"
     grid = None
@@ -293,6 +320,12 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
     consumer = _backend(args, cfg)
     outputs = _Outputs(voxel, args.max_map_points, grid, consumer)
     resumed_until = _resume(args.resume, rec, outputs) if args.resume else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # inputs, model and session are good by now
+    except OSError as err:
+        raise StreamInputError(f"--out {str(out)!r} cannot be created: {err}") from None
+    progress = Progress()
+    interrupted = False
     in_session = 0
     total = None
     if isinstance(seq, ImageFolderSequence):
@@ -303,6 +336,10 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
     t0 = time.perf_counter()
     used = 0
     for i, frame in enumerate(seq):
+        # Between frames only: the frame read but not pushed is where --resume starts.
+        if stop():
+            interrupted = True
+            break
         if i % args.stride:
             continue
         if resumed_until is not None and frame.stamp_ns <= resumed_until:
@@ -314,10 +351,15 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         outputs.remember(frame.stamp_ns, frame.rgb)
         outputs.add(rec.push(frame.rgb, frame.stamp_ns, K=frame.K, depth=frame.depth if use_depth else None))
         bar.update(1)
-    if args.session_out:
-        _save_session(args.session_out, rec, outputs)
-    outputs.add(rec.flush())
+        progress.frames(used)
+    interrupted = interrupted or stop()
     bar.close()
+    session_path = args.session_out or (str(out / DEFAULT_SESSION_NAME) if interrupted else None)
+    if session_path:
+        progress.phase("session")
+        _save_session(session_path, rec, outputs)
+    progress.phase("outputs")
+    outputs.add(rec.flush())
     t_backend = time.perf_counter()
     try:
         outputs.finish_backend()
@@ -330,11 +372,12 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         raise StreamInputError(f"INPUT {args.input!r}: no frame was reconstructed (frames read: {used})")
 
     est = outputs.trajectory()
-    write_tum(out / "trajectory.tum", est)
+    write_tum_atomic(out / "trajectory.tum", est)
     frontend = outputs.frontend_trajectory()
     if consumer is not None:
-        write_tum(out / "trajectory_frontend.tum", frontend)
-    outputs.map.save_ply(out / "map.ply")
+        write_tum_atomic(out / "trajectory_frontend.tum", frontend)
+    with atomic_path(out / "map.ply") as tmp:
+        outputs.map.save_ply(tmp)
     map_pts, map_cols, _ = outputs.map.snapshot()
 
     metrics = None
@@ -354,7 +397,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
             metrics["warning"] = "synthetic weights: not meaningful geometry"
         elif selection.bundled:
             metrics["warning"] = "bundled demo weights (small, synthetic training): poses not fit for navigation"
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(out / "metrics.json", metrics)
 
     title = f"{cfg.model}: {len(est)} frames" + (" (SYNTHETIC WEIGHTS - not meaningful)" if synthetic else
                                                  " (bundled demo weights)" if selection.bundled else "")
@@ -366,7 +409,8 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         plot_map = map_pts.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
         plot_gt = gt.poses
         title += f", ATE {metrics['ate']['rmse']:.3f}"
-    plot_top_view(out / "top_view.png", plot_est, gt=plot_gt, map_points=plot_map, map_colors=map_cols, title=title)
+    with atomic_path(out / "top_view.png") as tmp:
+        plot_top_view(tmp, plot_est, gt=plot_gt, map_points=plot_map, map_colors=map_cols, title=title)
     grid_info = _write_grid(out, outputs.grid, est) if outputs.grid is not None else None
 
     run = {
@@ -380,7 +424,8 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         "frames_read": used,
         "frames_in_resumed_session": in_session,
         "resumed_from": args.resume,
-        "session_out": args.session_out,
+        "session_out": session_path,
+        "interrupted": interrupted,
         "frames_out": len(est),
         "seconds": elapsed,
         "frames_per_second": used / elapsed if elapsed > 0 else None,
@@ -393,7 +438,7 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
         "backend": None if consumer is None else {**consumer.stats(), "config": asdict(consumer.cfg),
                                                   "finish_s": t_backend},
     }
-    (out / "run.json").write_text(json.dumps(_no_nan(run), indent=2, default=str))
+    write_json_atomic(out / "run.json", _no_nan(run), default=str)
     summary = f"{selection.describe()}: {len(est)} frames in {elapsed:.1f} s ({run['frames_per_second']:.2f} frames/s), map {len(map_pts)} voxels -> {out}"
     if metrics is not None and "ate" in metrics:
         summary += f"; ATE rmse {metrics['ate']['rmse']:.4f} ({args.eval_align})"
@@ -409,17 +454,7 @@ def _backend(args, cfg: StreamConfig) -> Optional[BackendConsumer]:
     """The back end of the run, or None with ``--backend off``."""
     if getattr(args, "backend", "on") == "off":
         return None
-    # Offline: every frame is tracked (max_queue 0), whatever the back end's pace.
-    values: dict[str, Any] = {"loop_closure": getattr(args, "loop_closure", "on") == "on", "max_queue": 0}
-    for item in getattr(args, "backend_param", []) or []:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise StreamInputError(f"--backend-param must be NAME=VALUE, got {item!r}")
-        values[name.strip()] = _parse_value(text.strip())
-    try:
-        bcfg = BackendConfig.from_mapping(values)
-    except (BackendConfigError, TypeError) as err:
-        raise StreamInputError(f"--backend-param: {err}") from None
+    bcfg = _backend_config(args)
     # Metric scale (depth images, a fixed factor): SE(3) graph; the network's own scale: Sim(3).
     metric = cfg.scale.source in ("depth", "fixed")
     crop = None
@@ -431,6 +466,21 @@ def _backend(args, cfg: StreamConfig) -> Optional[BackendConsumer]:
             w, h = result.model_size
             return center_crop_box(W, H, w / h)
     return BackendConsumer(bcfg, metric=metric, crop_of=crop)
+
+
+def _backend_config(args) -> BackendConfig:
+    """The back end's settings from ``--loop-closure`` and ``--backend-param`` (StreamInputError when bad).
+    Offline: every frame is tracked (max_queue 0), whatever the back end's pace."""
+    values: dict[str, Any] = {"loop_closure": getattr(args, "loop_closure", "on") == "on", "max_queue": 0}
+    for item in getattr(args, "backend_param", []) or []:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise StreamInputError(f"--backend-param must be NAME=VALUE, got {item!r}")
+        values[name.strip()] = _parse_value(text.strip())
+    try:
+        return BackendConfig.from_mapping(values)
+    except (BackendConfigError, TypeError) as err:
+        raise StreamInputError(f"--backend-param: {err}") from None
 
 
 def _parse_value(text: str) -> Any:
@@ -450,12 +500,13 @@ def _write_grid(out: Path, grid: FloorGridBuilder, est: Trajectory) -> dict:
     if snap.width == 0:
         return {"written": False, "reason": "no point fell in the grid"}
     pgm, yml = write_map_server(out, snap)
-    render_grid_png(out / "grid.png", snap, grid.to_ground(est.poses[:, :3, 3]), title="loger-reconstruct: occupancy grid")
+    with atomic_path(out / "grid.png") as tmp:
+        render_grid_png(tmp, snap, grid.to_ground(est.poses[:, :3, 3]), title="loger-reconstruct: occupancy grid")
     info = {"written": True, "map_yaml": yml.name, "map_pgm": pgm.name, "grid_png": "grid.png",
             "frame": "floor frame: z up from the floor found under the cameras, height 0 on it",
             "T_world_ground": grid.T_world_ground.tolist(), "resolution": snap.resolution,
             "size_cells": [snap.width, snap.height], "cells": snap.counts()}
-    (out / "grid.json").write_text(json.dumps(info, indent=2))
+    write_json_atomic(out / "grid.json", info)
     return info
 
 
@@ -471,15 +522,43 @@ def _no_nan(obj):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 bad input or checkpoint)."""
+    """Entry point; returns the exit status (0 ok, 2 bad input or checkpoint, 130 interrupted:
+    SIGINT / SIGTERM write the session and the outputs first, see :mod:`loger_core.cli.interrupt`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run_reconstruct(args)
-        return 0
-    except (StreamInputError, ImageFolderError, CheckpointError, MapError, SessionError) as e:
-        print(f"loger-reconstruct: error: {e}", file=sys.stderr)
-        return 2
+    with StopRequest("loger-reconstruct") as stop:
+        try:
+            outcome = run_reconstruct(args, stop=stop)
+        except (StreamInputError, ImageFolderError, CheckpointError, MapError, SessionError) as e:
+            if stop.requested:
+                print(f"loger-reconstruct: interrupted before anything was mapped: {e}", file=sys.stderr)
+                return INTERRUPTED_EXIT
+            print(f"loger-reconstruct: error: {e}", file=sys.stderr)
+            return 2
+    if outcome.interrupted:
+        print(f"loger-reconstruct: interrupted after {outcome.run['frames_read']} frames; outputs so far in "
+              f"{outcome.out}; continue with: {_resume_command(sys.argv[1:] if argv is None else argv, outcome)}",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT
+    return 0
+
+
+def _resume_command(argv: Sequence[str], outcome: ReconstructOutcome) -> str:
+    """The interrupted run's command line with ``--resume SESSION`` (and without ``--session-out``)."""
+    import shlex
+
+    cleaned, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--resume", "--session-out"):
+            skip = True
+            continue
+        if a.startswith(("--resume=", "--session-out=")):
+            continue
+        cleaned.append(a)
+    return shlex.join(["loger-reconstruct", *cleaned, "--resume", outcome.run["session_out"]])
 
 
 if __name__ == "__main__":

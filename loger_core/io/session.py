@@ -38,6 +38,8 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 import torch
 
+from loger_core.io.atomic import IN_PROGRESS
+
 __all__ = [
     "SESSION_FORMAT",
     "SESSION_VERSION",
@@ -246,6 +248,7 @@ def save_session(path: PathLike, session: Session) -> Path:
     # and whatever a killed writer leaves is in one place that the next save removes.
     tmp_dir = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = tmp_dir / "session.safetensors"
+    IN_PROGRESS.add(tmp_dir)  # removed by a process that exits at once (a second Ctrl-C)
     try:
         tmp_dir.mkdir()
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header, allow_nan=True)})
@@ -257,6 +260,7 @@ def save_session(path: PathLike, session: Session) -> Path:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        IN_PROGRESS.discard(tmp_dir)
     _fsync_dir(path.parent)
     return path
 

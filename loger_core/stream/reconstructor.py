@@ -180,6 +180,15 @@ class StreamingReconstructor(AsyncWindows, ProvisionalScheduling, OutputAssembly
             self.stats.frames_dropped_out_of_order += 1
             log.debug("dropped out-of-order frame %d (previous %d)", stamp, self._last_stamp)
             return []
+        owed: list[FrameResult] = []
+        if len(self._buffer) >= cfg.window_size:
+            # A complete window whose run did not happen: Ctrl-C inside the network (KeyboardInterrupt
+            # is no Exception, so `_commit` kept its frames), or a session captured then. It runs
+            # before this frame joins, or the next window would hold window_size + 1 frames.
+            if self._async:
+                self._submit(final=False)
+            else:
+                owed = self._commit(final=False)
         resolution = self._resolution
         if resolution is None:
             resolution = demo_resolution(image.shape[1], image.shape[0], cfg.pixel_limit, self.patch_size)
@@ -202,14 +211,14 @@ class StreamingReconstructor(AsyncWindows, ProvisionalScheduling, OutputAssembly
         if self._first_frame is None:
             self._first_frame = frame
         if self._async:
-            return self._push_async(provisional)
+            return owed + self._push_async(provisional)
         if len(self._buffer) >= cfg.window_size:
             self._prov_owed = False
-            return self._commit(final=False)
+            return owed + self._commit(final=False)
         new = len(self._buffer) - self._head
         if self._provisional_due(new % cfg.provisional_every == 0 if cfg.provisional_every else False, provisional):
-            return self._provisional()
-        return []
+            return owed + self._provisional()
+        return owed
 
     def flush(self) -> list[FrameResult]:
         """Finishes the sequence: runs the partial final window, or returns the pending tail of

@@ -99,6 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.threads < 1:
             raise SynthError(f"--threads must be >= 1, got {args.threads}")
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise SynthError(f"--out {str(out)!r} exists and is not a folder")
         topics = BagTopics(world_frame=args.world_frame, camera_frame=args.camera_frame, base_frame=args.base_frame)
         with ExitStack() as stack:
             writers = []
@@ -128,7 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "synth_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
     except (SynthError, ImageFolderError) as exc:
-        parser.error(str(exc))
+        # Bad values, not bad syntax: the reason alone, without the usage text.
+        parser.exit(2, f"loger-synth: error: {exc}\n")
+    except OSError as exc:  # e.g. a folder that cannot be created there
+        parser.exit(2, f"loger-synth: error: --out {str(args.out)!r}: {exc.strerror or exc}\n")
     if not args.quiet:
         where = [str(out)] if not args.no_folder else []
         if bag_path is not None:

@@ -7,7 +7,9 @@ Example::
     loger-batch /data/bags --out /data/maps --address auto      # on a running Ray cluster
 
 Exit status: 0 when every input is mapped (or was already), 1 when some failed after their
-retries, 2 for bad options or inputs, 3 when Ray is not installed, 130 on Ctrl-C.
+retries, 2 for bad options or inputs, 3 when Ray is not installed, 130 on Ctrl-C / SIGTERM: no
+further input starts, the running ones stop after their current frame and keep their outputs
+and a session; running the same command again resumes them. A second Ctrl-C quits at once.
 """
 from __future__ import annotations
 
@@ -100,6 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"loger-batch: error: {RAY_MISSING}", file=sys.stderr)
         return 3
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    from loger_core.cli.interrupt import INTERRUPTED_EXIT, StopRequest
+
     from .inputs import BatchInputError, collect_inputs
     from .runner import BatchError, BatchOptions, print_report, run_batch
 
@@ -111,17 +115,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out_dir=args.out, address=args.address, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
         max_retries=args.max_retries, force=args.force, replay_argv=replay_argv, reconstruct_argv=recon_argv,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, progress=not args.no_progress)
-    try:
-        inputs = collect_inputs(args.inputs)
-        report = run_batch(inputs, options)
-    except (BatchInputError, BatchError) as err:
-        print(f"loger-batch: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"loger-batch: interrupted; finished inputs are in {args.out}/manifest.json, a rerun maps the rest",
-              file=sys.stderr)
-        return 130
+    with StopRequest("loger-batch") as stop:
+        try:
+            inputs = collect_inputs(args.inputs)
+            report = run_batch(inputs, options, stop=stop)
+        except (BatchInputError, BatchError) as err:
+            print(f"loger-batch: error: {err}", file=sys.stderr)
+            return 2
     print_report(report, args.out)
+    if report.interrupted:
+        print(f"loger-batch: interrupted; finished inputs are in {args.out}/manifest.json; run the same command "
+              "again to resume the interrupted ones and map the rest", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 1 if report.failed else 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from loger_core.io.frames import IMAGE_EXTENSIONS
-from loger_ros.replay import ROSBAG2_STORAGE_SUFFIXES, ReplayError, discover_bags, resolve_bag_path
+from loger_ros.bag.reader import ROSBAG2_STORAGE_SUFFIXES, ReplayError, discover_bags, resolve_bag_path
 
 __all__ = ["BatchInput", "BatchInputError", "VIDEO_EXTENSIONS", "classify", "collect_inputs"]
 

@@ -19,12 +19,18 @@ from typing import Callable, Optional
 
 from .inputs import BatchInput
 
-__all__ = ["FAULT_DIR_ENV", "BatchWorker", "JobResult", "JobSpec", "PARTIAL_DIR", "TOOLS", "run_job"]
+__all__ = ["FAULT_DIR_ENV", "SESSION_NAME", "STOP_FILE", "BatchWorker", "JobResult", "JobSpec", "PARTIAL_DIR", "TOOLS",
+           "run_job"]
 
 log = logging.getLogger("loger_ros.batch")
 
 # Folder of OUT holding jobs' temporary outputs until they are complete (then renamed to OUT/<name>).
 PARTIAL_DIR = ".partial"
+# OUT/<STOP_FILE> exists while the batch is being stopped (Ctrl-C on the driver): every job stops
+# after its current frame and keeps what it mapped, with its session, for the next run to resume.
+STOP_FILE = ".stop"
+# An interrupted input's session in its output folder (the tools' default name).
+SESSION_NAME = "session.loger.safetensors"
 # Which single-input tool maps each kind of input.
 TOOLS = {"bag": "loger-replay", "images": "loger-reconstruct", "video": "loger-reconstruct"}
 # Fault injection for the tests: when FAULT_DIR/<name>.kill exists, the job renames it to
@@ -45,12 +51,15 @@ class JobSpec:
     argv: tuple[str, ...]
     key: str
     fault_dir: Optional[str] = None
+    resume: Optional[str] = None  # the session of this input's interrupted run
 
 
 @dataclass
 class JobResult:
-    """Outcome of one attempt. status: 'ok' or 'failed' (error says why); 'crashed' / 'skipped' are
-    set by the runner for workers that died and for inputs already done."""
+    """Outcome of one attempt. status: 'ok', 'failed' (error says why) or 'interrupted' (the batch
+    was stopped: the partial output and its session are in ``output``); 'crashed' / 'skipped' are
+    set by the runner for workers that died and for inputs already done. retryable: the failure
+    may not recur (out of memory); a deterministic one (a bad checkpoint, a malformed input) is not."""
 
     name: str
     input: str
@@ -68,6 +77,7 @@ class JobResult:
     host: str = ""
     model_loaded: bool = False
     gpu_peak_mb: Optional[float] = None
+    retryable: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -76,6 +86,16 @@ class JobResult:
 
 class JobError(RuntimeError):
     """The tool finished but its result is not a complete map (e.g. a read error mid-bag)."""
+
+
+def is_retryable(err: BaseException) -> bool:
+    """Whether another attempt may succeed: running out of (device or host) memory depends on what
+    else ran; a bad checkpoint, a malformed input or bad options fail the same way every time."""
+    import torch
+
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
 def _fault_hook(spec: JobSpec) -> Callable[[int], None]:
@@ -89,16 +109,28 @@ def _fault_hook(spec: JobSpec) -> Callable[[int], None]:
     return hook
 
 
+def _resume_argv(spec: JobSpec) -> list[str]:
+    return ["--resume", spec.resume] if spec.resume else []
+
+
+def _stop_check(spec: JobSpec) -> Callable[[], bool]:
+    marker = Path(spec.out_root) / STOP_FILE
+    return marker.exists
+
+
 def _run_bag(spec: JobSpec, tmp: Path, hook: Callable[[int], None], loader) -> JobResult:
     from loger_ros import replay
 
-    args = replay.build_arg_parser().parse_args([str(spec.input.path), "--out", str(tmp), "--no-progress", *spec.argv])
+    args = replay.build_arg_parser().parse_args([str(spec.input.path), "--out", str(tmp), "--no-progress", *spec.argv,
+                                                 *_resume_argv(spec)])
     options = replay.options_from_args(args)
-    summary = replay.run_replay(options, on_frame=hook, model_loader=loader)
+    summary = replay.run_replay(options, on_frame=hook, model_loader=loader, stop=_stop_check(spec))
     if summary.read_error:
         raise JobError(summary.read_error)
     if summary.interrupted:
-        raise JobError("interrupted")
+        return JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "interrupted",
+                         frames=summary.frames_read, seconds=summary.wall_s, frames_per_s=summary.frames_per_s,
+                         extra={"poses": summary.poses, "session": SESSION_NAME})
     if summary.poses == 0:
         raise JobError(f"no frame was mapped (frames read: {summary.frames_read})")
     ate = summary.metrics["ate"]["rmse"] if summary.metrics and "ate" in summary.metrics else None
@@ -110,14 +142,29 @@ def _run_bag(spec: JobSpec, tmp: Path, hook: Callable[[int], None], loader) -> J
 def _run_sequence(spec: JobSpec, tmp: Path, hook: Callable[[int], None], loader) -> JobResult:
     from loger_core.cli import reconstruct
 
-    args = reconstruct.build_parser().parse_args([str(spec.input.path), "--out", str(tmp), "--quiet", *spec.argv])
+    args = reconstruct.build_parser().parse_args([str(spec.input.path), "--out", str(tmp), "--quiet", *spec.argv,
+                                                  *_resume_argv(spec)])
     hook(2)  # the tool has no per-frame callback: a fault injected here is still mid-task (tmp exists)
-    outcome = reconstruct.run_reconstruct(args, model_loader=loader)
+    outcome = reconstruct.run_reconstruct(args, model_loader=loader, stop=_stop_check(spec))
     run, metrics = outcome.run, outcome.metrics
     ate = metrics["ate"]["rmse"] if metrics and "ate" in metrics else None
-    return JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "ok", frames=int(run["frames_read"]),
+    return JobResult(spec.input.name, str(spec.input.path), spec.input.kind,
+                     "interrupted" if outcome.interrupted else "ok", frames=int(run["frames_read"]),
                      seconds=float(run["seconds"]), frames_per_s=float(run["frames_per_second"] or 0.0),
                      ate_rmse=ate, extra={"poses": run["frames_out"], "map_points": run["map"].get("points")})
+
+
+def _expected(err: BaseException) -> bool:
+    """Errors the tools raise for bad inputs, options or checkpoints (no traceback needed)."""
+    from loger_core.io.errors import ImageFolderError
+    from loger_core.io.session import SessionError
+    from loger_core.model.checkpoint import CheckpointError
+    from loger_core.stream import StreamInputError
+    from loger_ros.bag.reader import ReplayError
+    from loger_ros.params import ParamsError
+
+    return isinstance(err, (JobError, ReplayError, ParamsError, CheckpointError, StreamInputError, SessionError,
+                            ImageFolderError))
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -155,12 +202,15 @@ def run_job(spec: JobSpec) -> JobResult:
         _publish(tmp, out_root / spec.input.name)
         result.output = str(out_root / spec.input.name)
     except Exception as err:  # any failure of one input is reported, and the batch goes on
-        log.exception("loger-batch: %s failed", spec.input.path)
+        if _expected(err):  # a bad input or checkpoint: the reason is the whole story
+            log.error("loger-batch: %s failed: %s", spec.input.path, err)
+        else:
+            log.exception("loger-batch: %s failed", spec.input.path)
         shutil.rmtree(tmp.parent, ignore_errors=True)
         if cuda:
             torch.cuda.empty_cache()  # after an out-of-memory error, give the next input the whole GPU
         result = JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "failed",
-                           error=f"{type(err).__name__}: {err}")
+                           error=f"{type(err).__name__}: {err}", retryable=is_retryable(err))
     except SystemExit as err:  # argparse: options the tool does not accept
         shutil.rmtree(tmp.parent, ignore_errors=True)
         result = JobResult(spec.input.name, str(spec.input.path), spec.input.kind, "failed",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .inputs import BatchInput
-from .jobs import FAULT_DIR_ENV, PARTIAL_DIR, TOOLS, BatchWorker, JobResult, JobSpec
+from .jobs import FAULT_DIR_ENV, PARTIAL_DIR, SESSION_NAME, STOP_FILE, TOOLS, BatchWorker, JobResult, JobSpec
 from .manifest import Manifest, input_fingerprint, job_key, model_identity
 from .summary import format_table, write_summary
 
@@ -65,7 +65,11 @@ class BatchReport:
 
     @property
     def failed(self) -> list[JobResult]:
-        return [r for r in self.results if r.status not in ("ok", "skipped")]
+        return [r for r in self.results if r.status not in ("ok", "skipped", "interrupted")]
+
+    @property
+    def interrupted(self) -> bool:
+        return any(r.status == "interrupted" for r in self.results)
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,28 @@ def tool_settings(kind: str, argv: Sequence[str], probe: Path, model_ids: dict) 
         raise BatchError(f"{TOOLS[kind]} options {list(argv)}: {err}") from None
     ident = (selection.model, selection.checkpoint)
     if ident not in model_ids:
+        _check_checkpoint(selection.checkpoint)
         model_ids[ident] = model_identity(*ident)
     return _ToolSettings(parameters, model_ids[ident])
+
+
+def _check_checkpoint(checkpoint: Optional[str]) -> None:
+    """Refuses, once and before any job, a checkpoint that no job could load: missing, or a
+    .safetensors file whose header does not read (a .pt file is only read by the jobs: a bad one
+    fails each input at once, without retries)."""
+    if not checkpoint:
+        return
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise BatchError(f"checkpoint {checkpoint!r} does not exist (it must be at the same path on every node)")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types for a bad header
+            raise BatchError(f"checkpoint {checkpoint!r} is not a readable safetensors file ({err})") from None
 
 
 def init_ray(options: BatchOptions) -> bool:
@@ -134,14 +158,21 @@ def _skipped(item: BatchInput, entry: dict, out: Path) -> JobResult:
 
 
 def run_batch(inputs: Sequence[BatchInput], options: BatchOptions,
-              on_result: Optional[Callable[[JobResult], None]] = None) -> BatchReport:
+              on_result: Optional[Callable[[JobResult], None]] = None,
+              stop: Optional[Callable[[], bool]] = None) -> BatchReport:
     """Maps every input not already done (manifest key) on Ray; returns the report and writes
-    OUT/manifest.json, OUT/summary.json, OUT/summary.csv. Failures are retried
-    ``options.max_retries`` times, then reported; they never stop the other inputs."""
+    OUT/manifest.json, OUT/summary.json, OUT/summary.csv. Failures that may not recur (a dead
+    worker, out of memory) are retried ``options.max_retries`` times; deterministic ones (a bad
+    checkpoint, a malformed input) are reported at once; none stops the other inputs.
+
+    ``stop()`` (Ctrl-C on the driver): no further input starts, the running ones stop after their
+    current frame and keep their outputs with a session (status 'interrupted'); the next run with
+    the same key resumes them from it."""
     from tqdm import tqdm
 
     out = Path(options.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"--out {str(out)!r} exists and is not a folder")
     try:
         manifest = Manifest.load(out)
     except ValueError as err:
@@ -161,15 +192,25 @@ def run_batch(inputs: Sequence[BatchInput], options: BatchOptions,
         if not options.force and manifest.is_done(item.name, key):
             final[item.name] = _skipped(item, manifest.entries[item.name], out)
             continue
-        specs[item.name] = JobSpec(item, str(out), argv, key, fault_dir)
+        entry = manifest.entries.get(item.name) or {}
+        session = out / item.name / SESSION_NAME
+        resume = (str(session) if not options.force and entry.get("status") == "interrupted" and entry.get("key") == key
+                  and session.is_file() else None)
+        specs[item.name] = JobSpec(item, str(out), argv, key, fault_dir, resume)
+    # Options, checkpoint and manifest are good: only now is anything written.
+    out.mkdir(parents=True, exist_ok=True)
     # Temporary outputs of a batch that died (its rename never came) are garbage now.
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    (out / STOP_FILE).unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     bar = tqdm(total=len(inputs), initial=len(final), unit="input", desc="loger-batch",
                disable=not options.progress, file=sys.stderr, dynamic_ncols=True)
     if specs:
-        _run_on_ray(specs, options, manifest, final, bar, on_result)
+        try:
+            _run_on_ray(specs, options, manifest, final, bar, on_result, stop or (lambda: False))
+        finally:
+            (out / STOP_FILE).unlink(missing_ok=True)
     bar.close()
     wall = time.perf_counter() - t0
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # empty unless a worker died between retries
@@ -180,7 +221,7 @@ def run_batch(inputs: Sequence[BatchInput], options: BatchOptions,
 
 
 def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Manifest, final: dict,
-                bar: Any, on_result: Optional[Callable[[JobResult], None]]) -> None:
+                bar: Any, on_result: Optional[Callable[[JobResult], None]], stop: Callable[[], bool]) -> None:
     import ray
     from ray.exceptions import RayError
 
@@ -197,12 +238,27 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
     attempts = {name: 1 for name in specs}
     pending: dict = {}  # ref of a run() call -> (input name, actor)
     reviving: dict = {}  # ref of a ready() call on an actor that died -> actor
+    stopping = False
     while queue or pending:
+        if stop() and not stopping:
+            stopping = True
+            log.warning("loger-batch: stopping: running inputs finish their frame and keep a session")
+            (Path(options.out_dir).resolve() / STOP_FILE).touch()
+            while queue:
+                name = queue.popleft()
+                spec = specs[name]
+                final[name] = JobResult(name, str(spec.input.path), spec.input.kind, "interrupted",
+                                        error="not started: the batch was stopped", attempts=0)
         while queue and idle:
             name = queue.popleft()
             actor = idle.pop()
             pending[actor.run.remote(specs[name])] = (name, actor)
-        ready, _ = ray.wait(list(pending) + list(reviving), num_returns=1)
+        if not pending and not reviving:
+            break
+        # A timeout, so that a stop request is seen while jobs run.
+        ready, _ = ray.wait(list(pending) + list(reviving), num_returns=1, timeout=0.5)
+        if not ready:
+            continue
         ref = ready[0]
         if ref in reviving:
             actor = reviving.pop(ref)
@@ -229,7 +285,9 @@ def _run_on_ray(specs: dict[str, JobSpec], options: BatchOptions, manifest: Mani
         if result.status == "crashed":
             # A dead worker never cleaned up; no other attempt of this input is running.
             shutil.rmtree(Path(spec.out_root) / PARTIAL_DIR / name, ignore_errors=True)
-        if result.status != "ok" and attempts[name] <= options.max_retries:
+        # Only what can change on another attempt is retried: a dead worker, out of memory.
+        retry = result.status == "crashed" or (result.status == "failed" and result.retryable)
+        if retry and attempts[name] <= options.max_retries and not stopping:
             log.warning("loger-batch: %s attempt %d/%d %s: %s; retrying", name, attempts[name],
                         options.max_retries + 1, result.status, (result.error or "")[:200])
             attempts[name] += 1
