@@ -23,4 +23,5 @@ cd "$ROOT"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
   test/test_conversions.py test/test_malformed_messages.py test/test_map.py test/test_node_core.py \
   test/test_params.py test/test_stream_bounded.py test/test_stream_geometry.py test/test_stream_inputs.py \
-  test/test_stream_preprocess.py test/test_stream_scale.py test/test_session.py test/test_grid.py test/test_batch_offline.py test/test_batch.py "$@"
+  test/test_stream_preprocess.py test/test_stream_scale.py test/test_session.py test/test_grid.py test/test_batch_offline.py test/test_batch.py \
+  test/test_backend_geometry.py test/test_backend_graph.py test/test_backend_place.py test/test_backend_pipeline.py "$@"

@@ -245,9 +245,6 @@ def test_two_view_recovers_pose_depths_and_parallax(seed):
     np.testing.assert_allclose(T[3], [0, 0, 0, 1])
 
 
-@pytest.mark.xfail(strict=True, reason="two_view.estimate_two_view keeps cv2.RANSAC's best minimal-sample E "
-                   "without refitting on the inliers: 0.1-0.5 deg rotation, 1-5 deg translation-direction and "
-                   "5-18% depth errors at 0.3 px noise (USAC_ACCURATE: 0.01-0.07 deg, 0.1-0.5 deg)")
 def test_two_view_accuracy_on_well_conditioned_scene():
     for seed in range(5):
         s = scene(seed)

@@ -295,14 +295,8 @@ def test_pose_graph_orthonormalises_drifted_rotations():
     assert angle_deg(Rg.T @ rotz(20)) < 0.02
 
 
-# Sim(3) with a scale that is not 1. The documented convention (PoseGraph docstring, and core.py's
-# use: T_w_old @ _scaled(T_old_new, s_old)) is S(p) = s R p + t; GTSAM's Similarity3 is s (R p + t).
-SIM3_REASON = ("pose_graph.PoseGraph passes (R, t, s) straight to gtsam.Similarity3 and reads "
-               "translation() back, but GTSAM's Similarity3 maps p -> s (R p + t), not the documented "
-               "s R p + t: translations of factors with scale != 1 and of nodes whose scale != 1 are off by s")
-
-
-@pytest.mark.xfail(strict=True, reason=SIM3_REASON)
+# Sim(3) with a scale that is not 1: PoseGraph's convention is S(p) = s R p + t (core.py's use,
+# T_w_old @ _scaled(T_old_new, s_old)), where GTSAM's Similarity3 is s (R p + t).
 def test_sim3_convention_composition():
     g = PoseGraph(metric=False, robust_kernel="none")
     g.add_node(0, np.eye(4), anchor=True)
@@ -320,7 +314,6 @@ def test_sim3_convention_composition():
     np.testing.assert_allclose(T2[:3, 3], [3.0, 0, 0], atol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=SIM3_REASON)
 def test_sim3_loop_corrects_scale_drift():
     # Monocular scale drift: each keyframe's units grow 2% per step, so odometry translations are in
     # units 1.02^k larger than the truth while the measured relative scale is 1. The loop to node 0
@@ -381,8 +374,6 @@ def test_config_invalid_value_names_field(name, value):
         cfg.validate()
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: the inlier-ratio check says 'backend inlier ratios must "
-                   "be in [0, 1]' without naming min_inlier_ratio / loop_min_inlier_ratio or the value")
 @pytest.mark.parametrize("name", ["min_inlier_ratio", "loop_min_inlier_ratio"])
 def test_config_inlier_ratio_error_names_field(name):
     with pytest.raises(BackendConfigError, match=name):

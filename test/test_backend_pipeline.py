@@ -67,7 +67,7 @@ def _path_length(poses: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def room():
-    frames = render_frames(SynthConfig(scene="room", trajectory="handheld", frames=90, width=160, height=120,
+    frames = render_frames(SynthConfig(scene="room", trajectory="handheld", frames=90, width=224, height=168,
                                        fps=15, seed=5011), device="cpu")
     return frames, np.stack([f.T_world_cam for f in frames])
 
@@ -86,10 +86,13 @@ def test_the_back_end_undoes_a_drifting_front_end_from_the_images(room):
     assert 5 <= stats["keyframes"] <= 90
     assert after < 0.3 * before, (before, after)
     assert after < 0.02 * path, (after, path)
-    # Frame-to-frame rotation follows the images, not the 0.3 deg/frame bias.
-    rel_err = [rotation_angle_deg((np.linalg.inv(est[i - 1]) @ est[i])[:3, :3].T @ (np.linalg.inv(gt[i - 1]) @ gt[i])[:3, :3])
-               for i in range(1, len(gt))]
-    assert np.mean(rel_err) < 0.2
+    # Keyframe-to-keyframe rotation follows the images, not the 0.3 deg/frame bias (which adds up
+    # to about 1 deg between keyframes).
+    k = [i for i, r in enumerate(be.core.frames) if r.is_keyframe]
+    rel_err = [rotation_angle_deg((np.linalg.inv(est[a]) @ est[b])[:3, :3].T @ (np.linalg.inv(gt[a]) @ gt[b])[:3, :3])
+               for a, b in zip(k[:-1], k[1:])]
+    bias = [0.3 * (b - a) for a, b in zip(k[:-1], k[1:])]
+    assert np.mean(rel_err) < 0.25 * np.mean(bias), (np.mean(rel_err), np.mean(bias))
 
 
 def test_keyframes_are_spaced_by_parallax_and_the_graph_is_bounded(room):
@@ -110,8 +113,8 @@ def test_a_back_end_restored_from_its_session_state_continues_exactly(room):
     frames, gt = room
     inputs = _inputs(frames, _drifted(gt, 0.2, 1.002))
     cfg = BackendConfig(threaded=False, loop_closure=False)
-    whole = _run(inputs, **{"threaded": False, "loop_closure": False})
-    half = _run(inputs[:47], **{"threaded": False, "loop_closure": False})
+    whole = _run(inputs, loop_closure=False)
+    half = _run(inputs[:47], loop_closure=False)
     tensors, meta = capture_backend(half.core)
     json.dumps(meta)  # the meta part goes into the session's JSON header
     resumed = GeometricBackend(cfg, core=restore_backend(cfg, tensors, meta))
@@ -126,8 +129,9 @@ def test_a_back_end_restored_from_its_session_state_continues_exactly(room):
 
 @pytest.fixture(scope="module")
 def loop_drive():
-    frames = render_frames(SynthConfig(scene="loop", trajectory="car", frames=240, width=192, height=144, fps=10,
-                                       seed=5013), device="cpu")
+    # The car laps its block (about 130 m) in about 360 frames, then drives on past its start.
+    frames = render_frames(SynthConfig(scene="loop", trajectory="car", frames=400, width=320, height=240, fps=10,
+                                       seed=5003), device="cpu")
     return frames, np.stack([f.T_world_cam for f in frames])
 
 
@@ -135,14 +139,20 @@ def test_a_true_loop_is_closed_and_straightens_the_drive(loop_drive):
     frames, gt = loop_drive
     net = _drifted(gt, yaw_per_frame_deg=0.05, scale_per_frame=1.0)
     inputs = _inputs(frames, net)
-    open_loop = _run(inputs, loop_closure=False, loop_min_age=60)
-    closed = _run(inputs, loop_min_age=60)
+    open_loop = _run(inputs, loop_closure=False)
+    closed = _run(inputs)
     stats = closed.stats()
     assert stats["loop_closures"] >= 1, stats
     kfs = closed.core.keyframes
-    for a, b in stats["loops"]:
-        # Every accepted closure joins two places that are truly close (the second lap is one lane over).
-        assert np.linalg.norm(gt[kfs[a].index, :3, 3] - gt[kfs[b].index, :3, 3]) < 4.0
+    loops = [r for r in closed.core.graph.records if r[0] == "between" and r[8]]
+    assert len(loops) == stats["loop_closures"]
+    for _, a, b, T_a_b, *_ in loops:
+        # Every accepted closure measured the true relative pose of the two places (the second lap
+        # runs one lane over, so they can be metres apart): rotation and direction of travel agree.
+        G = np.linalg.inv(gt[kfs[a].index]) @ gt[kfs[b].index]
+        assert rotation_angle_deg(T_a_b[:3, :3].T @ G[:3, :3]) < 3.0
+        cos = T_a_b[:3, 3] @ G[:3, 3] / (np.linalg.norm(T_a_b[:3, 3]) * np.linalg.norm(G[:3, 3]) + 1e-12)
+        assert cos > np.cos(np.radians(20.0)), (a, b, T_a_b[:3, 3], G[:3, 3])
     e_open = compute_ate(open_loop.poses()[1], gt, align="sim3").rmse
     e_closed = compute_ate(closed.poses()[1], gt, align="sim3").rmse
     assert e_closed <= e_open * 1.05, (e_open, e_closed)

@@ -137,8 +137,6 @@ def test_place_index_deterministic(place_images):
     assert st["vecs"].shape == (12, 16 * 128) and st["keys"].tolist() == list(range(12))
 
 
-@pytest.mark.xfail(strict=True, reason="place.py PlaceIndex._learn: np.concatenate of an empty list raises "
-                   "ValueError when every pending keyframe has no descriptors (flat/dark first keyframes)")
 def test_place_index_featureless_keyframes():
     idx = PlaceIndex(k=4, vocab_keyframes=2)
     idx.add(0, np.zeros((0, 128), np.float32))

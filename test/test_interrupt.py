@@ -143,7 +143,7 @@ MODULES = {"reconstruct": "loger_core.cli.entry", "replay": "loger_ros.entry"}
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    from loger_core.io.image_folder import write_image_folder
+    from loger_core.io.image_folder_writer import write_image_folder
     from loger_core.synthetic import SynthConfig, render_frames
     from loger_core.synthetic.rosbag_writer import write_rosbag
 

@@ -115,6 +115,14 @@ class GeometricBackend:
         threading.Thread(target=_wait, daemon=True).start()
         return done.wait(timeout_s)
 
+    def finalize(self) -> None:
+        """The end of a run: the whole graph solved in batch (see :meth:`PoseGraph.finalize`)."""
+        with self._lock:
+            try:
+                self.core.graph.finalize()
+            except RuntimeError as err:
+                log.warning("back end: the final batch solve failed (%s); the incremental estimate stays", err)
+
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)

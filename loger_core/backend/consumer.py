@@ -55,7 +55,8 @@ class BackendConsumer:
 
     def final(self, timeout_s: Optional[float] = None) -> PoseCorrection:
         """Wait for the back end to finish the frames it was given, then the full correction."""
-        self.backend.finish(timeout_s)
+        if self.backend.finish(timeout_s):
+            self.backend.finalize()
         return self._correction(full=True)
 
     def _correction(self, full: bool) -> PoseCorrection:

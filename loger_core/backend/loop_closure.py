@@ -13,7 +13,7 @@ from loger_core.backend.config import BackendConfig
 from loger_core.backend.features import Features, match_features
 from loger_core.backend.keyframes import Keyframe
 from loger_core.backend.scale import log_ratio_stats
-from loger_core.backend.two_view import estimate_two_view
+from loger_core.backend.two_view import estimate_pnp, estimate_two_view, normalize
 
 __all__ = ["LoopCandidate", "verify_loop", "consistent", "rotation_angle_deg"]
 
@@ -56,16 +56,33 @@ def verify_loop(cfg: BackendConfig, old: Keyframe, new_feats: Features, new_K: n
     ratio = tv.inliers / max(len(pairs), 1)
     if ratio < cfg.loop_min_inlier_ratio:
         return None
-    net = log_ratio_stats(old.depth_place[tv.pairs[:, 0]], tv.depth_a)
-    if net is None:
-        return None
-    s_old = float(np.exp(net[0])) * old.q  # step length in the old keyframe's map units
-    T_new_old = tv.T_b_a(s_old)
+    pnp = estimate_pnp(old.place.uv, old.depth_place, old.K, new_feats.uv, new_K, pairs, cfg.pnp_px,
+                       cfg.loop_min_inliers)
+    if pnp is not None and pnp.inliers >= cfg.pnp_min_inlier_fraction * tv.inliers:
+        # As for odometry steps: where the old keyframe's network depth explains the matches, PnP
+        # against it is the more precise relative pose (the essential matrix was 3 deg off on a
+        # revisit one lane over).
+        T_new_old = np.eye(4)
+        T_new_old[:3, :3] = pnp.R
+        T_new_old[:3, 3] = pnp.t * old.q
+        pts_pairs = pnp.pairs
+        z_old = old.depth_place[pts_pairs[:, 0]].astype(np.float64) * old.q
+        xa = normalize(old.place.uv[pts_pairs[:, 0]], old.K)
+        X = np.column_stack([xa * z_old[:, None], z_old])
+        z_in_new = (X @ T_new_old[:3, :3].T + T_new_old[:3, 3])[:, 2]
+    else:
+        net = log_ratio_stats(old.depth_place[tv.pairs[:, 0]], tv.depth_a)
+        if net is None:
+            return None
+        s_old = float(np.exp(net[0])) * old.q  # step length in the old keyframe's map units
+        T_new_old = tv.T_b_a(s_old)
+        pts_pairs = tv.pairs
+        z_in_new = tv.depth_b * s_old
     T_old_new = np.linalg.inv(T_new_old)
     scale = 1.0
     if new_depth is not None:
         # The new keyframe's own map units against the old one's: the same points' depths.
-        z_new = log_ratio_stats(tv.depth_b * s_old, new_depth[tv.pairs[:, 1]].astype(np.float64) * new_q)
+        z_new = log_ratio_stats(z_in_new, new_depth[pts_pairs[:, 1]].astype(np.float64) * new_q)
         if z_new is not None:
             scale = float(np.exp(z_new[0]))
     return T_old_new, scale, tv.inliers, ratio

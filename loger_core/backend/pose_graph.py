@@ -156,6 +156,20 @@ class PoseGraph:
             self._graph = gtsam.NonlinearFactorGraph()
             self._values = gtsam.Values()
 
+    def finalize(self) -> None:
+        """Solve the whole graph in batch to convergence from the current estimate (the end of a
+        run): the optimum no longer depends on the order iSAM2 saw the factors in, so a run resumed
+        from a session ends where an uninterrupted one does."""
+        if self._estimate is None or self.nodes == 0:
+            return
+        if self._graph.size() or self._values.size():
+            self.optimize()
+        params = gtsam.LevenbergMarquardtParams()
+        params.setRelativeErrorTol(1e-12)
+        params.setAbsoluteErrorTol(1e-12)
+        params.setMaxIterations(100)
+        self._estimate = gtsam.LevenbergMarquardtOptimizer(self._all_graph, self._estimate, params).optimize()
+
     def optimize_from(self, estimate: dict[int, tuple[np.ndarray, float]]) -> None:
         """Optimise what was added (a restored session) starting from a saved ``estimate``
         (key -> (T_world_kf, scale)) instead of the nodes' first values."""
