@@ -56,25 +56,18 @@ from loger_core.eval.metrics import EvalError, evaluate
 from loger_core.mapping.grid import FloorGridBuilder, GridConfig, GridError, render_grid_png, write_map_server
 from loger_core.io.image_folder import ImageFolderError, ImageFolderSequence
 from loger_core.io.sequences import open_sequence
-from loger_core.backend import BackendConfig, BackendConfigError, BackendConsumer
-from loger_core.cli.reconstruct_args import AUTO_VOXEL_FRACTION, build_parser
+from loger_core.cli.reconstruct_outputs import ReconstructOutputs, backend_config, make_backend
+from loger_core.cli.reconstruct_args import AUTO_VOXEL_FRACTION, build_parser  # noqa: F401 (re-exported)
 from loger_core.io.atomic import atomic_path, write_json_atomic
 from loger_core.io.trajectory import Trajectory
 from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest
 from loger_core.pipeline.outputs import write_tum_atomic
-from loger_core.mapping.voxel_map import MapConfig, MapError, VoxelMap
-from loger_core.model.selection import MODEL_CHOICES, ModelSelection, ModelSelectionError, select_model
+from loger_core.mapping.voxel_map import MapError
+from loger_core.model.selection import ModelSelection, ModelSelectionError, select_model
 from loger_core.model.checkpoint import CheckpointError
 from loger_core.eval.plotting import plot_top_view
-from loger_core.io.session import (
-    Session, SessionComponent, SessionConfigMismatchError, SessionError, load_session, model_identity,
-    restore_voxel_map, save_session, trajectory_component, trajectory_from_component, voxel_map_component,
-)
-from loger_core.pipeline.grid_mapping import FloorGridFeed
-from loger_core.pipeline.map_fusion import MapFusion
-from loger_core.pipeline.mapper import FrameConsumer, Mapper
-from loger_core.stream import FrameResult, ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
-from loger_core.stream.config import DTYPES
+from loger_core.io.session import Session, SessionError, load_session, model_identity, save_session
+from loger_core.stream import ScaleConfig, StreamConfig, StreamingReconstructor, StreamInputError
 
 __all__ = ["DEFAULT_SESSION_NAME", "ReconstructOutcome", "build_parser", "main", "run_reconstruct"]
 
@@ -127,121 +120,13 @@ def _voxel_size(text: str) -> Optional[float]:
     return v
 
 
-class _Outputs:
-    """What the run writes, through the pipeline's one commit path (:class:`Mapper`): the
-    trajectory (grows with the frames, by nature), the bounded voxel map (its size automatic at
-    the first committed frame unless given) and the floor grid."""
-
-    def __init__(self, voxel: Optional[float], max_points: int, grid: Optional[FloorGridBuilder] = None,
-                 consumer: Optional[FrameConsumer] = None) -> None:
-        self.voxel = voxel
-        self.max_points = max_points
-        self.grid_feed = FloorGridFeed(grid) if grid is not None else None
-        self.consumer = consumer
-        self.mapper = Mapper(make_fusion=self._make_fusion, consumer=consumer)
-        self.frontend_stamps: list[int] = []
-        self.frontend_poses: list[np.ndarray] = []
-
-    def _make_fusion(self, first: FrameResult, config: Optional[MapConfig] = None) -> MapFusion:
-        if self.voxel is None:
-            depth = first.depth[np.isfinite(first.depth) & (first.depth > 0)]
-            median = float(np.median(depth)) if depth.size else 1.0
-            self.voxel = max(median * AUTO_VOXEL_FRACTION, 1e-6)
-        fusion = MapFusion(config or MapConfig(voxel_size=self.voxel, max_points=self.max_points), None, "world", 0, log,
-                           strict=True, skip_empty=False)
-        fusion.grid = self.grid_feed
-        return fusion
-
-    @property
-    def grid(self) -> Optional[FloorGridBuilder]:
-        return self.grid_feed.builder if self.grid_feed is not None else None
-
-    @property
-    def map(self) -> Optional[VoxelMap]:
-        return self.mapper.fusion.map if self.mapper.fusion is not None else None
-
-    @property
-    def last_K(self) -> Optional[np.ndarray]:
-        return self.mapper.last_K
-
-    def remember(self, stamp_ns: int, rgb: np.ndarray) -> None:
-        self.mapper.remember_image(stamp_ns, rgb)
-
-    def add(self, results) -> None:
-        """Commit the stream's results (provisional ones are skipped), fused inline."""
-        for r in results:
-            if not r.provisional:
-                self.frontend_stamps.append(int(r.stamp_ns))
-                self.frontend_poses.append(np.asarray(r.T_world_cam, np.float64))
-        if self.mapper.commit(results) >= 0:
-            self.mapper.fusion.run_pending()
-
-    def finish_backend(self) -> None:
-        """Wait for the back end, then apply its full correction (every pose, the map and grid
-        fused again from its keyframes)."""
-        if self.consumer is None or self.mapper.fusion is None:
-            return
-        self.mapper.apply_correction(self.consumer.final())
-        self.mapper.fusion.run_pending()
-
-    def frontend_trajectory(self) -> Trajectory:
-        """The network's own committed poses (before the back end)."""
-        return Trajectory(np.asarray(self.frontend_stamps, np.int64), np.asarray(self.frontend_poses).reshape(-1, 4, 4))
-
-    def trajectory(self) -> Trajectory:
-        return self.mapper.trajectory("camera")
-
-    # Mapping sessions: the map, the trajectory and the automatic voxel size travel with the stream.
-    def session_components(self) -> dict[str, SessionComponent]:
-        m = self.mapper
-        comps = {"trajectory": trajectory_component(m.stamps, {
-                     "T_world_cam": np.asarray(m.poses_cam).reshape(-1, 4, 4),
-                     "T_world_cam_frontend": np.asarray(self.frontend_poses).reshape(-1, 4, 4)}),
-                 "reconstruct": SessionComponent({}, {"voxel_size": self.voxel, "last_K": None if m.last_K is None
-                                                      else m.last_K.tolist()})}
-        if self.map is not None:
-            comps["map"] = voxel_map_component(self.map)
-        if self.consumer is not None:
-            tensors, meta = self.consumer.capture(m.correction)
-            tensors.update(m.images_state())  # frames pushed but not committed: the back end needs their images
-            comps["backend"] = SessionComponent(tensors, meta)
-        return comps
-
-    def restore(self, session: Session, path: str) -> None:
-        meta = session.component("reconstruct", path).meta
-        saved_voxel = meta["voxel_size"]
-        if self.voxel is not None and saved_voxel is not None and self.voxel != saved_voxel:
-            raise SessionConfigMismatchError(path, f"its map has voxel size {saved_voxel}, --voxel-size is {self.voxel}")
-        self.voxel = saved_voxel if saved_voxel is not None else self.voxel
-        stamps, poses = trajectory_from_component(session.component("trajectory", path), path)
-        m = self.mapper
-        m.stamps[:] = [int(v) for v in stamps]
-        m.poses_cam[:] = list(poses["T_world_cam"])
-        m.poses_base[:] = list(poses["T_world_cam"])
-        self.frontend_stamps = [int(v) for v in stamps]
-        self.frontend_poses = list(poses.get("T_world_cam_frontend", poses["T_world_cam"]))
-        if self.consumer is not None:
-            if "backend" not in session.components:
-                raise SessionConfigMismatchError(path, "it was written without the back end: resume it with --backend off")
-            comp = session.components["backend"]
-            try:
-                m.correction = self.consumer.restore(comp.tensors, comp.meta, path)
-                m.restore_images(comp.tensors)
-            except (ValueError, KeyError) as err:
-                raise SessionConfigMismatchError(path, f"its back-end state cannot be used ({err})") from None
-        m.last_K = None if meta["last_K"] is None else np.asarray(meta["last_K"], dtype=np.float64)
-        if "map" in session.components:
-            m.fusion = self._make_fusion(None, MapConfig(voxel_size=self.voxel, max_points=self.max_points))
-            restore_voxel_map(m.fusion.map, session.components["map"], path)
-
-
-def _save_session(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> None:
+def _save_session(path: str, rec: StreamingReconstructor, outputs: ReconstructOutputs) -> None:
     outputs.add(rec.drain())  # windows in flight (async) are committed state first
     comps = {"stream": rec.session_component(), **outputs.session_components()}
     save_session(path, Session(model_identity(rec.model), rec.session_settings(), comps))
 
 
-def _resume(path: str, rec: StreamingReconstructor, outputs: _Outputs) -> Optional[int]:
+def _resume(path: str, rec: StreamingReconstructor, outputs: ReconstructOutputs) -> Optional[int]:
     """Continue from the session at ``path``; returns the last stamp it holds (frames up to it are skipped)."""
     session = load_session(path, model_identity(rec.model), rec.session_settings())
     outputs.restore(session, path)
@@ -283,7 +168,7 @@ def run_reconstruct(args: argparse.Namespace,
         raise StreamInputError(f"--stride must be >= 1, got {args.stride}")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamInputError(f"--max-frames must be >= 1, got {args.max_frames}")
-    _backend_config(args)  # bad --backend-param values fail before anything is created
+    backend_config(args)  # bad --backend-param values fail before anything is created
     seq = _open_input(Path(args.input), args.fps, args.groundtruth)
     out = Path(args.out) if args.out else Path.cwd() / f"{Path(args.input).name}_loger"
     if out.exists() and not out.is_dir():
@@ -317,8 +202,8 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
                                                max_height=args.grid_max_height, max_range=args.grid_max_range))
         except GridError as err:
             raise StreamInputError(f"--grid-*: {err}") from None
-    consumer = _backend(args, cfg)
-    outputs = _Outputs(voxel, args.max_map_points, grid, consumer)
+    consumer = make_backend(args, cfg)
+    outputs = ReconstructOutputs(voxel, args.max_map_points, grid, consumer)
     resumed_until = _resume(args.resume, rec, outputs) if args.resume else None
     try:
         out.mkdir(parents=True, exist_ok=True)  # inputs, model and session are good by now
@@ -448,46 +333,6 @@ def _reconstruct(args, cfg: StreamConfig, selection: ModelSelection, seq, out: P
     elif selection.bundled:
         print("NOTE: the bundled demo model was used (trained on synthetic scenes); pass --checkpoint for real results.")
     return ReconstructOutcome(out, run, metrics)
-
-
-def _backend(args, cfg: StreamConfig) -> Optional[BackendConsumer]:
-    """The back end of the run, or None with ``--backend off``."""
-    if getattr(args, "backend", "on") == "off":
-        return None
-    bcfg = _backend_config(args)
-    # Metric scale (depth images, a fixed factor): SE(3) graph; the network's own scale: Sim(3).
-    metric = cfg.scale.source in ("depth", "fixed")
-    crop = None
-    if cfg.resize_mode == "crop":
-        from loger_core.stream.preprocess import center_crop_box
-
-        def crop(result):
-            W, H = result.image_size
-            w, h = result.model_size
-            return center_crop_box(W, H, w / h)
-    return BackendConsumer(bcfg, metric=metric, crop_of=crop)
-
-
-def _backend_config(args) -> BackendConfig:
-    """The back end's settings from ``--loop-closure`` and ``--backend-param`` (StreamInputError when bad).
-    Offline: every frame is tracked (max_queue 0), whatever the back end's pace."""
-    values: dict[str, Any] = {"loop_closure": getattr(args, "loop_closure", "on") == "on", "max_queue": 0}
-    for item in getattr(args, "backend_param", []) or []:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise StreamInputError(f"--backend-param must be NAME=VALUE, got {item!r}")
-        values[name.strip()] = _parse_value(text.strip())
-    try:
-        return BackendConfig.from_mapping(values)
-    except (BackendConfigError, TypeError) as err:
-        raise StreamInputError(f"--backend-param: {err}") from None
-
-
-def _parse_value(text: str) -> Any:
-    """A YAML scalar (numbers, booleans, strings) for --backend-param."""
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def _write_grid(out: Path, grid: FloorGridBuilder, est: Trajectory) -> dict:

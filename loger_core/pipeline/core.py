@@ -471,6 +471,11 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
         except Exception as err:  # noqa: BLE001 - the map built so far must survive a back-end failure
             self.log.error(f"the back end's final correction failed; the map keeps its last correction: {err!r}")
             return []
+        finally:
+            # The stream is finished: its thread goes (a reset starts a new back end).
+            close = getattr(self.mapper.consumer, "close", None)
+            if close is not None:
+                close()
         return self._correction_publications()
 
     def _correction_publications(self) -> list[Publication]:
