@@ -17,7 +17,7 @@ mapping session is saved every period and, on shutdown, before the incomplete wi
 
 Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msgs/Path),
 ``~/cloud`` (latest window, sensor_msgs/PointCloud2), ``~/map`` (PointCloud2, transient local),
-``~/grid`` (nav_msgs/OccupancyGrid for Nav2, transient local), ``/diagnostics``, TF. Inputs: ``image_topic`` (+ ``camera_info_topic``, ``depth_topic``,
+``~/grid`` (nav_msgs/OccupancyGrid for Nav2, transient local), ``~/loop_closures`` (visualization_msgs/MarkerArray, the back end's closed loops), ``/diagnostics``, TF. Inputs: ``image_topic`` (+ ``camera_info_topic``, ``depth_topic``,
 ``odometry_topic``). Honours ``use_sim_time`` (node clock for the map/diagnostics periods).
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid, Odometry, Path
+from visualization_msgs.msg import MarkerArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
@@ -123,6 +124,7 @@ class MappingShell:
             "cloud": self.create_publisher(PointCloud2, OUTPUT_TOPICS["cloud"], 5),
             "map": self.create_publisher(PointCloud2, OUTPUT_TOPICS["map"], _MAP_QOS),
             "grid": self.create_publisher(OccupancyGrid, OUTPUT_TOPICS["grid"], _MAP_QOS),
+            "loop_closures": self.create_publisher(MarkerArray, OUTPUT_TOPICS["loop_closures"], _MAP_QOS),
             "diagnostics": self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10),
         }
         services = ReentrantCallbackGroup()

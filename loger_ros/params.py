@@ -52,6 +52,7 @@ OUTPUT_TOPICS: dict[str, str] = {
     "cloud": "~/cloud",
     "map": "~/map",
     "grid": "~/grid",
+    "loop_closures": "~/loop_closures",
 }
 SERVICES: dict[str, str] = {"reset": "~/reset", "save_map": "~/save_map"}
 DIAGNOSTICS_TOPIC = "/diagnostics"

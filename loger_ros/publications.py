@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from loger_ros.conversions.markers import loop_closure_markers
 from loger_ros.conversions import (
     CovarianceModel,
     MessageFactory,
@@ -37,6 +38,7 @@ CHANNEL_TYPES: dict[str, str] = {
     "tf": "tf2_msgs/msg/TFMessage",
     "tf_static": "tf2_msgs/msg/TFMessage",
     "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+    "loop_closures": "visualization_msgs/msg/MarkerArray",
 }
 CHANNELS: tuple[str, ...] = tuple(CHANNEL_TYPES)
 DIAGNOSTIC_LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
@@ -96,6 +98,10 @@ class MessageBuilder:
         """``nav_msgs/OccupancyGrid`` of ``data (H, W)`` (0 / 100 / -1, row 0 = lowest y) in ``frame_id``."""
         msg = occupancy_grid_from_array(self.factory, stamp_ns, frame_id, data, resolution, origin_xy, origin_z)
         return Publication("grid", msg, stamp_ns)
+
+    def loop_closures(self, stamp_ns: int, frame_id: str, segments: np.ndarray) -> Publication:
+        """``visualization_msgs/MarkerArray``: a line per closed loop, ``segments (N, 2, 3)`` in ``frame_id``."""
+        return Publication("loop_closures", loop_closure_markers(self.factory, stamp_ns, frame_id, segments), stamp_ns)
 
     def diagnostics(self, stamp_ns: int, name: str, hardware_id: str, level: str, message: str,
                     values: Mapping[str, Any]) -> Publication:

@@ -219,6 +219,9 @@ def test_rviz_shows_map_window_odometry_path_tf_and_camera():
     assert by_topic[topics["cloud"]]["Class"] == "rviz_default_plugins/PointCloud2"
     assert by_topic[topics["odom"]]["Class"] == "rviz_default_plugins/Odometry"
     assert by_topic[topics["path"]]["Class"] == "rviz_default_plugins/Path"
+    # The back end's closed loops, latched like the map.
+    assert by_topic[topics["loop_closures"]]["Class"] == "rviz_default_plugins/MarkerArray"
+    assert by_topic[topics["loop_closures"]]["Topic"]["Durability Policy"] == "Transient Local"
     # The Nav2 occupancy grid, latched like the map and listed before it (drawn under the cloud).
     assert by_topic[topics["grid"]]["Class"] == "rviz_default_plugins/Map"
     assert by_topic[topics["grid"]]["Topic"]["Durability Policy"] == "Transient Local"

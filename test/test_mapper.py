@@ -119,3 +119,55 @@ def test_the_mapper_skips_provisional_results_and_needs_a_fusion():
     r = _results(2)[0]
     provisional = type(r)(**{**r.__dict__, "provisional": True})
     assert mapper.commit([provisional]) == -1 and len(mapper) == 0
+
+
+class LoopingBackEnd(Recorder):
+    """A back end that, after the 6th frame, moves the world by a known similarity and reports a loop."""
+
+    provides_clouds = True
+
+    def __init__(self):
+        super().__init__()
+        S = np.eye(4)
+        S[:3, 3] = (0.5, 0.0, 0.0)
+        self.S = S
+        self.closed = False
+
+    def poll_correction(self):
+        if len(self.frames) >= 6 and not self.closed:
+            self.closed = True
+            return PoseCorrection(transform=self.S)
+        return None
+
+    def loop_segments(self):
+        return np.array([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]) if self.closed else np.zeros((0, 2, 3))
+
+    def stats(self):
+        return {"keyframes": len(self.frames), "loop_closures": int(self.closed)}
+
+
+def test_a_back_end_correction_goes_into_map_to_odom_and_its_loops_are_published_as_markers():
+    consumer = LoopingBackEnd()
+    pipe = MappingPipeline(NodeParams(allow_synthetic_weights=True, queue_size=64, window_size=4, provisional_budget=1.0,
+                                      overlap_size=1, voxel_size=0.01, provisional_every=0),
+                           RecordEmitter(), reconstructor=FakeStream(), logger=ListLogger(), consumer=consumer)
+    records = []
+    for i in range(12):
+        pipe.on_frame(FrameInput(stamp(i), _rgb(i)))
+        records += pipe.process_all()
+    records += pipe.flush()
+    odom = [r for r in records if r.channel == "odom"]
+    tf = [r for r in records if r.channel == "tf"]
+    markers = [r for r in records if r.channel == "loop_closures"]
+    assert markers and markers[-1].fields["segments"].shape == (1, 2, 3)
+    # The loop's ends in the map frame: the network world's points through T_map_world.
+    T = pipe.tracker.T_map_world
+    np.testing.assert_allclose(markers[-1].fields["segments"][0, 1], T[:3, :3] @ [1.0, 0.0, 0.0] + T[:3, 3])
+    # map -> odom jumped by the correction; odom -> base_link stayed continuous (REP-105).
+    map_odom = [item for r in tf for item in r.fields["items"] if item[1] == "map" and item[2] == "odom"]
+    assert any(np.linalg.norm(item[3][:3, 3]) > 0.4 for item in map_odom)
+    steps = [np.linalg.norm(b.fields["T"][:3, 3] - a.fields["T"][:3, 3]) for a, b in zip(odom[:-1], odom[1:])]
+    assert max(steps) < 0.4  # FakeStream's motion per frame is far below the 0.5 correction
+    # The trajectory after the correction is moved by it.
+    traj = pipe.trajectory("camera")
+    assert len(traj) == 12

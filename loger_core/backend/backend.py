@@ -173,6 +173,13 @@ class GeometricBackend:
         S[:3, 3] = T[:3, 3] - scale * R @ kf.T_net[:3, 3]
         return S
 
+    def loop_segments(self) -> np.ndarray:
+        """(N, 2, 3) float64 the optimised camera centres of the two keyframes of each closed loop."""
+        with self._lock:
+            poses = self.core.keyframe_poses()
+            segs = [(poses[a][0][:3, 3], poses[b][0][:3, 3]) for a, b in self.core.stats.loops if a in poses and b in poses]
+        return np.asarray(segs, np.float64).reshape(-1, 2, 3)
+
     def keyframe_clouds(self) -> list[KeyframeCloud]:
         """Every keyframe's stored points under its optimised pose (for re-fusing the map)."""
         out = []

@@ -86,6 +86,10 @@ class BackendConsumer:
     def stats(self) -> dict:
         return self.backend.stats()
 
+    def loop_segments(self) -> np.ndarray:
+        """(N, 2, 3) the closed loops' keyframe centres in the corrected world (markers)."""
+        return self.backend.loop_segments()
+
     # -- sessions ---------------------------------------------------------------------------
     def capture(self, correction: np.ndarray) -> tuple[dict, dict]:
         """(tensors, meta) of the whole back end, after it finished the frames it was given;

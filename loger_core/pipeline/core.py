@@ -136,6 +136,8 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
             self.fusion.grid = self.grid
         # The one commit path (trajectory, map fusion, grid, back-end hook) that every tool shares.
         self.mapper = Mapper(self.fusion, path_max_poses=params.path_max_poses, consumer=consumer)
+        self._loops_published = 0
+        self._loop_marker_version: tuple = (0, 0)
         self._grid_mount_warned = False
         self.counters = CoreCounters()
         self.latency = LatencyStats()
@@ -481,13 +483,35 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
     def _correction_publications(self) -> list[Publication]:
         """A back end's new correction (applied to the trajectory and map by the mapper) moves the map
         frame's view of the network's world: map -> odom absorbs it (odom -> base_link stays continuous)."""
-        if self.mapper.consumer is None or not self.tracker.set_correction(self.mapper.correction):
+        consumer = self.mapper.consumer
+        if consumer is None:
             return []
+        pubs = self._loop_markers()
+        if not self.tracker.set_correction(self.mapper.correction):
+            return pubs
         last = self.tracker.last_published
         T_map_odom = self.tracker.T_map_odom
         if not self.params.publish_tf or last is None or T_map_odom is None:
+            return pubs
+        return pubs + [self.builder.transforms([(last.stamp_ns, self.params.map_frame, self.params.odom_frame, T_map_odom)])]
+
+    def _loop_markers(self) -> list[Publication]:
+        """The closed loops as lines in the map frame, when a new loop was closed or the graph moved them."""
+        segments = getattr(self.mapper.consumer, "loop_segments", None)
+        if segments is None or not self.tracker.anchored:
             return []
-        return [self.builder.transforms([(last.stamp_ns, self.params.map_frame, self.params.odom_frame, T_map_odom)])]
+        seg = segments()
+        if len(seg) == self._loops_published and not len(seg):
+            return []
+        stats = getattr(self.mapper.consumer, "stats", lambda: {})()
+        version = (len(seg), stats.get("keyframes", 0) if len(seg) else 0)
+        if version == self._loop_marker_version:
+            return []
+        self._loop_marker_version = version
+        self._loops_published = len(seg)
+        T = self.tracker.T_map_world
+        pts = seg.reshape(-1, 3) @ T[:3, :3].T + T[:3, 3]
+        return [self.builder.loop_closures(self._last_stamp or 0, self.params.map_frame, pts.reshape(-1, 2, 3))]
 
     def _warn_grid_without_mount(self) -> None:
         if self.grid is not None and self.mount.source == "identity_fallback" and not self._grid_mount_warned:

@@ -37,6 +37,8 @@ class Emitter(Protocol):
     def grid(self, stamp_ns: int, frame_id: str, data: np.ndarray, resolution: float,
              origin_xy: tuple[float, float], origin_z: float = 0.0) -> Any: ...
 
+    def loop_closures(self, stamp_ns: int, frame_id: str, segments: np.ndarray) -> Any: ...
+
     def diagnostics(self, stamp_ns: int, name: str, hardware_id: str, level: str, message: str,
                     values: Mapping[str, Any]) -> Any: ...
 
@@ -69,6 +71,9 @@ class RecordEmitter:
     def cloud(self, channel, stamp_ns, frame_id, points, colors=None, confidence=None):
         return OutputRecord(channel, int(stamp_ns), dict(frame_id=frame_id, points=points, colors=colors,
                                                          confidence=confidence))
+
+    def loop_closures(self, stamp_ns, frame_id, segments):
+        return OutputRecord("loop_closures", int(stamp_ns), dict(frame_id=frame_id, segments=np.asarray(segments)))
 
     def grid(self, stamp_ns, frame_id, data, resolution, origin_xy, origin_z=0.0):
         return OutputRecord("grid", int(stamp_ns), dict(frame_id=frame_id, data=data, resolution=resolution,

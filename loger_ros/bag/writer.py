@@ -45,7 +45,7 @@ class OutputBag:
     def _connection(self, topic: str, msgtype: str, source: Any = None) -> Any:
         if topic in self._connections:
             return self._connections[topic]
-        latched = _latched_qos() if topic in (self._topics["map"], self._topics["grid"], "/tf_static") else ()
+        latched = _latched_qos() if topic in (self._topics["map"], self._topics["grid"], self._topics["loop_closures"], "/tf_static") else ()
         if source is not None and source.msgdef.data and source.digest:
             conn = self._writer.add_connection(topic, msgtype, msgdef=source.msgdef.data, rihs01=source.digest,
                                                offered_qos_profiles=latched)
