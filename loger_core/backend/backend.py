@@ -47,7 +47,8 @@ def frame_input(result: Any, image: Optional[np.ndarray], crop: Optional[tuple[i
     return FrameInput(stamp_ns=int(result.stamp_ns), index=int(result.index), T_world_cam=np.asarray(result.T_world_cam),
                       depth=result.depth, confidence=result.confidence, K=np.asarray(result.K, np.float64), image=image,
                       crop=crop if crop is not None else (0, 0, int(W), int(H)), points=result.points,
-                      colors=result.colors, point_confidence=result.point_confidence)
+                      colors=result.colors, point_confidence=result.point_confidence,
+                      valid=getattr(result, "valid", None), intrinsics_known=bool(getattr(result, "intrinsics_known", False)))
 
 
 class GeometricBackend:

@@ -38,6 +38,8 @@ class FrameInput:
     points: np.ndarray
     colors: np.ndarray
     point_confidence: np.ndarray
+    valid: Optional[np.ndarray] = None  # (h, w) bool: the pixels ``points`` come from (row-major)
+    intrinsics_known: bool = False  # ``K`` is the camera's, not one implied by the network's points
 
 
 def model_pixels(uv: np.ndarray, crop: tuple[int, int, int, int], model_size: tuple[int, int]) -> np.ndarray:
@@ -102,9 +104,31 @@ def local_points(frame: FrameInput, limit: int, rng: np.random.Generator) -> tup
     pts = np.asarray(frame.points, np.float32)
     cols = np.asarray(frame.colors, np.uint8)
     conf = np.asarray(frame.point_confidence, np.float32)
+    pix = None
+    valid = frame.valid
+    if frame.intrinsics_known and valid is not None and int(valid.sum()) == len(pts) and frame.depth.shape == valid.shape:
+        pix = np.argwhere(valid)  # (M, 2) row, column in the model input, the points' order
     if len(pts) > limit:
         idx = np.sort(rng.choice(len(pts), size=limit, replace=False))
         pts, cols, conf = pts[idx], cols[idx], conf[idx]
+        pix = None if pix is None else pix[idx]
+    if pix is not None:
+        # The camera's own intrinsics with the network's depth: the network's points carry the
+        # focal length it implied, and a wrong one fans walls out into arcs.
+        return _backproject(frame, pix), cols, conf
     T = np.asarray(frame.T_world_cam, np.float64)
     local = (pts.astype(np.float64) - T[:3, 3]) @ T[:3, :3]
     return local.astype(np.float32), cols, conf
+
+
+def _backproject(frame: FrameInput, pix: np.ndarray) -> np.ndarray:
+    """(M, 3) float32 camera-frame points of model pixels ``pix`` (row, col) at the network's depth,
+    through the known intrinsics of the original image (``crop`` and resize undone)."""
+    h, w = frame.depth.shape
+    x0, y0, cw, ch = frame.crop
+    v, u = pix[:, 0].astype(np.float64), pix[:, 1].astype(np.float64)
+    uo = (u + 0.5) * (cw / w) - 0.5 + x0
+    vo = (v + 0.5) * (ch / h) - 0.5 + y0
+    z = frame.depth[pix[:, 0], pix[:, 1]].astype(np.float64)
+    K = frame.K
+    return np.column_stack([(uo - K[0, 2]) / K[0, 0] * z, (vo - K[1, 2]) / K[1, 1] * z, z]).astype(np.float32)
