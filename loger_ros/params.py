@@ -367,6 +367,9 @@ class NodeParams:
     backend_loop_consistency: int = _p(_BACKEND.loop_consistency, "Consecutive keyframes that must agree on a loop's "
                                        "correction before it is closed (1: none).", minimum=1, maximum=10,
                                        group="backend")
+    backend_threaded: bool = _p(_BACKEND.threaded, "Run the back end on its own thread (the frame path never waits "
+                                "on it). false: inline on the inference thread, so outputs do not depend on timing "
+                                "(offline replay).", group="backend")
     backend_max_queue: int = _p(_BACKEND.max_queue, "Frames waiting for the back end beyond this are not tracked "
                                 "(their poses are interpolated between keyframes), so it stays bounded behind a "
                                 "fast camera; 0: track every frame (offline replay).", minimum=0, maximum=100000,

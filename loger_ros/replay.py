@@ -444,6 +444,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     overrides.setdefault("provisional_every", 0)
     # Offline: the back end tracks every frame, however far behind it falls.
     overrides.setdefault("backend_max_queue", 0)
+    # ... inline, so the output bag (every odometry and TF message) is the same on every run.
+    overrides.setdefault("backend_threaded", False)
     params_file = args.params or _default_params_file()
     if params_file is not None:
         params = load_params_yaml(params_file, overrides=overrides)

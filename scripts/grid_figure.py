@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
     fig = Figure(figsize=(8.0, 4.0), dpi=90)
     FigureCanvasAgg(fig)
-    draw(fig.add_subplot(121), demo, est_ground[:, :2], "demo run (bundled tiny model): map.pgm, floor frame")
+    draw(fig.add_subplot(121), demo, est_ground[:, :2], "demo run (bundled small model + back end): map.pgm, floor frame")
     draw(fig.add_subplot(122), truth, gt_xy, "same sequence, exact depth and poses: world frame")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
