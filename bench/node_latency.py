@@ -94,7 +94,8 @@ def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_pri
         window_size=args.window, overlap_size=args.overlap, provisional_every=provisional_every,
         queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
         async_windows=args.async_windows, cuda_graphs=cuda_graphs, pass_priority=pass_priority,
-        provisional_anchors=provisional_anchors, provisional_budget=args.budget)
+        provisional_anchors=provisional_anchors, provisional_budget=args.budget,
+        backend_enabled=args.backend == "on")
 
 
 def warm_up(model, args) -> None:
@@ -359,6 +360,7 @@ def main(argv=None) -> int:
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval (s) for the run: how long a thread may hold the interpreter")
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
+    ap.add_argument("--backend", choices=("on", "off"), default="on", help="the geometric back end (default on, as the node)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)

@@ -3,9 +3,11 @@ path never waits on it. Frames go in with :meth:`GeometricBackend.submit`; corre
 frame, the keyframes' clouds for re-fusion and the counters come out."""
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -19,6 +21,17 @@ from loger_core.backend.keyframes import FrameInput
 __all__ = ["GeometricBackend", "KeyframeCloud", "frame_input"]
 
 log = logging.getLogger(__name__)
+
+# Back ends whose thread still runs: stopped at interpreter exit, so that no worker is inside
+# OpenCV or GTSAM while the interpreter tears down (that aborts the process: "terminate called
+# without an active exception").
+_LIVE: "weakref.WeakSet[GeometricBackend]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for backend in list(_LIVE):
+        backend.close()
 
 
 @dataclass
@@ -68,6 +81,7 @@ class GeometricBackend:
         if cfg.threaded:
             self._thread = threading.Thread(target=self._run, name="loger-backend", daemon=True)
             self._thread.start()
+            _LIVE.add(self)
 
     # -- input ------------------------------------------------------------------------------
     def submit(self, frame: FrameInput) -> None:
@@ -125,9 +139,11 @@ class GeometricBackend:
                 log.warning("back end: the final batch solve failed (%s); the incremental estimate stays", err)
 
     def close(self) -> None:
+        """Stop the worker after the frames already handed over (at most a few seconds)."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=5.0)
+        _LIVE.discard(self)
 
     # -- output -----------------------------------------------------------------------------
     @property
