@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest
+from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest, resume_command
 from loger_core.eval.metrics import EvalError, evaluate
 from loger_core.eval.plotting import plot_top_view
 from loger_core.io.atomic import atomic_path, write_json_atomic
@@ -492,31 +492,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if summary.interrupted:
         session = summary.outputs.get("session")
-        hint = (f"continue with: {_resume_command(sys.argv[1:] if argv is None else argv, session)}" if session
+        hint = (f"continue with: {resume_command('loger-replay', sys.argv[1:] if argv is None else argv, session, ('--overwrite',))}" if session
                 else "no session could be written")
         print(f"loger-replay: interrupted after {summary.frames_read} frames; outputs so far in {options.out_dir}; "
               f"{hint}", file=sys.stderr)
         return INTERRUPTED_EXIT
     return 0
-
-
-def _resume_command(argv: Sequence[str], session: str) -> str:
-    """The interrupted run's command line with ``--resume SESSION`` and ``--overwrite`` (its output
-    bag exists), without ``--session-out``."""
-    import shlex
-
-    cleaned, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--resume", "--session-out"):
-            skip = True
-            continue
-        if a.startswith(("--resume=", "--session-out=")) or a == "--overwrite":
-            continue
-        cleaned.append(a)
-    return shlex.join(["loger-replay", *cleaned, "--resume", session, "--overwrite"])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Optional
 
 from loger_core.io.atomic import remove_in_progress
 
-__all__ = ["INTERRUPTED_EXIT", "PROGRESS_FILE_ENV", "Progress", "StopRequest"]
+__all__ = ["INTERRUPTED_EXIT", "PROGRESS_FILE_ENV", "Progress", "StopRequest", "resume_command"]
 
 INTERRUPTED_EXIT = 130
 PROGRESS_FILE_ENV = "LOGER_PROGRESS_FILE"
@@ -90,3 +90,23 @@ class Progress:
 
     def phase(self, name: str) -> None:
         self._line(name)
+
+
+def resume_command(prog: str, argv, session: str, extra: tuple = ()) -> str:
+    """The interrupted run's command line (``argv`` without any ``--resume`` / ``--session-out``,
+    nor the ``extra`` flags) followed by ``--resume SESSION`` and ``extra``: what the user types to
+    continue."""
+    import shlex
+
+    cleaned, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--resume", "--session-out"):
+            skip = True
+            continue
+        if a.startswith(("--resume=", "--session-out=")) or a in extra:
+            continue
+        cleaned.append(a)
+    return shlex.join([prog, *cleaned, "--resume", session, *extra])

@@ -60,7 +60,7 @@ from loger_core.cli.reconstruct_outputs import ReconstructOutputs, backend_confi
 from loger_core.cli.reconstruct_args import AUTO_VOXEL_FRACTION, build_parser  # noqa: F401 (re-exported)
 from loger_core.io.atomic import atomic_path, write_json_atomic
 from loger_core.io.trajectory import Trajectory
-from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest
+from loger_core.cli.interrupt import INTERRUPTED_EXIT, Progress, StopRequest, resume_command
 from loger_core.pipeline.outputs import write_tum_atomic
 from loger_core.mapping.voxel_map import MapError
 from loger_core.model.selection import ModelSelection, ModelSelectionError, select_model
@@ -382,28 +382,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     if outcome.interrupted:
         print(f"loger-reconstruct: interrupted after {outcome.run['frames_read']} frames; outputs so far in "
-              f"{outcome.out}; continue with: {_resume_command(sys.argv[1:] if argv is None else argv, outcome)}",
+              f"{outcome.out}; continue with: {resume_command('loger-reconstruct', sys.argv[1:] if argv is None else argv, outcome.run['session_out'])}",
               file=sys.stderr)
         return INTERRUPTED_EXIT
     return 0
-
-
-def _resume_command(argv: Sequence[str], outcome: ReconstructOutcome) -> str:
-    """The interrupted run's command line with ``--resume SESSION`` (and without ``--session-out``)."""
-    import shlex
-
-    cleaned, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--resume", "--session-out"):
-            skip = True
-            continue
-        if a.startswith(("--resume=", "--session-out=")):
-            continue
-        cleaned.append(a)
-    return shlex.join(["loger-reconstruct", *cleaned, "--resume", outcome.run["session_out"]])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 IN_PROGRESS: set[Path] = set()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: makes a rename in it durable); silently not where the
+    platform cannot open it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -47,7 +49,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     IN_PROGRESS.add(tmp)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     finally:
         IN_PROGRESS.discard(tmp)

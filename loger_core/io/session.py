@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from loger_core.io.atomic import IN_PROGRESS
+from loger_core.io.atomic import IN_PROGRESS, fsync_path
 
 __all__ = [
     "SESSION_FORMAT",
@@ -261,22 +261,8 @@ def save_session(path: PathLike, session: Session) -> Path:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         IN_PROGRESS.discard(tmp_dir)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a folder.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove_stale_tmp(path: Path) -> None:
