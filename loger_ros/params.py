@@ -11,6 +11,10 @@ values. The same table
 Every invalid value raises :class:`ParamsError` naming the parameter and the value.
 ROS parameters are typed: a float parameter must be written ``2.0`` in YAML (``2`` would
 be an integer and rclpy refuses it), which the YAML test checks.
+
+Why one file of about 750 lines: it is one table, a field per parameter with its description;
+splitting it by group would scatter the single source of truth the node, the YAML and the
+replay share.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The mapping node's logic without ROS: queueing, dropping, frame bookkeeping, scale wiring,
-map updates and what to publish when.
+map updates and what to publish when. (About 560 lines: intake, processing, commit and the
+threads belong together; diagnostics, resets, warm-up and outputs live in their own modules.)
 
 Data flow
     ROS callbacks call ``MappingCore.on_image`` (loger_ros; :meth:`MappingPipeline.on_frame` without ROS) (and ``on_camera_info`` / ``on_depth`` /

@@ -1,4 +1,5 @@
-"""Vectorised ray caster for axis-aligned box scenes (torch, CPU or CUDA).
+"""Vectorised ray caster for axis-aligned box scenes (torch, CPU or CUDA). One job in about 560
+lines: culling, intersection and shading share their tile layout and are read together.
 
 Per frame:
 
