@@ -69,6 +69,7 @@ class BackendConfig:
     loop_min_inliers: int = 60
     loop_min_inlier_ratio: float = 0.35
     loop_consistency: int = 2
+    loop_cooldown_keyframes: int = 10  # after a closure, this many keyframes look for no new loop
     loop_consistency_deg: float = 5.0
     loop_consistency_trans: float = 0.2  # fraction of the loop's span
     loop_rot_sigma_deg: float = 1.0
@@ -115,6 +116,8 @@ class BackendConfig:
             v = float(getattr(self, name))
             if not 0 <= v <= 1:
                 raise BackendConfigError(f"backend {name} must be in [0, 1], got {v!r}")
+        if self.loop_cooldown_keyframes < 0:
+            raise BackendConfigError(f"backend loop_cooldown_keyframes must be >= 0, got {self.loop_cooldown_keyframes!r}")
         if self.max_queue < 0:
             raise BackendConfigError(f"backend max_queue must be >= 0, got {self.max_queue!r}")
         if self.loop_min_age < 1:

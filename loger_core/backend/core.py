@@ -104,6 +104,7 @@ class BackendCore:
         self._last: Optional[_Tracked] = None  # the previous non-keyframe
         self._prev_step: Optional[TwoView] = None  # the step into the last keyframe (for the scale ratio)
         self._pending_loop: Optional[LoopCandidate] = None
+        self._last_loop_key: Optional[int] = None
         self._net_rot_err: list[float] = []
         self._net_trans_err: list[float] = []
         self.version = 0  # bumped when an optimisation moved keyframes (loop closures)
@@ -336,6 +337,11 @@ class BackendCore:
     # ------------------------------------------------------------------------------------------
     def _detect_loop(self, kf: Keyframe, cur: _Tracked) -> None:
         cfg = self.cfg
+        if self._last_loop_key is not None and kf.key - self._last_loop_key <= cfg.loop_cooldown_keyframes \
+                and self._pending_loop is None:
+            # Just closed: the graph already holds this place; more closures of the same revisit
+            # cost optimisation time and add little (a hand-held room revisits all the time).
+            return
         allowed = {k for k, o in self.keyframes.items() if o.index <= kf.index - cfg.loop_min_age}
         if not allowed:
             self._pending_loop = None
@@ -385,6 +391,7 @@ class BackendCore:
         self._count_optimize(time.perf_counter() - t0)
         self.stats.loop_closures += 1
         self.stats.loops.append((loop.old, loop.new))
+        self._last_loop_key = loop.new
         self.version += 1
 
     # ------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def capture_backend(core: BackendCore) -> tuple[dict[str, torch.Tensor], dict[st
         "stats": {k: v for k, v in core.stats.__dict__.items() if k != "loops"},
         "loops": [list(x) for x in core.stats.loops],
         "core_version": core.version,
+        "last_loop_key": core._last_loop_key,
         "rng": core._rng.bit_generator.state,
         "prev_step": None if ps is None else {"parallax_deg": ps.parallax_deg, "inlier_ratio": ps.inlier_ratio},
         "pending_loop": None if lp is None else {"old": lp.old, "new": lp.new, "scale": lp.scale, "inliers": lp.inliers,
@@ -195,6 +196,7 @@ def restore_backend(cfg: BackendConfig, tensors: dict[str, torch.Tensor], meta: 
         setattr(core.stats, k, v)
     core.stats.loops = [tuple(x) for x in meta["loops"]]
     core.version = int(meta["core_version"])
+    core._last_loop_key = meta.get("last_loop_key")
     core._rng.bit_generator.state = meta["rng"]
     if meta["prev_step"] is not None:
         Rt = _n(tensors["prev_step.Rt"])
