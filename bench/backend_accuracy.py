@@ -54,6 +54,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loger_core.mapping.grid_files import load_map_server  # noqa: E402
 from loger_core.cli.reconstruct_args import build_parser  # noqa: E402
 
 
@@ -249,22 +250,6 @@ def true_grid(seq_dir: Path, n_frames: int, resolution: float):
         T = f.T_world_cam
         grid.insert(pts[:, :2], pts[:, 2], T[:2, 3], float(T[2, 3]))
     return grid.snapshot()
-
-
-def load_map_server(yaml_path: Path):
-    """map.yaml + map.pgm read back as nav2_map_server does (scripts/grid_figure.py)."""
-    import yaml
-    from PIL import Image
-
-    from loger_core.mapping.grid import FREE, OCCUPIED, UNKNOWN, GridSnapshot
-
-    meta = yaml.safe_load(yaml_path.read_text())
-    img = np.asarray(Image.open(yaml_path.parent / meta["image"])).astype(np.float64)
-    occ = 1.0 - img / 255.0
-    data = np.full(img.shape, UNKNOWN, np.int8)
-    data[occ < meta["free_thresh"]] = FREE
-    data[occ > meta["occupied_thresh"]] = OCCUPIED
-    return GridSnapshot(data[::-1], float(meta["resolution"]), (meta["origin"][0], meta["origin"][1]))
 
 
 def _cells(snap, x: np.ndarray, y: np.ndarray) -> np.ndarray:

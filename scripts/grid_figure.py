@@ -15,24 +15,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loger_core.mapping.occupancy_grid import FREE, OCCUPIED, UNKNOWN, GridConfig, GridSnapshot, OccupancyGrid2D  # noqa: E402
+from loger_core.mapping.occupancy_grid import FREE, OCCUPIED, GridConfig, GridSnapshot, OccupancyGrid2D  # noqa: E402
 from loger_core.io.image_folder import ImageFolderSequence  # noqa: E402
 from loger_core.io.trajectory import read_tum  # noqa: E402
-
-
-def load_map_server(yaml_path: Path) -> GridSnapshot:
-    meta = yaml.safe_load(yaml_path.read_text())
-    img = np.asarray(Image.open(yaml_path.parent / meta["image"])).astype(np.float64)
-    occ = 1.0 - img / 255.0
-    data = np.full(img.shape, UNKNOWN, np.int8)
-    data[occ < meta["free_thresh"]] = FREE
-    data[occ > meta["occupied_thresh"]] = OCCUPIED
-    return GridSnapshot(data[::-1], float(meta["resolution"]), (meta["origin"][0], meta["origin"][1]))
+from loger_core.mapping.grid_files import load_map_server  # noqa: E402
 
 
 def ground_truth_grid(sequence: Path, resolution: float) -> tuple[GridSnapshot, np.ndarray]:

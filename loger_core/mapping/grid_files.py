@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .occupancy_grid import FREE, OCCUPIED, GridError, GridSnapshot
+from .occupancy_grid import FREE, OCCUPIED, UNKNOWN, GridError, GridSnapshot
 
 __all__ = [
     "MAP_SERVER_FREE_THRESH",
@@ -18,6 +18,7 @@ __all__ = [
     "PGM_FREE",
     "PGM_OCCUPIED",
     "PGM_UNKNOWN",
+    "load_map_server",
     "pgm_image",
     "render_grid_png",
     "write_map_server",
@@ -110,3 +111,19 @@ def render_grid_png(path: PathLike, snapshot: GridSnapshot, trajectory_xy: Optio
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def load_map_server(yaml_path: PathLike) -> GridSnapshot:
+    """A ``map.yaml`` + image read back as ``nav2_map_server`` reads them (trinary mode): the grid
+    the robot's costmap will see (row 0 = lowest y)."""
+    import yaml
+    from PIL import Image
+
+    yaml_path = Path(yaml_path)
+    meta = yaml.safe_load(yaml_path.read_text())
+    img = np.asarray(Image.open(yaml_path.parent / meta["image"])).astype(np.float64)
+    occ = 1.0 - img / 255.0
+    data = np.full(img.shape, UNKNOWN, np.int8)
+    data[occ < meta["free_thresh"]] = FREE
+    data[occ > meta["occupied_thresh"]] = OCCUPIED
+    return GridSnapshot(data[::-1], float(meta["resolution"]), (meta["origin"][0], meta["origin"][1]))
