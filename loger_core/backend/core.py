@@ -22,7 +22,7 @@ from loger_core.backend.loop_closure import LoopCandidate, consistent, rotation_
 from loger_core.backend.place import PlaceIndex
 from loger_core.backend.pose_graph import PoseGraph
 from loger_core.backend.scale import ScaleChain, log_ratio_stats
-from loger_core.backend.two_view import TwoView, estimate_pnp, estimate_two_view, normalize
+from loger_core.backend.two_view import TwoView, depth_after, estimate_pnp, estimate_two_view
 from loger_core.backend.features import match_features
 
 __all__ = ["BackendCore", "BackendStats", "FrameRecord"]
@@ -270,7 +270,8 @@ class BackendCore:
             # (PnP: the previous keyframe's network depth moved by the step; else triangulated).
             q = None
             if kf.depth_feats is not None and pnp is not None:
-                q = log_ratio_stats(_depth_in(pnp, T_kf_prev, prev), kf.depth_feats[pnp.pairs[:, 1]].astype(np.float64))
+                z_moved = depth_after(prev.feats.uv[pnp.pairs[:, 0]], prev.depth_feats[pnp.pairs[:, 0]], prev.K, T_kf_prev)
+                q = log_ratio_stats(z_moved, kf.depth_feats[pnp.pairs[:, 1]].astype(np.float64))
             elif kf.depth_feats is not None:
                 q = log_ratio_stats(tv.depth_b * s, kf.depth_feats[tv.pairs[:, 1]].astype(np.float64))
             kf.q = float(np.exp(q[0])) if q is not None else prev.q
@@ -398,16 +399,6 @@ class BackendCore:
     def keyframe_poses(self) -> dict[int, tuple[np.ndarray, float]]:
         """key -> (T_world_kf (4, 4), Sim(3) scale) of every keyframe, optimised."""
         return {k: self.graph.pose(k) for k in self.keyframes if self.graph.has(k)}
-
-
-def _depth_in(pnp, T_kf_prev: np.ndarray, prev: Keyframe) -> np.ndarray:
-    """(M,) z-depths of the PnP inliers in the new keyframe, from the previous keyframe's depth
-    moved by the PnP pose (map units)."""
-    assert prev.depth_feats is not None and prev.feats is not None
-    z = prev.depth_feats[pnp.pairs[:, 0]].astype(np.float64)
-    xa = normalize(prev.feats.uv[pnp.pairs[:, 0]], prev.K)
-    X = np.column_stack([xa * z[:, None], z])
-    return (X @ T_kf_prev[:3, :3].T + T_kf_prev[:3, 3])[:, 2]
 
 
 def _scaled(T: np.ndarray, s: float) -> np.ndarray:

@@ -13,7 +13,7 @@ from loger_core.backend.config import BackendConfig
 from loger_core.backend.features import Features, match_features
 from loger_core.backend.keyframes import Keyframe
 from loger_core.backend.scale import log_ratio_stats
-from loger_core.backend.two_view import estimate_pnp, estimate_two_view, normalize
+from loger_core.backend.two_view import depth_after, estimate_pnp, estimate_two_view
 
 __all__ = ["LoopCandidate", "verify_loop", "consistent", "rotation_angle_deg"]
 
@@ -67,9 +67,7 @@ def verify_loop(cfg: BackendConfig, old: Keyframe, new_feats: Features, new_K: n
         T_new_old[:3, 3] = pnp.t * old.q
         pts_pairs = pnp.pairs
         z_old = old.depth_place[pts_pairs[:, 0]].astype(np.float64) * old.q
-        xa = normalize(old.place.uv[pts_pairs[:, 0]], old.K)
-        X = np.column_stack([xa * z_old[:, None], z_old])
-        z_in_new = (X @ T_new_old[:3, :3].T + T_new_old[:3, 3])[:, 2]
+        z_in_new = depth_after(old.place.uv[pts_pairs[:, 0]], z_old, old.K, T_new_old)
     else:
         net = log_ratio_stats(old.depth_place[tv.pairs[:, 0]], tv.depth_a)
         if net is None:

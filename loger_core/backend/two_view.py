@@ -8,7 +8,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-__all__ = ["TwoView", "estimate_two_view", "normalize", "bearing"]
+__all__ = ["TwoView", "bearing", "depth_after", "estimate_two_view", "normalize"]
 
 
 @dataclass
@@ -46,6 +46,14 @@ def normalize(uv: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(N, 2) float64 normalised image coordinates of pixels ``uv`` under intrinsics ``K`` (no distortion)."""
     K = np.asarray(K, np.float64)
     return np.column_stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]])
+
+
+def depth_after(uv: np.ndarray, z: np.ndarray, K: np.ndarray, T_b_a: np.ndarray) -> np.ndarray:
+    """(N,) z-depths in camera b of pixels ``uv`` (N, 2) of camera a lifted to depth ``z`` (N,)
+    and moved by ``T_b_a`` (4, 4)."""
+    xa = normalize(uv, K)
+    X = np.column_stack([xa * np.asarray(z, np.float64)[:, None], z])
+    return (X @ T_b_a[:3, :3].T + T_b_a[:3, 3])[:, 2]
 
 
 def bearing(xn: np.ndarray) -> np.ndarray:

@@ -137,7 +137,6 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
             self.fusion.grid = self.grid
         # The one commit path (trajectory, map fusion, grid, back-end hook) that every tool shares.
         self.mapper = Mapper(self.fusion, path_max_poses=params.path_max_poses, consumer=consumer)
-        self._loops_published = 0
         self._loop_marker_version: tuple = (0, 0)
         self._grid_mount_warned = False
         self.counters = CoreCounters()
@@ -502,14 +501,13 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
         if segments is None or not self.tracker.anchored:
             return []
         seg = segments()
-        if len(seg) == self._loops_published and not len(seg):
+        if not len(seg):
             return []
         stats = getattr(self.mapper.consumer, "stats", lambda: {})()
-        version = (len(seg), stats.get("keyframes", 0) if len(seg) else 0)
+        version = (len(seg), stats.get("keyframes", 0))
         if version == self._loop_marker_version:
             return []
         self._loop_marker_version = version
-        self._loops_published = len(seg)
         T = self.tracker.T_map_world
         pts = seg.reshape(-1, 3) @ T[:3, :3].T + T[:3, 3]
         return [self.builder.loop_closures(self._last_stamp or 0, self.params.map_frame, pts.reshape(-1, 2, 3))]
