@@ -95,7 +95,7 @@ def params_for(args, provisional_every: int, cuda_graphs: str = "auto", pass_pri
         queue_size=args.queue_size, map_publish_period_s=args.map_period, preprocess_threads=args.preprocess_threads,
         async_windows=args.async_windows, cuda_graphs=cuda_graphs, pass_priority=pass_priority,
         provisional_anchors=provisional_anchors, provisional_budget=args.budget,
-        backend_enabled=args.backend == "on")
+        backend_enabled=args.backend == "on", backend_cpu_share=args.backend_cpu_share)
 
 
 def warm_up(model, args) -> None:
@@ -213,6 +213,8 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
     while (core.counters.processed + core.counters.dropped_total < args.frames) and time.time() < deadline:
         time.sleep(0.01)
     core.stop(60)
+    consumer = core.mapper.consumer
+    backend = consumer.stats() if consumer is not None and hasattr(consumer, "stats") else {}
     wall_s = time.perf_counter() - t_start
     stream.close()
     lat = core.latency.summary()
@@ -304,6 +306,12 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "frames_dropped_total": c.dropped_total,
         "async_windows": stream.config.async_enabled(),
         "errors": len(log.errors),
+        "backend_cpu_share": getattr(consumer, "cpu_share", None),
+        "backend_keyframes": int(backend.get("keyframes", 0)),
+        "backend_frames": int(backend.get("frames", 0)),
+        "backend_frames_tracked": int(backend.get("frames", 0)) - int(backend.get("frames_skipped", 0)),
+        "backend_frame_ms_mean": float(backend.get("frame_ms_mean", float("nan"))),
+        "backend_keyframe_ms_mean": float(backend.get("keyframe_ms_mean", float("nan"))),
     }
 
 
@@ -318,7 +326,8 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{
            ("window_period_ms", "win period", "{:>10.0f}"), ("last_window_s", "window s", "{:>8.3f}"),
            ("peak_gpu_mib", "GPU MiB", "{:>8.0f}"), ("committed_share", "commit%", "{:>7.0%}"),
            ("provisional_share", "prov%", "{:>6.0%}"), ("prov_vs_committed_rot_deg_median", "dR deg", "{:>7.3f}"),
-           ("prov_vs_committed_trans_median", "dt", "{:>7.4f}"), ("window_held_s", "held s", "{:>6.2f}")]
+           ("prov_vs_committed_trans_median", "dt", "{:>7.4f}"), ("window_held_s", "held s", "{:>6.2f}"),
+           ("backend_keyframes", "BE kf", "{:>5d}"), ("backend_frames_tracked", "BE tracked", "{:>10d}")]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -361,6 +370,8 @@ def main(argv=None) -> int:
                     help="sys.setswitchinterval (s) for the run: how long a thread may hold the interpreter")
     ap.add_argument("--preprocess-threads", type=int, default=2, help="frame-resizing threads of the stream")
     ap.add_argument("--backend", choices=("on", "off"), default="on", help="the geometric back end (default on, as the node)")
+    ap.add_argument("--backend-cpu-share", type=float, default=NodeParams.__dataclass_fields__["backend_cpu_share"].default,
+                    help="the node's backend_cpu_share (0: auto)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)

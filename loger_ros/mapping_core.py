@@ -33,7 +33,11 @@ def _backend_consumer(params: NodeParams) -> FrameConsumer:
 
     # The node always stretches the whole image to the network input (StreamConfig's 'resize').
     metric = params.resolved_scale_source in ("depth", "odometry", "fixed")
-    return BackendConsumer(params.backend_config(), metric=metric)
+    try:
+        on_cpu = params.stream_config().torch_device().type == "cpu"
+    except Exception:  # noqa: BLE001 - an unusable device is reported when the model is loaded
+        on_cpu = False
+    return BackendConsumer(params.backend_config(), metric=metric, network_on_cpu=on_cpu)
 
 
 class MappingCore(MappingPipeline):

@@ -378,6 +378,10 @@ class NodeParams:
                                 "(their poses are interpolated between keyframes), so it stays bounded behind a "
                                 "fast camera; 0: track every frame (offline replay).", minimum=0, maximum=100000,
                                 group="backend")
+    backend_cpu_share: float = _p(_BACKEND.cpu_share, "Live: the largest share of wall time the back end's thread "
+                                  "works; frames arriving while it rests are not tracked (poses interpolated). 0: "
+                                  "auto (0.3 when the network runs on the CPU, whose cores it needs; else no "
+                                  "limit); 1: no limit.", minimum=0.0, maximum=1.0, group="backend")
 
     # --------------------------------------------------------------- session
     autosave_period_s: float = _p(

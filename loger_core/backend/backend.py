@@ -7,6 +7,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -69,10 +70,14 @@ class GeometricBackend:
 
     ``metric``: the stream's scale is metric (depth or odometry scale source): SE(3) graph; else
     Sim(3). With ``cfg.threaded`` the work runs on a daemon thread; :meth:`finish` waits for it.
+    ``cpu_share``: the largest share of wall time that thread works (see ``BackendConfig.cpu_share``;
+    it applies only with ``cfg.max_queue`` > 0, the live setting).
     """
 
-    def __init__(self, cfg: BackendConfig, metric: bool = False, core: Optional[BackendCore] = None) -> None:
+    def __init__(self, cfg: BackendConfig, metric: bool = False, core: Optional[BackendCore] = None,
+                 cpu_share: float = 1.0) -> None:
         self.cfg = cfg
+        self.cpu_share = float(cpu_share)
         self.core = core if core is not None else BackendCore(cfg, metric=metric)
         self._lock = threading.Lock()
         self._queue: "queue.Queue[Optional[FrameInput]]" = queue.Queue()
@@ -106,14 +111,22 @@ class GeometricBackend:
             self.core.frames.append(FrameRecord(frame.stamp_ns, frame.index, np.asarray(frame.T_world_cam), None))
 
     def _run(self) -> None:
+        live = self.cfg.max_queue > 0
+        rest_until = 0.0  # monotonic seconds: frames before this are recorded untracked
         while True:
             frame = self._queue.get()
             try:
                 if frame is None:
                     return
-                track = self.cfg.max_queue == 0 or self._queue.qsize() < self.cfg.max_queue
+                track = not live or (self._queue.qsize() < self.cfg.max_queue and time.monotonic() >= rest_until)
                 with self._lock:
+                    t0 = time.monotonic()
                     self._add(frame, track)
+                    busy = time.monotonic() - t0
+                if live and track and self.cpu_share < 1.0:
+                    # Rest in proportion to the work just done: over any stretch the worker is busy
+                    # at most cpu_share of the time, whatever a frame or a keyframe costs here.
+                    rest_until = time.monotonic() + busy * (1.0 / self.cpu_share - 1.0)
             finally:
                 self._queue.task_done()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-__all__ = ["BackendConfig", "BackendConfigError"]
+__all__ = ["BackendConfig", "BackendConfigError", "resolved_cpu_share"]
 
 FEATURE_TYPES = ("sift", "orb")
 PLACE_DESCRIPTORS = ("votes", "none")
@@ -85,6 +85,12 @@ class BackendConfig:
     # Live: frames waiting beyond this are recorded but not tracked (their poses are interpolated)
     # so the back end stays bounded behind a fast camera; 0: every frame is tracked (offline tools).
     max_queue: int = 16
+    # Live (threaded): the largest share of wall time the worker may spend working. After a frame
+    # that took t seconds it rests t * (1 / cpu_share - 1); frames arriving meanwhile are recorded
+    # untracked (their poses interpolated between keyframes). Where the network runs on the CPU the
+    # two share the cores, and a greedy back end starves inference (on 2 cores odometry fell from
+    # 15 to 9 Hz). 0: auto, see :func:`resolved_cpu_share`; 1: no limit.
+    cpu_share: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,6 +124,8 @@ class BackendConfig:
                 raise BackendConfigError(f"backend {name} must be in [0, 1], got {v!r}")
         if self.loop_cooldown_keyframes < 0:
             raise BackendConfigError(f"backend loop_cooldown_keyframes must be >= 0, got {self.loop_cooldown_keyframes!r}")
+        if not 0 <= self.cpu_share <= 1:
+            raise BackendConfigError(f"backend cpu_share must be in [0, 1], got {self.cpu_share!r}")
         if self.max_queue < 0:
             raise BackendConfigError(f"backend max_queue must be >= 0, got {self.max_queue!r}")
         if self.loop_min_age < 1:
@@ -131,3 +139,17 @@ class BackendConfig:
         if unknown:
             raise BackendConfigError(f"unknown backend setting(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(values))
+
+
+# The auto share where the network runs on the CPU: measured on 2 cores with `small` at 15 fps
+# (bench/node_latency.py), the share that kept odometry at the back-end-off rate while still taking
+# a keyframe every few frames.
+CPU_NETWORK_SHARE = 0.3
+
+
+def resolved_cpu_share(cfg: BackendConfig, network_on_cpu: bool) -> float:
+    """``cfg.cpu_share``, or for 0 (auto): :data:`CPU_NETWORK_SHARE` when the network runs on the CPU
+    (it needs the cores), else 1.0 (a GPU does the network's work; the back end may use a core)."""
+    if cfg.cpu_share > 0:
+        return float(cfg.cpu_share)
+    return CPU_NETWORK_SHARE if network_on_cpu else 1.0

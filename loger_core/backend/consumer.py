@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from loger_core.backend.backend import GeometricBackend, frame_input
-from loger_core.backend.config import BackendConfig
+from loger_core.backend.config import BackendConfig, resolved_cpu_share
 from loger_core.pipeline.mapper import CommittedFrame, PoseCorrection
 
 __all__ = ["BackendConsumer"]
@@ -27,10 +27,12 @@ class BackendConsumer:
 
     provides_clouds = True  # the mapper need not keep every frame's points
 
-    def __init__(self, cfg: BackendConfig, metric: bool = False, crop_of=None) -> None:
+    def __init__(self, cfg: BackendConfig, metric: bool = False, crop_of=None, network_on_cpu: bool = False) -> None:
         self.cfg = cfg
         self.metric = metric
-        self.backend = GeometricBackend(cfg, metric=metric)
+        # Live, the back end yields the cores to a network that runs on them (BackendConfig.cpu_share).
+        self.cpu_share = resolved_cpu_share(cfg, network_on_cpu)
+        self.backend = GeometricBackend(cfg, metric=metric, cpu_share=self.cpu_share)
         self._crop_of = crop_of  # result -> (x0, y0, w, h) of the image the network saw, or None
         self._lock = threading.Lock()
         self._seen_keyframes = 0
@@ -79,7 +81,7 @@ class BackendConsumer:
         else:
             self._frozen = []
         old.close()
-        self.backend = GeometricBackend(self.cfg, metric=self.metric)
+        self.backend = GeometricBackend(self.cfg, metric=self.metric, cpu_share=self.cpu_share)
         with self._lock:
             self._seen_keyframes = self._seen_version = self._poll_from = 0
 
@@ -118,7 +120,7 @@ class BackendConsumer:
 
         core = restore_backend(self.cfg, tensors, meta, path)
         old = self.backend
-        self.backend = GeometricBackend(self.cfg, metric=core.metric, core=core)
+        self.backend = GeometricBackend(self.cfg, metric=core.metric, core=core, cpu_share=self.cpu_share)
         old.close()
         c = meta["consumer"]
         with self._lock:

@@ -49,7 +49,7 @@ class BackendStats:
     """Counters and timings (seconds) of one run."""
 
     frames: int = 0
-    frames_skipped: int = 0  # not tracked: the worker was behind (their poses are interpolated)
+    frames_skipped: int = 0  # not tracked: the worker was behind or resting (cpu_share); poses interpolated
     keyframes: int = 0
     steps_verified: int = 0  # the feature-verified relative pose entered the graph
     steps_pnp: int = 0  # ... by PnP against the previous keyframe's network depth
