@@ -162,3 +162,57 @@ def test_image_folder_runs_loger_reconstruct(tmp_path, ray_local):
     assert sorted(p.name for p in (out / "room").iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
     for name in ("trajectory.tum", "map.ply", "metrics.json"):
         assert (out / "room" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_ctrl_c_keeps_the_running_input_as_a_session_and_the_rerun_resumes_it(tmp_path, ray_local, monkeypatch):
+    """A real SIGINT to loger-batch (its own handler, in this process) while an input is being mapped:
+    exit 130, the input 'interrupted' with its session; the same command again resumes it to the
+    trajectory of an uninterrupted loger-replay."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import numpy as np
+
+    from loger_core.io.trajectory import read_tum
+    from loger_ros.batch.jobs import SESSION_NAME
+
+    frames = render_frames(SynthConfig(frames=40, width=64, height=48, fps=10.0, seed=31), device="cpu")
+    src = tmp_path / "inputs"
+    write_rosbag(src / "delta", frames, storage="mcap")
+    ref = tmp_path / "reference"
+    assert replay_main([str(src / "delta"), "--out", str(ref), "--no-progress", *TOOL_ARGS]) == 0
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "delta.slow").touch()  # 50 ms a frame, frame count in delta.frames: the signal lands mid-input
+    monkeypatch.setenv(FAULT_DIR_ENV, str(faults))
+    sent = threading.Event()
+
+    def ctrl_c() -> None:
+        progress = faults / "delta.frames"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = progress.read_text() if progress.exists() else ""
+            if text.isdigit() and int(text) >= 10:
+                os.kill(os.getpid(), signal.SIGINT)
+                sent.set()
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    out = tmp_path / "maps"
+    assert batch_main([str(src), "--out", str(out), *BATCH_ARGS]) == 130
+    assert sent.is_set(), "the input finished before it was interrupted"
+    entry = json.loads((out / "manifest.json").read_text())["inputs"]["delta"]
+    assert entry["status"] == "interrupted"
+    (result,) = json.loads((out / "summary.json").read_text())["results"]
+    assert result["status"] == "interrupted" and 10 <= result["frames"] < len(frames)
+    assert (out / "delta" / SESSION_NAME).is_file()
+    (faults / "delta.slow").unlink()
+    assert batch_main([str(src), "--out", str(out), *BATCH_ARGS]) == 0
+    assert json.loads((out / "manifest.json").read_text())["inputs"]["delta"]["status"] == "ok"
+    got, want = read_tum(out / "delta" / "trajectory.tum"), read_tum(ref / "trajectory.tum")
+    assert len(got) == len(want) == len(frames)
+    np.testing.assert_array_equal(got.stamps_ns, want.stamps_ns)
+    assert np.abs(got.poses[:, :3, 3] - want.poses[:, :3, 3]).max() <= 1e-5

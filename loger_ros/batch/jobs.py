@@ -99,12 +99,20 @@ def is_retryable(err: BaseException) -> bool:
 
 
 def _fault_hook(spec: JobSpec) -> Callable[[int], None]:
-    marker = Path(spec.fault_dir) / f"{spec.input.name}.kill" if spec.fault_dir else None
+    """Faults a test injects through FAULT_DIR_ENV: ``NAME.kill`` kills the worker at frame 2 (once);
+    ``NAME.slow`` makes each frame take 50 ms more and writes the frame count to ``NAME.frames``, so
+    that a signal can be sent while the input is being mapped."""
+    root = Path(spec.fault_dir) if spec.fault_dir else None
+    kill = root / f"{spec.input.name}.kill" if root else None
+    slow = root / f"{spec.input.name}.slow" if root else None
 
     def hook(frames: int) -> None:
-        if marker is not None and frames >= 2 and marker.exists():
-            os.replace(marker, marker.with_suffix(".killed"))
+        if kill is not None and frames >= 2 and kill.exists():
+            os.replace(kill, kill.with_suffix(".killed"))
             os.kill(os.getpid(), signal.SIGKILL)
+        if slow is not None and slow.exists():
+            time.sleep(0.05)
+            slow.with_suffix(".frames").write_text(str(frames))
 
     return hook
 
