@@ -66,12 +66,26 @@ class _QuietLog:
 
 
 def make_images(n: int, width: int, height: int, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random textures (the network's cost does not depend on content)."""
+    """Smooth random textures (the network's cost does not depend on content; the back end's does:
+    unrelated images make every tracked frame a keyframe, its worst case)."""
     import cv2
 
     rng = np.random.default_rng(seed)
     return [cv2.resize(rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8), (width, height),
                        interpolation=cv2.INTER_CUBIC) for _ in range(n)]
+
+
+def camera_images(scene: str, n: int, width: int, height: int, fps: float, device: str) -> list[np.ndarray]:
+    """What a camera sees: a rendered synthetic walk (held-out seed) for ``scene`` 'room' or
+    'corridor', else :func:`make_images` ('noise', cycled)."""
+    if scene == "noise":
+        return make_images(16, width, height)
+    from loger_core.synthetic import SynthConfig, render_frames
+
+    render_device = "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+    frames = render_frames(SynthConfig(scene=scene, trajectory="handheld", frames=n, width=width, height=height,
+                                       fps=fps if fps > 0 else 15.0, seed=5005), device=render_device)
+    return [f.rgb for f in frames]
 
 
 def image_message(rgb: np.ndarray, stamp_ns: int):
@@ -372,6 +386,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=("on", "off"), default="on", help="the geometric back end (default on, as the node)")
     ap.add_argument("--backend-cpu-share", type=float, default=NodeParams.__dataclass_fields__["backend_cpu_share"].default,
                     help="the node's backend_cpu_share (0: auto)")
+    ap.add_argument("--scene", default="room", choices=("room", "corridor", "noise"),
+                    help="camera images: a rendered handheld walk (default room) or cycled random textures")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench_results/node_latency_<config>_<device>.json)")
     args = ap.parse_args(argv)
@@ -398,7 +414,7 @@ def main(argv=None) -> int:
     print(f"model {args.config} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"camera {args.camera_size[0]}x{args.camera_size[1]} -> {args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
     warm_up(model, args)
-    images = make_images(16, *args.camera_size)
+    images = camera_images(args.scene, args.frames, *args.camera_size, args.fps, args.device)
     rows = [run_setting(model, args, *setting, images) for setting in settings(args)]
     print_table(rows)
     for row in rows:
@@ -413,7 +429,8 @@ def main(argv=None) -> int:
             "torch": torch.__version__, "width": args.width, "height": args.height, "window": args.window,
             "overlap": args.overlap, "fps": args.fps, "camera_size": list(args.camera_size), "frames": args.frames, "queue_size": args.queue_size,
             "dtype": args.dtype, "checkpoint": args.checkpoint, "threads": torch.get_num_threads(),
-            "switch_interval_s": sys.getswitchinterval()}
+            "switch_interval_s": sys.getswitchinterval(), "scene": args.scene, "backend": args.backend,
+            "backend_cpu_share": args.backend_cpu_share}
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     print(f"wrote {out}")
     return 0

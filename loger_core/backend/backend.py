@@ -9,11 +9,11 @@ import queue
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 from loger_core.backend.config import BackendConfig
 from loger_core.backend.core import BackendCore, FrameRecord
@@ -54,6 +54,28 @@ class KeyframeCloud:
         return self.T_world_cam[:3, 3]
 
 
+@dataclass(frozen=True)
+class _View:
+    """What readers need from the back end, published by the worker (a new object, swapped in
+    whole) after each frame that changed the keyframes or the graph: readers on the frame path
+    (the pipeline's correction poll, diagnostics) never wait for the worker's lock, which it holds
+    for a whole frame's work (hundreds of ms on a busy CPU).
+
+    kf_poses: key -> (T_world_kf (4, 4), Sim(3) scale); kf_index: key -> (frame index, T_net (4, 4),
+    q); clouds: key -> (points (M, 3) float32 in the keyframe's camera frame, colours, confidence);
+    correction: (4, 4) see :meth:`GeometricBackend.world_correction`; loops: (N, 2, 3) float64.
+    """
+
+    keyframes: int = 0
+    version: int = 0
+    kf_poses: dict = field(default_factory=dict)
+    kf_index: dict = field(default_factory=dict)
+    clouds: dict = field(default_factory=dict)
+    correction: np.ndarray = field(default_factory=lambda: np.eye(4))
+    loops: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
+    graph: dict = field(default_factory=dict)
+
+
 def frame_input(result: Any, image: Optional[np.ndarray], crop: Optional[tuple[int, int, int, int]] = None) -> FrameInput:
     """A :class:`FrameInput` from a stream ``FrameResult`` and the original image. ``crop``: the box
     of the image the network saw (None = the whole image, the default 'resize' mode)."""
@@ -83,6 +105,8 @@ class GeometricBackend:
         self._queue: "queue.Queue[Optional[FrameInput]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
+        self._view = _View()
+        self._publish()  # a restored core is readable at once
         if cfg.threaded:
             self._thread = threading.Thread(target=self._run, name="loger-backend", daemon=True)
             self._thread.start()
@@ -100,7 +124,10 @@ class GeometricBackend:
     def _add(self, frame: FrameInput, track: bool) -> None:
         track = track and frame.image is not None  # no image (not pushed through this pipeline): record only
         try:
+            before = (self.core.stats.keyframes, self.core.version)
             self.core.add(frame, track=track)
+            if (self.core.stats.keyframes, self.core.version) != before:
+                self._publish()
         except Exception as err:  # noqa: BLE001 - the back end must never take the mapping down
             # A frame the back end cannot use (degenerate geometry, a numerical failure) keeps its
             # network pose; the error is logged once per kind.
@@ -150,6 +177,7 @@ class GeometricBackend:
                 self.core.graph.finalize()
             except RuntimeError as err:
                 log.warning("back end: the final batch solve failed (%s); the incremental estimate stays", err)
+            self._publish()
 
     def close(self) -> None:
         """Stop the worker after the frames already handed over (at most a few seconds)."""
@@ -158,18 +186,44 @@ class GeometricBackend:
             self._thread.join(timeout=5.0)
         _LIVE.discard(self)
 
-    # -- output -----------------------------------------------------------------------------
+    # -- output (lock-free: from the published view) ------------------------------------------
+    def _publish(self) -> None:
+        """Build and swap in a new :class:`_View` (the worker, or a caller holding the core alone)."""
+        core = self.core
+        kf_poses = core.keyframe_poses()
+        kf_index = {k: (kf.index, kf.T_net, kf.q) for k, kf in core.keyframes.items()}
+        clouds = {k: (kf.points, kf.colors, kf.conf) for k, kf in core.keyframes.items()}
+        correction = np.eye(4)
+        if core.keyframes and core.last_key in kf_poses:
+            kf = core.keyframes[core.last_key]
+            T, s = kf_poses[core.last_key]
+            scale = s * kf.q
+            R = T[:3, :3] @ kf.T_net[:3, :3].T
+            correction[:3, :3] = scale * R
+            correction[:3, 3] = T[:3, 3] - scale * R @ kf.T_net[:3, 3]
+        segs = [(kf_poses[a][0][:3, 3], kf_poses[b][0][:3, 3]) for a, b in core.stats.loops
+                if a in kf_poses and b in kf_poses]
+        graph = {"nodes": core.graph.nodes, "factors": core.graph.factors, "loop_factors": core.graph.loop_factors,
+                 "metric": core.metric}
+        self._view = _View(core.stats.keyframes, core.version, kf_poses, kf_index, clouds, correction,
+                           np.asarray(segs, np.float64).reshape(-1, 2, 3), graph)
+
     @property
     def version(self) -> int:
         """Bumped each time a loop closure moved the keyframes (outputs built before are stale)."""
-        return self.core.version
+        return self._view.version
+
+    @property
+    def keyframe_count(self) -> int:
+        """Keyframes taken so far (as published)."""
+        return self._view.keyframes
 
     def stats(self) -> dict:
-        with self._lock:
-            d = self.core.stats.to_dict()
-            d["chain"] = self.core.chain.state()
-            d["graph"] = {"nodes": self.core.graph.nodes, "factors": self.core.graph.factors,
-                          "loop_factors": self.core.graph.loop_factors, "metric": self.core.metric}
+        """Counters and timings (read without the worker's lock: a snapshot, not a transaction)."""
+        view = self._view
+        d = self.core.stats.to_dict()
+        d["chain"] = self.core.chain.state()
+        d["graph"] = dict(view.graph)
         return d
 
     def poses(self, since: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -179,80 +233,67 @@ class GeometricBackend:
         Keyframes take their optimised poses; a frame between two keyframes is interpolated between
         them by frame number (rotation slerp, position linear); frames after the last keyframe follow
         it with the network's relative motion (in the keyframe's map units)."""
-        with self._lock:
-            frames = self.core.frames[since:]
-            kf_poses = self.core.keyframe_poses()
-            kf_index = {k: (kf.index, kf.T_net, kf.q) for k, kf in self.core.keyframes.items()}
-        return _interpolate(frames, kf_poses, kf_index)
+        view = self._view
+        frames = self.core.frames[since:]  # the worker only appends (or replaces the newest): a copy is consistent
+        return _interpolate(frames, view.kf_poses, view.kf_index)
 
     def world_correction(self) -> np.ndarray:
         """(4, 4) the similarity ``[s R | t]`` moving the network's world into the optimised one at the
         newest keyframe (identity before the first): what frames not yet seen by the back end get."""
-        with self._lock:
-            if not self.core.keyframes:
-                return np.eye(4)
-            key = self.core.last_key
-            kf = self.core.keyframes[key]
-            if not self.core.graph.has(key):
-                return np.eye(4)
-            T, s = self.core.graph.pose(key)
-        scale = s * kf.q
-        R = T[:3, :3] @ kf.T_net[:3, :3].T
-        S = np.eye(4)
-        S[:3, :3] = scale * R
-        S[:3, 3] = T[:3, 3] - scale * R @ kf.T_net[:3, 3]
-        return S
+        return self._view.correction.copy()
 
     def loop_segments(self) -> np.ndarray:
         """(N, 2, 3) float64 the optimised camera centres of the two keyframes of each closed loop."""
-        with self._lock:
-            poses = self.core.keyframe_poses()
-            segs = [(poses[a][0][:3, 3], poses[b][0][:3, 3]) for a, b in self.core.stats.loops if a in poses and b in poses]
-        return np.asarray(segs, np.float64).reshape(-1, 2, 3)
+        return self._view.loops.copy()
 
     def keyframe_clouds(self) -> list[KeyframeCloud]:
         """Every keyframe's stored points under its optimised pose (for re-fusing the map)."""
+        view = self._view
         out = []
-        with self._lock:
-            poses = self.core.keyframe_poses()
-            for key, kf in self.core.keyframes.items():
-                if key not in poses:
-                    continue
-                T, s = poses[key]
-                local = kf.points.astype(np.float64) * (kf.q * s)
-                world = local @ T[:3, :3].T + T[:3, 3]
-                out.append(KeyframeCloud(key, world.astype(np.float32), kf.colors, kf.conf, T))
+        for key, (points, colors, conf) in view.clouds.items():
+            if key not in view.kf_poses:
+                continue
+            T, s = view.kf_poses[key]
+            local = points.astype(np.float64) * (view.kf_index[key][2] * s)
+            world = local @ T[:3, :3].T + T[:3, 3]
+            out.append(KeyframeCloud(key, world.astype(np.float32), colors, conf, T))
         return out
 
 
 def _interpolate(frames: list[FrameRecord], kf_poses: dict, kf_index: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Corrected poses of ``frames`` (see :meth:`GeometricBackend.poses`), vectorised: a full
+    correction after a loop closure covers every frame of the run, on the frame path."""
     stamps = np.asarray([f.stamp_ns for f in frames], np.int64)
     out = np.stack([f.T_net for f in frames]) if frames else np.zeros((0, 4, 4))
-    if not kf_poses:
+    if not kf_poses or not frames:
         return stamps, out
     keys = sorted(kf_poses)
     kf_frame = np.asarray([kf_index[k][0] for k in keys])
-    for i, f in enumerate(frames):
-        if f.is_keyframe and f.keyframe in kf_poses:
-            out[i] = kf_poses[f.keyframe][0]
-            continue
-        j = int(np.searchsorted(kf_frame, f.index))  # first keyframe at or after this frame
-        if 0 < j < len(keys):
-            a, b = keys[j - 1], keys[j]
-            ia, ib = kf_frame[j - 1], kf_frame[j]
-            w = (f.index - ia) / max(ib - ia, 1)
-            Ta, Tb = kf_poses[a][0], kf_poses[b][0]
-            rots = Rotation.from_matrix(np.stack([Ta[:3, :3], Tb[:3, :3]]))
-            T = np.eye(4)
-            T[:3, :3] = Slerp([0.0, 1.0], rots)([w]).as_matrix()[0]
-            T[:3, 3] = (1 - w) * Ta[:3, 3] + w * Tb[:3, 3]
-            out[i] = T
-        else:
-            # Before the first or after the last keyframe: follow the nearest one with the network's motion.
-            k = keys[0] if j == 0 else keys[-1]
-            T_kf, s = kf_poses[k]
-            _, T_net_kf, q = kf_index[k]
-            rel = np.linalg.inv(T_net_kf) @ f.T_net
-            rel[:3, 3] *= q * s
-            out[i] = T_kf @ rel
+    T_kf = np.stack([kf_poses[k][0] for k in keys])
+    index = np.asarray([f.index for f in frames])
+    position = {k: i for i, k in enumerate(keys)}
+    own = np.asarray([position[f.keyframe] if f.is_keyframe and f.keyframe in position else -1 for f in frames])
+    j = np.searchsorted(kf_frame, index)  # first keyframe at or after each frame
+    inside = (own < 0) & (j > 0) & (j < len(keys))
+    if inside.any():
+        # Between keyframes a and b: R_a exp(w log(R_a^T R_b)) (slerp), position linear in w.
+        a, b = j[inside] - 1, j[inside]
+        w = (index[inside] - kf_frame[a]) / np.maximum(kf_frame[b] - kf_frame[a], 1)
+        Ra, Rb = T_kf[a, :3, :3], T_kf[b, :3, :3]
+        rel = Rotation.from_matrix(np.einsum("nji,njk->nik", Ra, Rb)).as_rotvec()
+        T = np.tile(np.eye(4), (len(a), 1, 1))
+        T[:, :3, :3] = Ra @ Rotation.from_rotvec(rel * w[:, None]).as_matrix()
+        T[:, :3, 3] = (1 - w)[:, None] * T_kf[a, :3, 3] + w[:, None] * T_kf[b, :3, 3]
+        out[inside] = T
+    outside = (own < 0) & ~inside
+    if outside.any():
+        # Before the first or after the last keyframe: follow the nearest one with the network's motion.
+        k = np.where(j[outside] == 0, 0, len(keys) - 1)
+        T_net_kf = np.stack([kf_index[keys[i]][1] for i in k])
+        scale = np.asarray([kf_index[keys[i]][2] * kf_poses[keys[i]][1] for i in k])
+        rel = np.linalg.inv(T_net_kf) @ out[outside]
+        rel[:, :3, 3] *= scale[:, None]
+        out[outside] = T_kf[k] @ rel
+    mine = own >= 0
+    out[mine] = T_kf[own[mine]]
     return stamps, out

@@ -46,9 +46,9 @@ class BackendConsumer:
         self.backend.submit(frame_input(frame.result, frame.image, crop))
 
     def poll_correction(self) -> Optional[PoseCorrection]:
-        core = self.backend.core
         with self._lock:
-            keyframes, version = core.stats.keyframes, core.version
+            # The back end's published view: read without waiting for its worker.
+            keyframes, version = self.backend.keyframe_count, self.backend.version
             if keyframes == self._seen_keyframes and version == self._seen_version:
                 return None
             loop = version != self._seen_version
