@@ -36,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from loger_core.eval.metrics import compute_ate  # noqa: E402
 from loger_core.stream import StreamingReconstructor, warm_up as stream_warm_up  # noqa: E402
 from loger_core.stream.model_loading import load_stream_model  # noqa: E402
 from loger_ros.conversions import make_header, rosbags_factory  # noqa: E402
@@ -75,17 +76,18 @@ def make_images(n: int, width: int, height: int, seed: int = 0) -> list[np.ndarr
                        interpolation=cv2.INTER_CUBIC) for _ in range(n)]
 
 
-def camera_images(scene: str, n: int, width: int, height: int, fps: float, device: str) -> list[np.ndarray]:
-    """What a camera sees: a rendered synthetic walk (held-out seed) for ``scene`` 'room' or
-    'corridor', else :func:`make_images` ('noise', cycled)."""
+def camera_images(scene: str, n: int, width: int, height: int, fps: float,
+                  device: str) -> tuple[list[np.ndarray], Optional[np.ndarray]]:
+    """(images, true T_world_cam (n, 4, 4) or None): what a camera sees, a rendered synthetic walk
+    (held-out seed) for ``scene`` 'room' or 'corridor', else :func:`make_images` ('noise', cycled)."""
     if scene == "noise":
-        return make_images(16, width, height)
+        return make_images(16, width, height), None
     from loger_core.synthetic import SynthConfig, render_frames
 
     render_device = "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
     frames = render_frames(SynthConfig(scene=scene, trajectory="handheld", frames=n, width=width, height=height,
                                        fps=fps if fps > 0 else 15.0, seed=5005), device=render_device)
-    return [f.rgb for f in frames]
+    return [f.rgb for f in frames], np.stack([f.T_world_cam for f in frames])
 
 
 def image_message(rgb: np.ndarray, stamp_ns: int):
@@ -147,7 +149,7 @@ def _time_calls(spent: dict, key: str, obj, name: str) -> None:
 
 
 def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_priority: str, provisional_anchors: int,
-                images: list[np.ndarray]) -> dict:
+                images: list[np.ndarray], truth: Optional[np.ndarray] = None) -> dict:
     params = params_for(args, provisional_every, cuda_graphs, pass_priority, provisional_anchors)
     stream = StreamingReconstructor(params.stream_config(), model=model)
     log = _QuietLog()
@@ -229,6 +231,15 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
     core.stop(60)
     consumer = core.mapper.consumer
     backend = consumer.stats() if consumer is not None and hasattr(consumer, "stats") else {}
+    # Accuracy of what the node published (corrected by the back end when on) against the rendered truth.
+    ate_pct = float("nan")
+    if truth is not None:
+        traj = core.mapper.trajectory("camera")
+        k = (traj.stamps_ns - T0) // STAMP_STEP_NS
+        if len(k) >= 3:
+            gt = truth[k]
+            path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+            ate_pct = 100.0 * compute_ate(traj.poses, gt, align="sim3").rmse / max(path, 1e-9)
     wall_s = time.perf_counter() - t_start
     stream.close()
     lat = core.latency.summary()
@@ -320,6 +331,7 @@ def run_setting(model, args, provisional_every: int, cuda_graphs: str, pass_prio
         "frames_dropped_total": c.dropped_total,
         "async_windows": stream.config.async_enabled(),
         "errors": len(log.errors),
+        "ate_pct_of_path": ate_pct,
         "backend_cpu_share": getattr(consumer, "cpu_share", None),
         "backend_keyframes": int(backend.get("keyframes", 0)),
         "backend_frames": int(backend.get("frames", 0)),
@@ -341,7 +353,8 @@ COLUMNS = [("provisional_every", "prov", "{:>4d}"), ("cuda_graphs", "graphs", "{
            ("peak_gpu_mib", "GPU MiB", "{:>8.0f}"), ("committed_share", "commit%", "{:>7.0%}"),
            ("provisional_share", "prov%", "{:>6.0%}"), ("prov_vs_committed_rot_deg_median", "dR deg", "{:>7.3f}"),
            ("prov_vs_committed_trans_median", "dt", "{:>7.4f}"), ("window_held_s", "held s", "{:>6.2f}"),
-           ("backend_keyframes", "BE kf", "{:>5d}"), ("backend_frames_tracked", "BE tracked", "{:>10d}")]
+           ("backend_keyframes", "BE kf", "{:>5d}"), ("backend_frames_tracked", "BE tracked", "{:>10d}"),
+           ("ate_pct_of_path", "ATE %", "{:>6.2f}")]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -414,8 +427,8 @@ def main(argv=None) -> int:
     print(f"model {args.config} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"camera {args.camera_size[0]}x{args.camera_size[1]} -> {args.width}x{args.height}, window {args.window}/{args.overlap}, camera {args.fps:g} fps, {args.frames} frames")
     warm_up(model, args)
-    images = camera_images(args.scene, args.frames, *args.camera_size, args.fps, args.device)
-    rows = [run_setting(model, args, *setting, images) for setting in settings(args)]
+    images, truth = camera_images(args.scene, args.frames, *args.camera_size, args.fps, args.device)
+    rows = [run_setting(model, args, *setting, images, truth) for setting in settings(args)]
     print_table(rows)
     for row in rows:
         print(f"prov {row['provisional_every']} graphs {row['cuda_graphs']} priority {row['pass_priority']} "
