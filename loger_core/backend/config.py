@@ -8,7 +8,8 @@ from typing import Any, Mapping
 __all__ = ["BackendConfig", "BackendConfigError", "resolved_cpu_share"]
 
 FEATURE_TYPES = ("sift", "orb")
-PLACE_DESCRIPTORS = ("votes", "none")
+# Place recognition (backend.place): 'votes' is the first name of 'vlad', still read (old YAML, sessions).
+PLACE_DESCRIPTORS = ("vlad", "tokens", "fusion", "none", "votes")
 
 
 class BackendConfigError(ValueError):
@@ -63,7 +64,7 @@ class BackendConfig:
     # Loop closure: candidates by descriptor votes among keyframes older than loop_min_age frames,
     # accepted after geometric verification with loop_min_inliers and loop_min_inlier_ratio and
     # confirmed by loop_consistency consecutive keyframes agreeing on the same correction.
-    place_descriptor: str = "votes"
+    place_descriptor: str = "vlad"  # vlad | tokens | fusion | none (see backend.place)
     loop_min_age: int = 60
     loop_candidates: int = 3
     loop_min_inliers: int = 60

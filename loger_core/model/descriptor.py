@@ -1,0 +1,24 @@
+"""A global place descriptor of each frame from the encoder's own patch tokens (no extra forward
+pass): the mean of the last encoder layer's patch tokens, L2-normalised.
+
+Why these tokens: the encoder sees one frame at a time (the memory enters only in the decoder), so
+the same place gives the same descriptor whatever the stream saw before, which is what retrieval
+needs. Why the mean: over the shipped `small` model it ranked true revisits as well as GeM and max
+pooling and kept the most recall at full precision (bench/place_recognition.py); the class and
+register tokens were worse there (`small` is trained from scratch, and only its patch tokens are
+supervised through the decoder). With random (untrained) weights the descriptor is meaningless.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["pool_patch_tokens"]
+
+
+def pool_patch_tokens(tokens: Tensor) -> Tensor:
+    """(B, P, C) patch tokens -> (B, C) float32 unit vectors (mean pooling, then L2 norm; a zero
+    mean stays zero). Computed in float32 whatever the autocast dtype."""
+    with torch.autocast(device_type=tokens.device.type, enabled=False):
+        mean = tokens.float().mean(dim=1)
+        return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
