@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pool_patch_tokens"]
+__all__ = ["encoder_descriptors", "pool_patch_tokens"]
 
 
 def pool_patch_tokens(tokens: Tensor) -> Tensor:
@@ -22,3 +22,17 @@ def pool_patch_tokens(tokens: Tensor) -> Tensor:
     with torch.autocast(device_type=tokens.device.type, enabled=False):
         mean = tokens.float().mean(dim=1)
         return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def encoder_descriptors(model: torch.nn.Module, rgb: Tensor, batch: int = 32) -> Tensor:
+    """(N, C) the descriptors `LoGeR.forward_window` gives frames `rgb` (N, h, w, 3) uint8 at model
+    resolution, from the encoder alone: the encoder sees one frame at a time, so this equals the
+    stream's ``FrameResult.descriptor`` of the same prepared image (tests and benches use it to get
+    descriptors without a stream)."""
+    out = []
+    for start in range(0, len(rgb), batch):
+        x = rgb[start:start + batch].to(model.image_mean.device).movedim(-1, -3).float().div_(255.0)
+        x = (x - model.image_mean) / model.image_std
+        out.append(pool_patch_tokens(model.encoder(x.to(model.image_mean.dtype))))
+    return torch.cat(out) if out else torch.zeros(0, model.cfg.encoder.embed_dim)
