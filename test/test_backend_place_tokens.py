@@ -126,6 +126,21 @@ def test_every_index_ranks_a_revisit_above_other_views_of_the_same_room(small, r
         assert got[0][0] == target, (mode, target, got)
 
 
+def test_tokens_fall_back_to_vlad_where_the_network_gives_no_descriptor(room_views):
+    frames, desc = room_views
+    feats = {k: extract_features(frames[k].rgb, "sift", 300).desc for k in range(0, 40, 4)}
+    plain, tokens = PlaceIndex(k=16, vocab_keyframes=8, mode="vlad"), PlaceIndex(k=16, vocab_keyframes=8, mode="tokens")
+    for k, d in feats.items():
+        plain.add(k, d)
+        tokens.add(k, d)  # no network descriptor (a model or input without one)
+    assert len(tokens.tokens) == 0
+    assert tokens.query(feats[20], top=3) == plain.query(feats[20], top=3) and plain.query(feats[20], top=1)[0][0] == 20
+    tokens.add(40, feats[0], desc[0])  # once keyframes have one, a query with one ranks by them
+    plain.add(40, feats[0])
+    assert tokens.query(feats[0], top=1, token=desc[0]) == [(40, pytest.approx(1.0, abs=1e-5))]
+    assert tokens.query(feats[20], top=3) == plain.query(feats[20], top=3)  # a query without one: VLAD
+
+
 def _inputs(frames, desc):
     out = []
     for i, f in enumerate(frames):

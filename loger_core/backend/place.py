@@ -2,7 +2,8 @@
 
 - 'vlad' (legacy name 'votes'): VLAD global descriptors (Jegou et al., CVPR 2010) of each keyframe's
   local descriptors against a small vocabulary learned from the run's first keyframes;
-- 'tokens': the network's own global descriptor of the frame (``place_tokens.TokenIndex``);
+- 'tokens': the network's own global descriptor of the frame (``place_tokens.TokenIndex``), with
+  VLAD for keyframes that have none (a model or input without descriptors, an older session);
 - 'fusion': keyframes ranked by the mean of both rankings.
 
 Cosine similarity for retrieval. Geometric verification (``loop_closure``) decides; this only ranks."""
@@ -48,8 +49,9 @@ class PlaceIndex:
     The vocabulary (``k`` centres) is learned once ``vocab_keyframes`` keyframes have been added
     (k-means over their descriptors); keyframes added before that are described then. ``mode``
     (see :func:`place_mode`): 'vlad' ranks by VLAD alone, 'tokens' by the keyframes' network
-    descriptors alone (no vocabulary is learned; a keyframe without one is not indexed), 'fusion'
-    by both (VLAD alone until its vocabulary exists, or for a query without a network descriptor).
+    descriptors (VLAD, kept alongside, for a query without one or before any keyframe has one),
+    'fusion' by both (VLAD alone until its vocabulary exists, or for a query without a network
+    descriptor).
     """
 
     def __init__(self, k: int = 32, vocab_keyframes: int = 8, seed: int = 0, mode: str = "vlad") -> None:
@@ -72,8 +74,6 @@ class PlaceIndex:
         (C,) or None."""
         if self.mode in ("tokens", "fusion") and token is not None:
             self.tokens.add(key, token)
-        if self.mode == "tokens":
-            return
         self._add_vlad(key, desc)
 
     def _add_vlad(self, key: int, desc: np.ndarray) -> None:
@@ -104,8 +104,8 @@ class PlaceIndex:
         """The ``top`` (key, score) among indexed keyframes (only ``keys_allowed`` if given), best
         first, for a keyframe of local descriptors ``desc`` (N, D) and network descriptor ``token``
         (C,) or None. Scores: cosine similarity ('vlad', 'tokens'); minus the mean rank ('fusion')."""
-        if self.mode == "tokens":
-            return self.tokens.query(token, keys_allowed, top) if token is not None else []
+        if self.mode == "tokens" and token is not None and len(self.tokens):
+            return self.tokens.query(token, keys_allowed, top)
         by_vlad = self.vlad_scores(desc)
         if self.mode == "fusion" and token is not None and len(self.tokens):
             if not len(by_vlad[0]):
