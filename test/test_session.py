@@ -76,8 +76,7 @@ def _assert_same_results(a, b):
         np.testing.assert_allclose(x.points, y.points, atol=TOL, rtol=0)
         np.testing.assert_array_equal(x.colors, y.colors)
         assert x.window_index == y.window_index
-        # The place descriptor too (a resumed window's pending frames carry theirs through the session).
-        assert x.descriptor is not None and y.descriptor is not None
+        assert x.descriptor is not None  # the place descriptor too: pending frames carry it through the session
         np.testing.assert_allclose(x.descriptor, y.descriptor, atol=TOL, rtol=0)
 
 
