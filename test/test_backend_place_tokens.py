@@ -141,6 +141,17 @@ def test_tokens_fall_back_to_vlad_where_the_network_gives_no_descriptor(room_vie
     assert tokens.query(feats[20], top=3) == plain.query(feats[20], top=3)  # a query without one: VLAD
 
 
+def test_culled_keyframes_leave_every_index(room_views):
+    frames, desc = room_views
+    idx = PlaceIndex(k=16, vocab_keyframes=8, mode="fusion")
+    for k in range(0, 40, 4):
+        idx.add(k, extract_features(frames[k].rgb, "sift", 300).desc, desc[k])
+    idx.remove({8, 12})
+    assert len(idx) == len(idx.tokens) == 8
+    q = extract_features(frames[8].rgb, "sift", 300).desc
+    assert {k for k, _ in idx.query(q, top=20, token=desc[8])} == set(range(0, 40, 4)) - {8, 12}
+
+
 def _inputs(frames, desc):
     out = []
     for i, f in enumerate(frames):

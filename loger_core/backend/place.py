@@ -86,6 +86,17 @@ class PlaceIndex:
         self._vecs.append(vlad(desc, self.centers))
         self._matrix = None
 
+    def remove(self, keys: set) -> None:
+        """Forget keyframes ``keys`` in every index (a bounded keyframe database culls old ones; the
+        vocabulary stays)."""
+        keys = set(keys)
+        self.tokens.remove(keys)
+        keep = [i for i, k in enumerate(self._keys) if k not in keys]
+        self._keys = [self._keys[i] for i in keep]
+        self._vecs = [self._vecs[i] for i in keep]
+        self._pending = [(k, d) for k, d in self._pending if k not in keys]
+        self._matrix = None
+
     def _learn(self) -> None:
         parts = [d for _, d in self._pending if len(d)]
         if sum(len(d) for d in parts) < self.k * 4:

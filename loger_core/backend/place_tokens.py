@@ -44,6 +44,13 @@ class TokenIndex:
         self._vecs.append(v / n if n > 0 else v)
         self._matrix = None
 
+    def remove(self, keys: set) -> None:
+        """Forget keyframes ``keys`` (a bounded keyframe database culls old ones)."""
+        keep = [i for i, k in enumerate(self._keys) if k not in keys]
+        self._keys = [self._keys[i] for i in keep]
+        self._vecs = [self._vecs[i] for i in keep]
+        self._matrix = None
+
     def scores(self, descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(keys (K,) int64, cosine similarities (K,) float32) of every indexed keyframe."""
         if not self._keys:
