@@ -75,8 +75,6 @@ def network_outputs(seq_dir: Path, cache: Path, fresh: bool) -> dict:
     stacked over frames), from one stream run configured as ``loger-reconstruct`` does."""
     if cache.is_file() and not fresh:
         return dict(np.load(cache))
-    import torch
-
     from loger_core.cli.reconstruct import _selection, _stream_config
     from loger_core.cli.reconstruct_args import build_parser
     from loger_core.io.image_folder import ImageFolderSequence
@@ -84,7 +82,6 @@ def network_outputs(seq_dir: Path, cache: Path, fresh: bool) -> dict:
 
     args = build_parser().parse_args([str(seq_dir), "--out", str(cache.parent), "--device", "cpu", "--backend", "off"])
     cfg = _stream_config(args, _selection(args))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rec = StreamingReconstructor(cfg)
     seq = ImageFolderSequence(seq_dir)
     results = []

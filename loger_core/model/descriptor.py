@@ -4,9 +4,10 @@ pass): the mean of the last encoder layer's patch tokens, L2-normalised.
 Why these tokens: the encoder sees one frame at a time (the memory enters only in the decoder), so
 the same place gives the same descriptor whatever the stream saw before, which is what retrieval
 needs. Why the mean: over the shipped `small` model it ranked true revisits as well as GeM and max
-pooling and kept the most recall at full precision (bench/place_recognition.py); the class and
-register tokens were worse there (`small` is trained from scratch, and only its patch tokens are
-supervised through the decoder). With random (untrained) weights the descriptor is meaningless.
+pooling and kept the most recall at full precision; the class and register tokens kept less (`small`
+is trained from scratch, and only its patch tokens reach the decoder): an exploratory comparison
+in docs/architecture.md; bench/place_recognition.py measures this one against VLAD. With random
+(untrained) weights the descriptor is no more than a random projection of the small input image.
 """
 from __future__ import annotations
 

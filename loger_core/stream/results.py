@@ -38,7 +38,8 @@ class FrameResult:
         > 0, (M,) int32 number of valid pixels merged into each point (sums to `valid.sum()`).
     descriptor: (C,) float32 unit global descriptor of the frame pooled from the encoder's patch
         tokens (C = encoder width: 128 for `small`, 1024 for ViT-L), for place recognition; None
-        for pose-only provisional results or a model that gives none.
+        where the pass gives none (pose-only provisional results, provisional CUDA graphs, a model
+        or test double without descriptors).
     """
 
     index: int
