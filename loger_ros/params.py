@@ -350,6 +350,11 @@ class NodeParams:
         "republished corrected, the map is fused again from the keyframes after a loop closure.", group="backend")
     backend_loop_closure: bool = _p(_BACKEND.loop_closure, "Detect and close loops (place recognition + geometric "
                                     "verification + consistency over consecutive keyframes).", group="backend")
+    backend_place_descriptor: str = _p(_BACKEND.place_descriptor, "Place recognition for loop candidates: 'tokens' "
+                                       "(the network's own encoder tokens pooled per frame; VLAD where a frame has "
+                                       "none), 'vlad' (VLAD over each keyframe's SIFT features), 'fusion' (ranked by "
+                                       "both), 'none' (no loop closure); docs/architecture.md compares them.", choices=("vlad", "tokens", "fusion", "none"),
+                                       group="backend")
     backend_max_features: int = _p(_BACKEND.max_features, "SIFT features per frame.", minimum=50, maximum=20000,
                                    group="backend")
     backend_max_image_width: int = _p(_BACKEND.max_image_width, "Wider images are downscaled to this width for "

@@ -158,12 +158,42 @@ def test_a_true_loop_is_closed_and_straightens_the_drive(loop_drive):
     assert e_closed <= e_open * 1.05, (e_open, e_closed)
 
 
-def test_a_corridor_of_repeated_doors_closes_no_loop():
-    # One pass down a corridor never revisits a place: any closure would be perceptual aliasing.
-    frames = render_frames(SynthConfig(scene="corridor", trajectory="handheld", frames=160, width=160, height=120,
-                                       fps=15, seed=5015), device="cpu")
+@pytest.fixture(scope="module")
+def corridor():
+    return render_frames(SynthConfig(scene="corridor", trajectory="handheld", frames=160, width=160, height=120,
+                                     fps=15, seed=5015), device="cpu")
+
+
+def _token_descriptors(frames) -> np.ndarray:
+    """(N, 128) the shipped `small` model's encoder-token descriptors (``FrameResult.descriptor``)."""
+    import torch
+
+    from loger_core.model import load_checkpoint
+    from loger_core.model.descriptor import encoder_descriptors
+    from loger_core.model.selection import BUNDLED_CHECKPOINT
+    from loger_core.stream.preprocess import prepare_image
+
+    model = load_checkpoint(str(BUNDLED_CHECKPOINT), config="small", device="cpu").eval()
+    return encoder_descriptors(model, torch.from_numpy(np.stack([prepare_image(f.rgb, (112, 84)).rgb for f in frames]))).numpy()
+
+
+@pytest.fixture(scope="module")
+def corridor_tokens(corridor):
+    return _token_descriptors(corridor)
+
+
+@pytest.mark.parametrize("place", ["vlad", "tokens", "fusion"])
+def test_a_corridor_of_repeated_doors_closes_no_loop(corridor, place, request):
+    # One pass down a corridor never revisits a place: any closure would be perceptual aliasing,
+    # whichever descriptor ranks the candidates.
+    frames = corridor
     gt = np.stack([f.T_world_cam for f in frames])
-    be = _run(_inputs(frames, _drifted(gt, 0.1, 1.0)), loop_min_age=30)
+    inputs = _inputs(frames, _drifted(gt, 0.1, 1.0))
+    if place != "vlad":
+        for fi, d in zip(inputs, request.getfixturevalue("corridor_tokens")):
+            fi.descriptor = d
+    be = _run(inputs, loop_min_age=30, place_descriptor=place)
+    assert be.stats()["loop_candidates"] > 0  # the descriptor did propose (false) candidates
     stats = be.stats()
     for a, b in stats["loops"]:
         kfs = be.core.keyframes

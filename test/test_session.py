@@ -76,6 +76,8 @@ def _assert_same_results(a, b):
         np.testing.assert_allclose(x.points, y.points, atol=TOL, rtol=0)
         np.testing.assert_array_equal(x.colors, y.colors)
         assert x.window_index == y.window_index
+        assert x.descriptor is not None  # the place descriptor too: pending frames carry it through the session
+        np.testing.assert_allclose(x.descriptor, y.descriptor, atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("split,async_a,async_b", [(7, "off", "off"), (11, "off", "off"), (3, "off", "off"),

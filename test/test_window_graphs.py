@@ -49,7 +49,7 @@ def test_graphs_are_shared_per_model_and_key(tiny):
 
 
 def _assert_same(got, want, atol=1e-5):
-    for name in ("local_points", "conf", "camera_poses", "points"):
+    for name in ("local_points", "conf", "camera_poses", "points", "descriptors"):
         torch.testing.assert_close(getattr(got, name), getattr(want, name).float(), rtol=1e-5, atol=atol, msg=name)
 
 
@@ -103,6 +103,7 @@ def test_a_stream_without_passes_replays_its_windows_and_commits_the_same_result
         np.testing.assert_allclose(a.T_world_cam, b.T_world_cam, rtol=0, atol=1e-4)
         np.testing.assert_array_equal(a.valid, b.valid)
         np.testing.assert_allclose(a.points, b.points, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(a.descriptor, b.descriptor, rtol=0, atol=1e-4)  # the place descriptor rides along
 
 
 @needs_cuda

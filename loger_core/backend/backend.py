@@ -84,7 +84,8 @@ def frame_input(result: Any, image: Optional[np.ndarray], crop: Optional[tuple[i
                       depth=result.depth, confidence=result.confidence, K=np.asarray(result.K, np.float64), image=image,
                       crop=crop if crop is not None else (0, 0, int(W), int(H)), points=result.points,
                       colors=result.colors, point_confidence=result.point_confidence,
-                      valid=getattr(result, "valid", None), intrinsics_known=bool(getattr(result, "intrinsics_known", False)))
+                      valid=getattr(result, "valid", None), intrinsics_known=bool(getattr(result, "intrinsics_known", False)),
+                      descriptor=getattr(result, "descriptor", None))
 
 
 class GeometricBackend:

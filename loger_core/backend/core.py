@@ -95,7 +95,7 @@ class BackendCore:
         self.cfg = cfg
         self.metric = metric
         self.graph = PoseGraph(metric, cfg.robust_kernel, cfg.robust_k)
-        self.place = PlaceIndex(seed=seed)
+        self.place = PlaceIndex(seed=seed, mode=cfg.place_descriptor)
         self.chain = ScaleChain(chain_floor=cfg.scale_chain_sigma, network_sigma=cfg.scale_network_sigma)
         self.keyframes: dict[int, Keyframe] = {}
         self.frames: list[FrameRecord] = []
@@ -187,7 +187,8 @@ class BackendCore:
             place = Features(place.uv, np.clip(place.desc, 0, 255).astype(np.uint8).astype(np.float32), place.kind)
         kf = Keyframe(key=key, index=frame.index, stamp_ns=frame.stamp_ns, T_net=np.asarray(frame.T_world_cam, np.float64),
                       K=np.asarray(frame.K, np.float64), feats=cur.feats, depth_feats=cur.depth, place=place,
-                      depth_place=cur.depth[place_idx], points=pts, colors=cols, conf=conf, median_depth=median_depth)
+                      depth_place=cur.depth[place_idx], points=pts, colors=cols, conf=conf, median_depth=median_depth,
+                      descriptor=None if frame.descriptor is None else np.asarray(frame.descriptor, np.float32))
         if prev is None:
             self.graph.add_node(key, kf.T_net, anchor=True)
             self.graph.optimize()
@@ -204,7 +205,7 @@ class BackendCore:
             self.keyframes[old_key].forget_tracking()
         if self.cfg.loop_closure and self.cfg.place_descriptor != "none":
             self._detect_loop(kf, cur)
-            self.place.add(key, place.desc)
+            self.place.add(key, place.desc, kf.descriptor)
         self._last = None
         self.stats.keyframe_s_total += time.perf_counter() - t0
 
@@ -348,7 +349,7 @@ class BackendCore:
             self._pending_loop = None
             return
         found: Optional[LoopCandidate] = None
-        for old_key, sim in self.place.query(kf.place.desc, allowed, cfg.loop_candidates):
+        for old_key, sim in self.place.query(kf.place.desc, allowed, cfg.loop_candidates, token=kf.descriptor):
             self.stats.loop_candidates += 1
             old = self.keyframes[old_key]
             got = verify_loop(cfg, old, cur.feats, kf.K, kf.q, cur.depth)

@@ -25,6 +25,8 @@ class FrameInput:
     crop: (x0, y0, cw, ch) box of the original image that was resized to the model input (w, h).
     points, colors, point_confidence: the frame's world points (M, 3) float32 / (M, 3) uint8 / (M,)
     (network pose), kept at keyframes for re-fusion.
+    descriptor: (C,) float32 unit global descriptor from the network's encoder tokens
+    (``FrameResult.descriptor``), or None; place recognition with ``place_descriptor`` 'tokens'.
     """
 
     stamp_ns: int
@@ -40,6 +42,7 @@ class FrameInput:
     point_confidence: np.ndarray
     valid: Optional[np.ndarray] = None  # (h, w) bool: the pixels ``points`` come from (row-major)
     intrinsics_known: bool = False  # ``K`` is the camera's, not one implied by the network's points
+    descriptor: Optional[np.ndarray] = None
 
 
 def model_pixels(uv: np.ndarray, crop: tuple[int, int, int, int], model_size: tuple[int, int]) -> np.ndarray:
@@ -73,6 +76,7 @@ class Keyframe:
     place: the bounded subset kept for loop verification; depth_place: (P,) float32 network depth at them.
     q: map units per network unit at this keyframe (the scale chain against the network's depth).
     points: (M, 3) float32 camera-frame points in network units; colors (M, 3) uint8; conf (M,) float32.
+    descriptor: (C,) float32 the frame's encoder-token descriptor, or None (see FrameInput).
     """
 
     key: int
@@ -91,6 +95,7 @@ class Keyframe:
     q: float = 1.0
     path_length: float = 0.0  # along the estimate from the first keyframe, at insertion (map units)
     extra: dict = field(default_factory=dict)
+    descriptor: Optional[np.ndarray] = None
 
     def forget_tracking(self) -> None:
         """Drop what only tracking needed (bounded memory: old keyframes keep their place subset)."""

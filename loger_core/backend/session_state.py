@@ -53,6 +53,11 @@ def unpack_ragged(prefix: str, tensors: dict) -> list[np.ndarray]:
     return [data[off[i]:off[i + 1]] for i in range(len(off) - 1)]
 
 
+def _descriptor_row(d: Optional[np.ndarray]) -> np.ndarray:
+    """(C,) float32 of a descriptor, (0,) for None."""
+    return np.zeros(0, np.float32) if d is None else np.asarray(d, np.float32).ravel()
+
+
 def capture_backend(core: BackendCore) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta) of the back end's whole state (copies; call with its worker idle)."""
     keys = sorted(core.keyframes)
@@ -68,6 +73,9 @@ def capture_backend(core: BackendCore) -> tuple[dict[str, torch.Tensor], dict[st
     pack_ragged("kf.points", [k.points for k in kfs], (3,), np.float32, t)
     pack_ragged("kf.colors", [k.colors for k in kfs], (3,), np.uint8, t)
     pack_ragged("kf.conf", [k.conf for k in kfs], (), np.float32, t)
+    # The network's global descriptors (empty where a keyframe has none); optional on restore, so
+    # sessions written before them still load. The token index is rebuilt from them.
+    pack_ragged("kf.descriptor", [_descriptor_row(k.descriptor) for k in kfs], (), np.float32, t)
     tracked = [k for k in kfs if k.feats is not None]
     t["kf.tracked_keys"] = _t(np.asarray([k.key for k in tracked], np.int64))
     pack_ragged("kf.feats_uv", [k.feats.uv for k in tracked], (2,), np.float32, t)
@@ -112,6 +120,8 @@ def capture_backend(core: BackendCore) -> tuple[dict[str, torch.Tensor], dict[st
         t["last.feats_uv"] = _t(last.feats.uv)
         t["last.feats_desc"] = _t(last.feats.desc)
         t["last.depth"] = _t(last.depth.astype(np.float32))
+        if f.descriptor is not None:
+            t["last.descriptor"] = _t(_descriptor_row(f.descriptor))
         if last.pairs is not None:
             t["last.pairs"] = _t(last.pairs.astype(np.int64))
         if last.tv is not None:
@@ -156,6 +166,7 @@ def restore_backend(cfg: BackendConfig, tensors: dict[str, torch.Tensor], meta: 
     ints, floats = _n(tensors["kf.scalars"]), _n(tensors["kf.floats"])
     uv, desc, dpl = unpack_ragged("kf.place_uv", tensors), unpack_ragged("kf.place_desc", tensors), unpack_ragged("kf.depth_place", tensors)
     pts, cols, conf = unpack_ragged("kf.points", tensors), unpack_ragged("kf.colors", tensors), unpack_ragged("kf.conf", tensors)
+    descs = unpack_ragged("kf.descriptor", tensors) if "kf.descriptor.offsets" in tensors else [np.zeros(0)] * len(ints)
     tracked = {int(k): i for i, k in enumerate(_n(tensors["kf.tracked_keys"]))}
     f_uv, f_desc, f_depth = (unpack_ragged("kf.feats_uv", tensors), unpack_ragged("kf.feats_desc", tensors),
                              unpack_ragged("kf.feats_depth", tensors))
@@ -167,7 +178,8 @@ def restore_backend(cfg: BackendConfig, tensors: dict[str, torch.Tensor], meta: 
             key=key, index=index, stamp_ns=stamp, T_net=T_net[i].copy(), K=Ks[i].copy(), feats=feats,
             depth_feats=None if j is None else f_depth[j].copy(), place=Features(uv[i].copy(), desc[i].copy(), cfg.feature),
             depth_place=dpl[i].copy(), points=pts[i].copy(), colors=cols[i].copy(), conf=conf[i].copy(),
-            median_depth=float(floats[i, 1]), q=float(floats[i, 0]), path_length=float(floats[i, 2]))
+            median_depth=float(floats[i, 1]), q=float(floats[i, 0]), path_length=float(floats[i, 2]),
+            descriptor=descs[i].copy() if len(descs[i]) else None)
     fi, fT = _n(tensors["frames.ints"]), _n(tensors["frames.T_net"])
     core.frames = [FrameRecord(int(a), int(b), fT[n].copy(), None if c < 0 else int(c), bool(d))
                    for n, (a, b, c, d) in enumerate(fi)]
@@ -191,6 +203,11 @@ def restore_backend(cfg: BackendConfig, tensors: dict[str, torch.Tensor], meta: 
         pl._vecs = list(_n(tensors["place.vecs"]).copy())
     pl._pending = list(zip((int(k) for k in _n(tensors["place.pending_keys"])),
                            (d.copy() for d in unpack_ragged("place.pending", tensors))))
+    if pl.mode in ("tokens", "fusion") and cfg.loop_closure:
+        # Every keyframe entered the index as it was made (loop closure on), in key order.
+        for key in sorted(core.keyframes):
+            if core.keyframes[key].descriptor is not None:
+                pl.tokens.add(key, core.keyframes[key].descriptor)
     core.chain.restore(meta["chain"])
     for k, v in meta["stats"].items():
         setattr(core.stats, k, v)
@@ -210,7 +227,8 @@ def restore_backend(cfg: BackendConfig, tensors: dict[str, torch.Tensor], meta: 
                            depth=np.zeros((0, 0), np.float32), confidence=np.zeros((0, 0), np.float32),
                            K=TK[16:].reshape(3, 3).copy(), image=None, crop=tuple(m["crop"]),
                            points=_n(tensors["last.points"]).copy(), colors=_n(tensors["last.colors"]).copy(),
-                           point_confidence=_n(tensors["last.conf"]).copy())
+                           point_confidence=_n(tensors["last.conf"]).copy(),
+                           descriptor=_n(tensors["last.descriptor"]).copy() if "last.descriptor" in tensors else None)
         tv = None
         if m["tv"] is not None:
             Rt, d = _n(tensors["last.tv_Rt"]), _n(tensors["last.tv_depths"])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .descriptor import pool_patch_tokens
 from .encoder import DinoEncoder
 from .heads import CameraHead, LinearPatchHead, TransformerDecoder
 from .layers import Block, RoPE2D, patch_positions
@@ -108,7 +109,8 @@ class LoGeR(nn.Module):
         anchor_frames: the frame-role tokens of a provisional pass: its first `anchor_frames`
             frames overlap the previous window, the others are interior frames, as they will be in
             their committed window. None: the roles of a window of N frames (`pe_token_counts`).
-        Returns the window's predictions (float32, on the images' device) and the next state.
+        Returns the window's predictions (float32, on the images' device; `descriptors` (B, N, C)
+        pooled from the encoder's patch tokens) and the next state.
         """
         if images.dim() == 4:
             images = images.unsqueeze(0)
@@ -129,6 +131,8 @@ class LoGeR(nn.Module):
             else (anchor_frames, N - anchor_frames, 0)
         hidden, pos, new_ttt, new_swa = self._decode(tokens, B, N, H, W, state, options, commit, roles)
         pred = self._heads(hidden, pos, B, N, H, W, raw_camera)
+        # The place descriptor: a few kernels over tokens already computed (no extra pass).
+        pred.descriptors = pool_patch_tokens(tokens).reshape(B, N, -1)
         if not commit:
             return pred, incoming
         new_state = MemoryState(ttt=new_ttt, swa=new_swa, window_index=state.window_index + 1, frames_seen=state.frames_seen + N)

@@ -6,6 +6,7 @@ the stream, so that none of them imports another for these types.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -23,12 +24,16 @@ class WindowPrediction:
     conf: (B, N, H, W, 1) confidence logits (higher = more confident).
     camera_poses: (B, N, 4, 4) `T_world_cam`, world = the frame of the memory / alignment.
     points: (B, N, H, W, 3) world-frame points, `camera_poses @ local_points`.
+    descriptors: (B, N, C) unit global descriptors of the frames from the encoder's patch tokens
+        (`descriptor.pool_patch_tokens`; C = the encoder width), or None where a path does not
+        carry them (provisional CUDA graphs, test doubles).
     """
 
     local_points: Tensor
     conf: Tensor
     camera_poses: Tensor
     points: Tensor
+    descriptors: Optional[Tensor] = None
 
     @property
     def depth(self) -> Tensor:
@@ -41,16 +46,21 @@ class WindowPrediction:
 
     def frames(self, start: int, end: int | None = None) -> "WindowPrediction":
         sl = slice(start, end)
-        return WindowPrediction(self.local_points[:, sl], self.conf[:, sl], self.camera_poses[:, sl], self.points[:, sl])
+        return WindowPrediction(self.local_points[:, sl], self.conf[:, sl], self.camera_poses[:, sl], self.points[:, sl],
+                                None if self.descriptors is None else self.descriptors[:, sl])
 
     def to(self, device: torch.device | str) -> "WindowPrediction":
-        return WindowPrediction(*(t.to(device) for t in (self.local_points, self.conf, self.camera_poses, self.points)))
+        return WindowPrediction(*(t.to(device) for t in (self.local_points, self.conf, self.camera_poses, self.points)),
+                                None if self.descriptors is None else self.descriptors.to(device))
 
     @staticmethod
     def cat(parts: list["WindowPrediction"]) -> "WindowPrediction":
+        descriptors = None
+        if parts and all(p.descriptors is not None for p in parts):
+            descriptors = torch.cat([p.descriptors for p in parts], 1)
         return WindowPrediction(
             torch.cat([p.local_points for p in parts], 1), torch.cat([p.conf for p in parts], 1),
-            torch.cat([p.camera_poses for p in parts], 1), torch.cat([p.points for p in parts], 1),
+            torch.cat([p.camera_poses for p in parts], 1), torch.cat([p.points for p in parts], 1), descriptors,
         )
 
 

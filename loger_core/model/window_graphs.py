@@ -143,12 +143,13 @@ class WindowGraphs:
             self.replays += 1
             out = entry.out
             local_points = out.local_points.clone()
-            pred = WindowPrediction(local_points, out.conf.clone(), out.camera_poses.clone(), None)
+            pred = WindowPrediction(local_points, out.conf.clone(), out.camera_poses.clone(), None,
+                                    None if out.descriptors is None else out.descriptors.clone())
             new_state = entry.new_state.clone()
         if finish:
             with torch.autocast(x.device.type, enabled=False):  # the SVD in fp32 whatever the caller's autocast
                 poses, points = finish_raw_camera(local_points, pred.camera_poses)
-            pred = WindowPrediction(local_points, pred.conf, poses, points)
+            pred = WindowPrediction(local_points, pred.conf, poses, points, pred.descriptors)
         new_state.window_index = state.window_index + 1
         new_state.frames_seen = state.frames_seen + local_points.shape[1]
         return pred, new_state
@@ -174,7 +175,8 @@ class WindowGraphs:
             pred, new_state = self.model.forward_window(self.prepare(x), state, self.options, commit=True,
                                                         raw_camera=True)
         # The camera head's SVD stays out of the graph (its error check copies to the host).
-        return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None), new_state
+        return WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(), None,
+                                pred.descriptors), new_state
 
     def _capture(self, x: Tensor, state: MemoryState) -> _Graph:
         static_x = x.clone()

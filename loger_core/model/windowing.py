@@ -157,7 +157,7 @@ class WindowAligner:
         poses = pred.camera_poses.clone()
         poses[..., :3, :3] = rot
         poses[..., :3, 3] = trans
-        return WindowPrediction(local, pred.conf, poses, transform_points(poses, local))
+        return WindowPrediction(local, pred.conf, poses, transform_points(poses, local), pred.descriptors)
 
     def _estimate(self, curr: WindowPrediction) -> WindowTransform:
         B = curr.camera_poses.shape[0]

@@ -63,6 +63,8 @@ class OutputAssembly:
         else:
             out_t = self._device_outputs(pred, rgb, start, end)
         out_t["poses"] = pred.camera_poses[0, start:end].double()
+        if pred.descriptors is not None and "depth" in out_t:
+            out_t["descriptors"] = pred.descriptors[0, start:end].float()
         event = None
         if self.device.type == "cuda":
             # Asynchronous copies into pinned host memory; one event marks them all.
@@ -89,6 +91,7 @@ class OutputAssembly:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         pts_all, col_all, pconf_all = host["points"].numpy(), host["colors"].numpy(), host["point_confidence"].numpy()
         weights_all = host["weights"].numpy() if "weights" in host else None
+        desc_all = host["descriptors"].numpy() if "descriptors" in host else None
         out: list[FrameResult] = []
         for i, fr in enumerate(frames):
             depth, confidence, valid = depth_all[i], conf_all[i], valid_all[i]
@@ -107,6 +110,7 @@ class OutputAssembly:
                 colors=col_all[a:b],
                 point_confidence=pconf_all[a:b],
                 point_weights=None if weights_all is None else weights_all[a:b],
+                descriptor=None if desc_all is None else desc_all[i].copy(),
             ))
         if not provisional:
             self.stats.frames_committed += len(out)

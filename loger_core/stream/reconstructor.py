@@ -388,7 +388,7 @@ class StreamingReconstructor(AsyncWindows, ProvisionalScheduling, OutputAssembly
                                                         commit=commit, anchor_frames=anchor_frames,
                                                         **({"raw_camera": True} if raw else {}))
         pred = WindowPrediction(pred.local_points.float(), pred.conf.float(), pred.camera_poses.float(),
-                                None if pred.points is None else pred.points.float())
+                                None if pred.points is None else pred.points.float(), getattr(pred, "descriptors", None))
         return pred, new_state, rgb
 
     def _commit(self, final: bool) -> list[FrameResult]:

@@ -36,6 +36,10 @@ class FrameResult:
     intrinsics_known: True when `K` is the one given to `push`.
     point_weights: None when every valid pixel is a point; with `StreamConfig.point_voxel_size`
         > 0, (M,) int32 number of valid pixels merged into each point (sums to `valid.sum()`).
+    descriptor: (C,) float32 unit global descriptor of the frame pooled from the encoder's patch
+        tokens (C = encoder width: 128 for `small`, 1024 for ViT-L), for place recognition; None
+        where the pass gives none (pose-only provisional results, provisional CUDA graphs, a model
+        or test double without descriptors).
     """
 
     index: int
@@ -58,6 +62,7 @@ class FrameResult:
     provisional: bool = False
     intrinsics_known: bool = False
     point_weights: Optional[np.ndarray] = None
+    descriptor: Optional[np.ndarray] = None
 
     @property
     def position(self) -> np.ndarray:

@@ -71,6 +71,8 @@ class _Packer:
 def _put_pred(p: _Packer, prefix: str, pred: WindowPrediction) -> None:
     for name in _PRED_FIELDS:
         p.put(f"{prefix}.{name}", getattr(pred, name))
+    if pred.descriptors is not None:  # optional: sessions written before it restore without
+        p.put(f"{prefix}.descriptors", pred.descriptors)
 
 
 def _put_transform(p: _Packer, prefix: str, tf: WindowTransform) -> None:
@@ -181,7 +183,9 @@ def restore_stream(rec: Any, comp: SessionComponent, path: Optional[str] = None)
             saved.append(BufferedFrame(int(fm["index"]), int(fm["stamp_ns"]), prepared, extra["K"], extra["depth"], extra["odom"]))
 
         def pred(prefix: str) -> WindowPrediction:
-            return WindowPrediction(*(t[f"{prefix}.{name}"].to(dev) for name in _PRED_FIELDS))
+            descriptors = t.get(f"{prefix}.descriptors")
+            return WindowPrediction(*(t[f"{prefix}.{name}"].to(dev) for name in _PRED_FIELDS),
+                                    None if descriptors is None else descriptors.to(dev))
 
         def transform(prefix: str) -> WindowTransform:
             return WindowTransform(t[f"{prefix}.R"].to(dev), t[f"{prefix}.t"].to(dev), t[f"{prefix}.scale"].to(dev))

@@ -24,4 +24,4 @@ def finish_camera(pred: WindowPrediction) -> WindowPrediction:
     if pred.points is not None:
         return pred
     poses, points = finish_raw_camera(pred.local_points, pred.camera_poses)
-    return WindowPrediction(pred.local_points, pred.conf, poses, points)
+    return WindowPrediction(pred.local_points, pred.conf, poses, points, pred.descriptors)
