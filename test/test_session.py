@@ -136,9 +136,11 @@ def _image_msgs(n: int, seed: int = 3):
 
 
 def _node_params(tmp_path, **kw) -> NodeParams:
+    # backend_cpu_share 1: a live back end that rests on a CPU network (auto share) tracks frames by
+    # the clock, so two runs differ by scheduling; these tests compare sessions, not schedulers.
     base = dict(model_config="tiny", allow_synthetic_weights=True, device="cpu", input_width=28, input_height=28,
                 window_size=4, overlap_size=1, provisional_every=0, queue_size=64, output_dir=str(tmp_path),
-                voxel_size=0.02, async_windows="off")
+                voxel_size=0.02, async_windows="off", backend_cpu_share=1.0)
     base.update(kw)
     return NodeParams(**base)
 
