@@ -133,6 +133,16 @@ class MappingShell:
             self.create_service(Trigger, SERVICES["save_map"], self._on_save_map, callback_group=services)]
         self._shell_timers = [self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
                                                callback_group=MutuallyExclusiveCallbackGroup())]
+        self._player_control = None
+        if self.params.lossless:
+            # Imported here: only lossless mode needs rosbag2_interfaces.
+            from loger_ros.player_control import PlayerControl
+
+            policy = self.core.backpressure
+            self._player_control = PlayerControl(self, self.params.lossless_player, policy, self.log)
+            self.core.set_flow_control(self._player_control)
+            self.log.info(f"lossless: no frame is dropped; {self.params.lossless_player} is paused at "
+                          f"{policy.high_water} queued frames and resumed at {policy.low_water}")
 
     def _log_ready(self) -> None:
         selection = self.core.selection.describe() if self.core.selection is not None else self.params.model_config
@@ -199,9 +209,17 @@ class MappingShell:
         advertised = dict(self.get_topic_names_and_types()).get(self.resolve_topic_name(p.image_topic))
         transport = resolve_image_transport(p.image_transport, p.image_topic, advertised)
         compressed = transport == "compressed"
+        image_qos = qos_profile_sensor_data
+        if p.lossless:
+            # Still best effort (a reliable subscription would not match a bag recorded from a best-effort
+            # camera, which ros2 bag play replays best effort), but deep enough that a busy executor does not
+            # lose frames in the subscription's own history before they reach the lossless queue.
+            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(qos_profile_sensor_data.depth,
+                                   p.queue_size), reliability=ReliabilityPolicy.BEST_EFFORT,
+                                   durability=DurabilityPolicy.VOLATILE)
         subs = [self.create_subscription(
             CompressedImage if compressed else Image, p.image_topic,
-            lambda msg: self.core.on_image(msg, compressed), qos_profile_sensor_data, callback_group=inputs)]
+            lambda msg: self.core.on_image(msg, compressed), image_qos, callback_group=inputs)]
         self.log.info(f"image input: {p.image_topic} ({transport})")
         if p.camera_info_topic:
             subs.append(self.create_subscription(CameraInfo, p.camera_info_topic, self.core.on_camera_info,
@@ -262,10 +280,26 @@ class MappingShell:
         ``shutdown_timeout_s``, publish what is left (ROS is still up) and save the map."""
         p = self.params
         t0 = time.monotonic()
-        dropped = self.core.stop_intake()
-        self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
-                      f"{p.shutdown_partial_window}; then saving the map")
-        stopped = self.core.stop(p.shutdown_timeout_s)
+        if p.lossless:
+            # Every frame is wanted: map the queued ones too (bounded by the shutdown timeout).
+            queued = len(self.core.queue)
+            self.core.stop_intake(keep_queued=True)
+            self.log.info(f"shutting down ({reason}): lossless, mapping {queued} queued frame(s) first; incomplete "
+                          f"window: {p.shutdown_partial_window}; then saving the map")
+            if not self.core.wait_drained(p.shutdown_timeout_s):
+                self.log.warning(f"lossless: {len(self.core.queue)} queued frame(s) not mapped within "
+                                 f"shutdown_timeout_s {p.shutdown_timeout_s} s")
+            policy = self.core.backpressure
+            if policy is not None:
+                stats = policy.stats()
+                self.log.info(f"lossless: paused the player {stats['pauses']} time(s), resumed it {stats['resumes']} "
+                              f"time(s) ({stats['failures']} request(s) failed); queue peak {stats['max_depth']} "
+                              f"frame(s) of queue_size {p.queue_size}")
+        else:
+            dropped = self.core.stop_intake()
+            self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
+                          f"{p.shutdown_partial_window}; then saving the map")
+        stopped = self.core.stop(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
         t_stop = time.monotonic() - t0
         if not stopped:
             self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
