@@ -6,8 +6,9 @@ The policy (when to pause, when to resume) is ROS-free:
 module only turns its actions into service requests. Requests are asynchronous: the sink is called
 from the image callback and from the inference thread, and neither may wait for a round trip (the
 callback would stall the executor that delivers the answer; the inference thread would stall
-mapping). A request that cannot be sent (no player yet, or none at all) or that fails is handed
-back to the policy, which asks again on a later queue update.
+mapping). A pause that cannot be sent (no player yet, or none at all) or a request that fails is
+handed back to the policy, which asks again on a later queue update; a resume for a player that has
+gone (the bag ended) is dropped.
 
 Imported only when ``lossless`` is on, so a live node does not need rosbag2_interfaces.
 """
@@ -47,6 +48,11 @@ class PlayerControl:
         """Send ``action`` (``"pause"`` / ``"resume"``) without waiting for the answer."""
         client = self._clients[action]
         if not client.service_is_ready():
+            if action == RESUME:
+                # The player that was paused is gone (the bag ended, or it was stopped): nothing is
+                # left paused, and asking again on every queue update would only repeat this.
+                self._log.info(f"lossless: {client.srv_name} is gone; not resuming")
+                return
             self._policy.failed(action)
             self._warn(f"lossless: cannot {action} the player: {client.srv_name} is not available (is `ros2 bag "
                        f"play` running, as {self.player}?); frames are kept, not dropped")
