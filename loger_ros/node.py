@@ -35,6 +35,7 @@ from nav_msgs.msg import OccupancyGrid, Odometry, Path
 from visualization_msgs.msg import MarkerArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -131,8 +132,12 @@ class MappingShell:
         self._shell_services = [
             self.create_service(Trigger, SERVICES["reset"], self._on_reset, callback_group=services),
             self.create_service(Trigger, SERVICES["save_map"], self._on_save_map, callback_group=services)]
+        # On the steady clock, not the node's: under use_sim_time a paused bag (lossless replay) or one
+        # that has ended stops /clock, and the node's state must still be reported while it works
+        # through what it queued (the messages keep the node clock's stamps).
         self._shell_timers = [self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
-                                               callback_group=MutuallyExclusiveCallbackGroup())]
+                                               callback_group=MutuallyExclusiveCallbackGroup(),
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))]
         self._player_control = None
         if self.params.lossless:
             # Imported here: only lossless mode needs rosbag2_interfaces.
@@ -141,7 +146,7 @@ class MappingShell:
             policy = self.core.backpressure
             self._player_control = PlayerControl(self, self.params.lossless_player, policy, self.log)
             self.core.set_flow_control(self._player_control)
-            self.log.info(f"lossless: no frame is dropped; {self.params.lossless_player} is paused at "
+            self.log.info(f"lossless: every frame is kept; {self.params.lossless_player} is paused at "
                           f"{policy.high_water} queued frames and resumed at {policy.low_water}")
 
     def _log_ready(self) -> None:

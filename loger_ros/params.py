@@ -337,7 +337,9 @@ class NodeParams:
     reset_clears_map: bool = _p(False, "~/reset also clears the global map and path (else only the network "
                                 "memory restarts and the new reconstruction continues in the same map frame).",
                                 group="output")
-    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds.", minimum=0.01,
+    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds of steady (wall) time, also under "
+                                     "use_sim_time, so that a paused or finished bag does not silence them (their "
+                                     "stamps follow the node clock).", minimum=0.01,
                                      maximum=3600.0, group="output")
     input_timeout_s: float = _p(
         3.0, "No image on image_topic for this long (wall clock, while the node is active) turns /diagnostics "

@@ -53,8 +53,10 @@ def test_backend_closes_a_loop_publishes_it_and_corrects_map_to_odom(ros_ready, 
     try:
         launched.wait_for(r"loger_node ready", 180.0)
         launched.wait_for(r"\[bag_play-\d+\]: process has finished cleanly", 900.0)
-        client.wait_until(lambda: bool(markers), 30.0, "a ~/loop_closures MarkerArray")
-        time.sleep(2.0)
+        client.wait_until(lambda: bool(markers), 60.0, "a ~/loop_closures MarkerArray")
+        # Diagnostics run on the steady clock: they keep coming after the bag (and /clock) ended.
+        client.wait_until(lambda: any(int(v.get("backend_loop_closures", 0)) >= 1 for v in _status_values(client)),
+                          30.0, "diagnostics that count the closed loop")
     finally:
         client.close()
         launched.close()
@@ -78,14 +80,21 @@ def test_backend_closes_a_loop_publishes_it_and_corrects_map_to_odom(ros_ready, 
     assert map_odom and len(odom_base) > 100
     moves = [np.linalg.norm(b[:3, 3] - a[:3, 3]) for (_, a), (_, b) in zip(map_odom, map_odom[1:])]
     assert max(moves, default=0.0) > 0.0, "map -> odom never changed: no correction reached TF"
+    assert all(tb > ta for (ta, _), (tb, _) in zip(odom_base, odom_base[1:])), "a stamp published twice"
     steps = np.array([np.linalg.norm(b[:3, 3] - a[:3, 3]) for (_, a), (_, b) in zip(odom_base, odom_base[1:])])
-    typical = float(np.percentile(steps, 90))
-    # A correction of map -> odom is about the size of the drift it removes, many frames' motion; had it
-    # gone into odom -> base_link, one step would be that large.
-    assert steps.max() <= 5.0 * typical + 1e-9, (steps.max(), typical, max(moves))
+    # Had a correction of size c gone into odom -> base_link, one odometry step would be about c. The
+    # loop's correction is larger than any step the network's own odometry makes (the bundled demo
+    # model's provisional poses are noisy, so a step can be a few times the typical one), and the
+    # odometry steps into and out of the stamp where map -> odom took it are small.
+    biggest = int(np.argmax(moves))
+    at = {t: i for i, (t, _) in enumerate(odom_base)}[map_odom[biggest + 1][0]]
+    around = steps[max(0, at - 1):at + 1]
+    assert moves[biggest] > steps.max(), (moves[biggest], steps.max())
+    assert around.max() < 0.5 * moves[biggest], (around, moves[biggest])
 
     traj = read_tum(out / "trajectory.tum")
     assert len(traj) == len(frames)  # lossless replay: every frame has a pose
     print(f"\nback end over the 400-frame loop drive: {keyframes} keyframes, {loops} loop closure(s) "
           f"({loops_marked} marked), map -> odom moved up to {max(moves):.3f} (network units) in "
-          f"{len(map_odom)} broadcasts; odom -> base_link step max {steps.max():.3f} vs p90 {typical:.3f}")
+          f"{len(map_odom)} broadcasts; odom -> base_link step max {steps.max():.3f}, median {np.median(steps):.3f}, "
+          f"{around.max():.3f} where map -> odom moved most")
