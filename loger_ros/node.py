@@ -23,6 +23,7 @@ Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msg
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -306,6 +307,8 @@ class MappingShell:
                           f"{p.shutdown_partial_window}; then saving the map")
         stopped = self.core.stop(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
         t_stop = time.monotonic() - t0
+        # A pass still running when the map is saved cannot be stopped; main() then leaves at once.
+        self.left_running = not stopped
         if not stopped:
             self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
                              f"{p.shutdown_timeout_s} s: saving what is mapped")
@@ -319,6 +322,7 @@ class MappingShell:
             finisher.start()
             finisher.join(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
             if finisher.is_alive():
+                self.left_running = True
                 self.log.warning(f"the last window pass did not end within shutdown_timeout_s "
                                  f"{p.shutdown_timeout_s} s: saving the map without it")
             else:
@@ -402,6 +406,13 @@ def main(args: Optional[list[str]] = None, node_class: Optional[Callable[[], Nod
                 node.log.ros_up = False  # from here on the core's threads log to stderr
                 node.destroy_node()
         rclpy.try_shutdown()
+    if node is not None and getattr(node, "left_running", False):
+        # A window pass overran shutdown_timeout_s and still runs on its thread (torch, GTSAM): the map
+        # is saved, but the interpreter's exit would destroy the C++ thread pools under it and abort
+        # ("terminate called without an active exception", exit code -6). Leave now, with the code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

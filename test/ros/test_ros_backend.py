@@ -5,7 +5,6 @@ frame, diagnostics count keyframes and loops, the corrections go into ``map -> o
 ``odom -> base_link`` stays continuous (no jump where the map frame moved)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -19,12 +18,11 @@ from loger_core.io.trajectory import read_tum  # noqa: E402
 from loger_core.synthetic import SynthConfig, render_frames  # noqa: E402
 from loger_core.synthetic.rosbag_writer import BagTopics, write_rosbag  # noqa: E402
 from loger_ros.conversions import matrix_from_transform  # noqa: E402
-from ros_graph import LATCHED, Client, Launched, stamp_ns  # noqa: E402
+from ros_graph import LATCHED, Client, Launched, mapping_status_values, stamp_ns, wait_until_drained  # noqa: E402
 
 
 def _status_values(client: Client) -> list[dict]:
-    return [{kv.key: kv.value for kv in s.values} for msg in client.messages("diagnostics") for s in msg.status
-            if s.name == "loger_node: mapping"]
+    return mapping_status_values(client)
 
 
 def _edge(client: Client, parent: str, child: str) -> list[tuple[int, np.ndarray]]:
@@ -42,10 +40,14 @@ def test_backend_closes_a_loop_publishes_it_and_corrects_map_to_odom(ros_ready, 
     params = tmp_path / "offline.yaml"
     # The back end inline and tracking every frame: what offline replay uses (outputs independent of
     # timing); lossless replay lets the player wait for it.
-    params.write_text("loger:\n  ros__parameters:\n    backend_threaded: false\n    backend_max_queue: 0\n")
+    # shutdown_timeout_s: the last window and the final correction (the whole map fused again from the
+    # keyframes) get time on a busy machine.
+    params.write_text("loger:\n  ros__parameters:\n    backend_threaded: false\n    backend_max_queue: 0\n"
+                      "    shutdown_timeout_s: 60.0\n")
     out = tmp_path / "out"
     launched = Launched("replay.launch.py", {"bag": str(bag), "rviz": "false", "device": "cpu", "rate": "4.0",
-                                             "output_dir": str(out), "params_file": str(params)},
+                                             "output_dir": str(out), "params_file": str(params),
+                                             "sigterm_timeout": "90"},
                         tmp_path / "backend.log")
     client = Client("loger_test_backend")
     markers: list = []
@@ -57,6 +59,7 @@ def test_backend_closes_a_loop_publishes_it_and_corrects_map_to_odom(ros_ready, 
         # Diagnostics run on the steady clock: they keep coming after the bag (and /clock) ended.
         client.wait_until(lambda: any(int(v.get("backend_loop_closures", 0)) >= 1 for v in _status_values(client)),
                           30.0, "diagnostics that count the closed loop")
+        wait_until_drained(client, len(frames), 120.0)
     finally:
         client.close()
         launched.close()
