@@ -55,7 +55,7 @@ class PlayerControl:
                 return
             self._policy.failed(action)
             self._warn(f"lossless: cannot {action} the player: {client.srv_name} is not available (is `ros2 bag "
-                       f"play` running, as {self.player}?); frames are kept, not dropped")
+                       f"play` running, as {self.player}?); the frames wait in the queue meanwhile")
             return
         future = client.call_async(client.srv_type.Request())
         self.sent[action] += 1
