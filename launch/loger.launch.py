@@ -44,7 +44,7 @@ OUTPUT_REMAP_ARGUMENTS = {"odom_out": "~/odom", "path_out": "~/path", "cloud_out
 # Seconds between SIGINT and SIGTERM (launch's default is 5): the node's shutdown_timeout_s plus saving.
 SIGTERM_TIMEOUT_S = "20"
 # Arguments whose value is a boolean node parameter.
-BOOLEAN_PARAMETER_ARGUMENTS = {"use_sim_time": "use_sim_time", "publish_tf": "publish_tf"}
+BOOLEAN_PARAMETER_ARGUMENTS = {"use_sim_time": "use_sim_time", "publish_tf": "publish_tf", "lossless": "lossless"}
 
 ARGUMENT_HELP = {
     "image_topic": "camera image topic (raw or compressed)",
@@ -62,6 +62,7 @@ ARGUMENT_HELP = {
     "output_dir": "folder of ~/save_map",
     "use_sim_time": "true to follow /clock (bag replay)",
     "publish_tf": "broadcast TF (true/false)",
+    "lossless": "true: pause the rosbag2 player instead of dropping frames (replay.launch.py sets it)",
     "odom_out": "remap ~/odom to this topic",
     "path_out": "remap ~/path to this topic",
     "cloud_out": "remap ~/cloud to this topic",
@@ -135,6 +136,7 @@ def generate_launch_description():
                               description="seconds the node gets after SIGINT to save its map before SIGTERM"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description=ARGUMENT_HELP["use_sim_time"]),
         DeclareLaunchArgument("publish_tf", default_value="", description=ARGUMENT_HELP["publish_tf"]),
+        DeclareLaunchArgument("lossless", default_value="", description=ARGUMENT_HELP["lossless"]),
         DeclareLaunchArgument("publish_camera_tf", default_value="false",
                               description="publish the static camera mount below"),
         DeclareLaunchArgument("mount_base_frame", default_value="base_link",

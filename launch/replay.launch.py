@@ -5,6 +5,13 @@
 Node arguments (``image_topic``, ``checkpoint``, ``device``, ...) are passed on to
 ``loger.launch.py``; ``use_sim_time`` is forced to true so the node follows the bag's ``/clock``.
 
+Lossless (``lossless:=true``, the default here): every frame of the bag gets mapped, however much
+slower than the bag's rate the node is. Instead of dropping the oldest queued frame, the node pauses
+the player through its ``/rosbag2_player/pause`` service when half of its ``queue_size`` frames wait
+and resumes it (``~/resume``) at a quarter, so the bag plays at the node's pace (``rate`` is then an
+upper bound). ``lossless:=false`` plays at ``rate`` like a live camera and drops frames when the node
+falls behind.
+
 Playback starts when the node reports that it is ready (model loaded, subscriptions created: the
 line starting with ``READY_MESSAGE`` in its output), plus ``start_delay`` seconds so that the
 player's publishers and the node's subscriptions have discovered each other; ``--delay`` is passed
@@ -22,7 +29,8 @@ from launch_ros.substitutions import FindPackageShare
 
 # Arguments forwarded to loger.launch.py unchanged (empty = the parameter file's value).
 FORWARDED_ARGUMENTS = ("params_file", "image_topic", "camera_info_topic", "depth_topic", "model", "checkpoint",
-                       "device", "dtype", "camera_frame", "publish_camera_tf", "output_dir", "sigterm_timeout")
+                       "device", "dtype", "camera_frame", "publish_camera_tf", "output_dir", "sigterm_timeout",
+                       "lossless")
 # loger_ros.params.READY_MESSAGE (a test keeps them equal): the node logs it once it can take frames.
 READY_MESSAGE = "loger_node ready"
 DEFAULT_START_DELAY_S = "1.0"
@@ -70,10 +78,14 @@ def generate_launch_description():
         DeclareLaunchArgument("publish_camera_tf", default_value="false", description="publish a camera mount"),
         DeclareLaunchArgument("sigterm_timeout", default_value="20",
                               description="seconds the node gets after SIGINT to save its map"),
+        DeclareLaunchArgument("lossless", default_value="true",
+                              description="map every frame: the node pauses the player instead of dropping frames "
+                              "(false: play at rate like a live camera)"),
     ]
     arguments += [
         DeclareLaunchArgument(name, default_value="", description="passed to loger.launch.py")
-        for name in FORWARDED_ARGUMENTS if name not in ("params_file", "publish_camera_tf", "sigterm_timeout")
+        for name in FORWARDED_ARGUMENTS
+        if name not in ("params_file", "publish_camera_tf", "sigterm_timeout", "lossless")
     ]
     node = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "loger.launch.py"])),

@@ -101,6 +101,9 @@ class LogerLifecycleNode(MappingShell, LifecycleNode):
         for timer in getattr(self, "_shell_timers", []):
             self.destroy_timer(timer)
         self._shell_services, self._shell_timers = [], []
+        control, self._player_control = getattr(self, "_player_control", None), None
+        if control is not None:
+            control.destroy()
         self._started = False
         self._shut_down = False
 

@@ -23,6 +23,7 @@ Topics (``~`` = ``/loger``): ``~/odom`` (nav_msgs/Odometry), ``~/path`` (nav_msg
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ from nav_msgs.msg import OccupancyGrid, Odometry, Path
 from visualization_msgs.msg import MarkerArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -131,8 +133,22 @@ class MappingShell:
         self._shell_services = [
             self.create_service(Trigger, SERVICES["reset"], self._on_reset, callback_group=services),
             self.create_service(Trigger, SERVICES["save_map"], self._on_save_map, callback_group=services)]
+        # On the steady clock, not the node's: under use_sim_time a paused bag (lossless replay) or one
+        # that has ended stops /clock, and the node's state must still be reported while it works
+        # through what it queued (the messages keep the node clock's stamps).
         self._shell_timers = [self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics,
-                                               callback_group=MutuallyExclusiveCallbackGroup())]
+                                               callback_group=MutuallyExclusiveCallbackGroup(),
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))]
+        self._player_control = None
+        if self.params.lossless:
+            # Imported here: only lossless mode needs rosbag2_interfaces.
+            from loger_ros.player_control import PlayerControl
+
+            policy = self.core.backpressure
+            self._player_control = PlayerControl(self, self.params.lossless_player, policy, self.log)
+            self.core.set_flow_control(self._player_control)
+            self.log.info(f"lossless: every frame is kept; {self.params.lossless_player} is paused at "
+                          f"{policy.high_water} queued frames and resumed at {policy.low_water}")
 
     def _log_ready(self) -> None:
         selection = self.core.selection.describe() if self.core.selection is not None else self.params.model_config
@@ -199,9 +215,17 @@ class MappingShell:
         advertised = dict(self.get_topic_names_and_types()).get(self.resolve_topic_name(p.image_topic))
         transport = resolve_image_transport(p.image_transport, p.image_topic, advertised)
         compressed = transport == "compressed"
+        image_qos = qos_profile_sensor_data
+        if p.lossless:
+            # Still best effort (a reliable subscription would not match a bag recorded from a best-effort
+            # camera, which ros2 bag play replays best effort), but deep enough that a busy executor does not
+            # lose frames in the subscription's own history before they reach the lossless queue.
+            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(qos_profile_sensor_data.depth,
+                                   p.queue_size), reliability=ReliabilityPolicy.BEST_EFFORT,
+                                   durability=DurabilityPolicy.VOLATILE)
         subs = [self.create_subscription(
             CompressedImage if compressed else Image, p.image_topic,
-            lambda msg: self.core.on_image(msg, compressed), qos_profile_sensor_data, callback_group=inputs)]
+            lambda msg: self.core.on_image(msg, compressed), image_qos, callback_group=inputs)]
         self.log.info(f"image input: {p.image_topic} ({transport})")
         if p.camera_info_topic:
             subs.append(self.create_subscription(CameraInfo, p.camera_info_topic, self.core.on_camera_info,
@@ -262,11 +286,29 @@ class MappingShell:
         ``shutdown_timeout_s``, publish what is left (ROS is still up) and save the map."""
         p = self.params
         t0 = time.monotonic()
-        dropped = self.core.stop_intake()
-        self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
-                      f"{p.shutdown_partial_window}; then saving the map")
-        stopped = self.core.stop(p.shutdown_timeout_s)
+        if p.lossless:
+            # Every frame is wanted: map the queued ones too (bounded by the shutdown timeout).
+            queued = len(self.core.queue)
+            self.core.stop_intake(keep_queued=True)
+            self.log.info(f"shutting down ({reason}): lossless, mapping {queued} queued frame(s) first; incomplete "
+                          f"window: {p.shutdown_partial_window}; then saving the map")
+            if not self.core.wait_drained(p.shutdown_timeout_s):
+                self.log.warning(f"lossless: {len(self.core.queue)} queued frame(s) not mapped within "
+                                 f"shutdown_timeout_s {p.shutdown_timeout_s} s")
+            policy = self.core.backpressure
+            if policy is not None:
+                stats = policy.stats()
+                self.log.info(f"lossless: paused the player {stats['pauses']} time(s), resumed it {stats['resumes']} "
+                              f"time(s) ({stats['failures']} request(s) failed); queue peak {stats['max_depth']} "
+                              f"frame(s) of queue_size {p.queue_size}")
+        else:
+            dropped = self.core.stop_intake()
+            self.log.info(f"shutting down ({reason}): dropped {dropped} queued frame(s); incomplete window: "
+                          f"{p.shutdown_partial_window}; then saving the map")
+        stopped = self.core.stop(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
         t_stop = time.monotonic() - t0
+        # A pass still running when the map is saved cannot be stopped; main() then leaves at once.
+        self.left_running = not stopped
         if not stopped:
             self.log.warning(f"the running window pass did not end within shutdown_timeout_s "
                              f"{p.shutdown_timeout_s} s: saving what is mapped")
@@ -280,6 +322,7 @@ class MappingShell:
             finisher.start()
             finisher.join(max(0.0, p.shutdown_timeout_s - (time.monotonic() - t0)))
             if finisher.is_alive():
+                self.left_running = True
                 self.log.warning(f"the last window pass did not end within shutdown_timeout_s "
                                  f"{p.shutdown_timeout_s} s: saving the map without it")
             else:
@@ -363,6 +406,13 @@ def main(args: Optional[list[str]] = None, node_class: Optional[Callable[[], Nod
                 node.log.ros_up = False  # from here on the core's threads log to stderr
                 node.destroy_node()
         rclpy.try_shutdown()
+    if node is not None and getattr(node, "left_running", False):
+        # A window pass overran shutdown_timeout_s and still runs on its thread (torch, GTSAM): the map
+        # is saved, but the interpreter's exit would destroy the C++ thread pools under it and abort
+        # ("terminate called without an active exception", exit code -6). Leave now, with the code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -126,6 +126,20 @@ class NodeParams:
         "callbacks never block and the newest frame is always processed. A window pass blocks inference "
         "for about 1.5 s (full model, H100), so this should hold the frames of that time (fps x 1.5 s).",
         minimum=1, maximum=1024, group="inputs")
+    lossless: bool = _p(
+        False,
+        "Never drop a queued frame, for replaying a bag (every frame wanted; a live camera cannot wait, so off "
+        "there: the newest frame matters). Instead of dropping the oldest when the queue fills, the node pauses the "
+        "rosbag2 player (lossless_player's ~/pause service) when queue_size/2 frames wait and resumes it at "
+        "queue_size/4; frames still on their way grow the queue past queue_size rather than being dropped, the image "
+        "subscription keeps queue_size messages, and on shutdown the queued frames are mapped (within "
+        "shutdown_timeout_s) instead of dropped. replay.launch.py turns it on.",
+        group="inputs")
+    lossless_player: str = _p(
+        "/rosbag2_player",
+        "Fully qualified name of the rosbag2 player node whose ~/pause and ~/resume services lossless mode calls "
+        "('ros2 bag play' names its player /rosbag2_player).",
+        group="inputs")
     sync_tolerance_s: float = _p(
         0.02, "Largest stamp difference (s) for pairing a depth image or an odometry sample with an image.",
         minimum=0.0, maximum=10.0, group="inputs")
@@ -323,7 +337,9 @@ class NodeParams:
     reset_clears_map: bool = _p(False, "~/reset also clears the global map and path (else only the network "
                                 "memory restarts and the new reconstruction continues in the same map frame).",
                                 group="output")
-    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds.", minimum=0.01,
+    diagnostics_period_s: float = _p(1.0, "Period of /diagnostics in seconds of steady (wall) time, also under "
+                                     "use_sim_time, so that a paused or finished bag does not silence them (their "
+                                     "stamps follow the node clock).", minimum=0.01,
                                      maximum=3600.0, group="output")
     input_timeout_s: float = _p(
         3.0, "No image on image_topic for this long (wall clock, while the node is active) turns /diagnostics "
@@ -331,7 +347,8 @@ class NodeParams:
         "0 = off.", minimum=0.0, maximum=3600.0, group="output")
     shutdown_partial_window: str = _p(
         "finish",
-        "On shutdown (SIGINT/SIGTERM, Ctrl-C) frames still waiting in the queue are dropped; the frames already in "
+        "On shutdown (SIGINT/SIGTERM, Ctrl-C) frames still waiting in the queue are dropped (mapped first under "
+        "lossless); the frames already in "
         "the network's incomplete window are either committed by one last window pass ('finish', they get "
         "poses and map points) or discarded ('drop', fastest exit). Then the map is saved.",
         choices=SHUTDOWN_PARTIAL_WINDOW, group="output")
@@ -441,6 +458,9 @@ class NodeParams:
             raise ParamsError(f"point_voxel_size {self.point_voxel_size} must be -1 (auto), 0 (off) or > 0")
         if not self.image_topic:
             raise ParamsError("image_topic '' must name a topic")
+        if not re.fullmatch(r"(/[A-Za-z_][A-Za-z0-9_]*)+", self.lossless_player):
+            raise ParamsError(f"lossless_player {self.lossless_player!r} must be a fully qualified node name "
+                              "('/rosbag2_player', '/robot1/player')")
         self.backend_config()
         self.grid_config()  # cross-field checks of the grid (e.g. grid_max_height > grid_min_height)
         if self.scale_source == "depth" and not self.depth_topic:

@@ -32,4 +32,8 @@ rm -rf "$WS/build/loger_ros" "$WS/install/loger_ros"
 set +u; source "$WS/install/setup.bash"; set -u
 "$PY" -c 'import sys, numpy, torch; print(f"ROS Python {sys.version.split()[0]}, numpy {numpy.__version__}, torch {torch.__version__}")'
 cd "$ROOT"
-exec "$PY" -m pytest -p no:cacheprovider test/ros "$@"
+# -p no:launch_testing / no:launch_ros: ROS's launch_testing and launch_testing_ros register pytest
+# plugins that these tests do not use and whose hooks recent pytest refuses (launch_testing's
+# `path` argument, launch_testing_ros's hook that needs launch_testing), stopping pytest before it
+# collects anything.
+exec "$PY" -m pytest -p no:cacheprovider -p no:launch_testing -p no:launch_ros test/ros "$@"

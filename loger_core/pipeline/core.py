@@ -47,6 +47,7 @@ from loger_core.stream import FrameResult, StreamingReconstructor, StreamInputEr
 from loger_core.pipeline.diagnostics import CoreCounters, PipelineDiagnostics
 from loger_core.pipeline.errors import CoreError
 from loger_core.pipeline.extrinsics import CameraMount, LookupFn
+from loger_core.pipeline.backpressure import BackPressure
 from loger_core.pipeline.frame_queue import DropOldestQueue
 from loger_core.pipeline.grid_mapping import GridMapping
 from loger_core.pipeline.inputs import DecodedImage, FrameDecoder, FrameInput, NumpyDecoder
@@ -125,7 +126,10 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
         if warning:
             self.log.warning(warning)
         self._lookup = lookup
-        self.queue: DropOldestQueue[_QueuedImage] = DropOldestQueue(params.queue_size)
+        # Lossless (replaying a bag): the queue never drops; set_flow_control pauses the source instead.
+        self.queue: DropOldestQueue[_QueuedImage] = DropOldestQueue(params.queue_size, lossless=params.lossless)
+        self.backpressure: Optional[BackPressure] = BackPressure.for_queue(params.queue_size) if params.lossless else None
+        self._flow_sink: Optional[Callable[[str], None]] = None
         self.decoder = decoder if decoder is not None else NumpyDecoder()
         self.mount = CameraMount(params.base_frame, lookup, self.log)
         self.tracker = PoseTracker(params.tf_mode)
@@ -194,6 +198,37 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
         if self.queue.put(_QueuedImage(payload, bool(compressed), now)) is not None:
             self._count_drop("queue_full", f"input queue full ({self.params.queue_size} frames): "
                              "dropped the oldest waiting frame (inference is slower than the camera)")
+        depth = len(self.queue)
+        if self.queue.lossless and depth > self.params.queue_size:
+            # Nothing is dropped, but nothing bounds the queue either unless the source pauses.
+            self._warn("warning", "lossless_overflow",
+                       f"lossless: {depth} frames waiting (queue_size {self.params.queue_size}): the source is "
+                       "not pausing (no rosbag2 player services?); the queue grows instead of dropping")
+        self._flow(depth)
+
+    # ============================================================ flow control
+    def set_flow_control(self, sink: Callable[[str], None]) -> None:
+        """Lossless mode: call ``sink("pause")`` when the input queue reaches half of ``queue_size``
+        and ``sink("resume")`` when it has drained to a quarter (``self.backpressure``, a
+        :class:`BackPressure`). The sink is called from the callback and the inference threads and
+        must not block (the node sends asynchronous service requests to the rosbag2 player); a
+        request that fails is reported with ``self.backpressure.failed(action)`` and asked again on a
+        later update."""
+        if self.backpressure is None:
+            raise CoreError("flow control needs lossless mode (parameter lossless: true)")
+        self._flow_sink = sink
+
+    def _flow(self, depth: int) -> None:
+        policy, sink = self.backpressure, self._flow_sink
+        if policy is None or sink is None or self._intake_closed:  # shutting down: leave the source alone
+            return
+        action = policy.update(depth)
+        if action is not None:
+            try:
+                sink(action)
+            except Exception as err:  # the frame path must not fail on a flow-control request
+                policy.failed(action)
+                self._warn("warning", "flow_control", f"lossless: could not {action} the source: {err!r}")
 
     # =============================================================== processing
     def process_next(self, timeout_s: Optional[float] = 0.0) -> list[Publication]:
@@ -203,6 +238,8 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
             self._reset_requested.clear()
             pubs += self._apply_reset()
         item = self.queue.get(timeout_s)
+        # Also on an empty get: a resume that failed is asked again while the source stays paused.
+        self._flow(len(self.queue))
         if item is not None:
             pubs += self._process(item)
         pubs += self._poll_windows()
@@ -226,15 +263,29 @@ class MappingPipeline(PipelineDiagnostics, PipelineWarmUp, PipelineResets, PoseO
         pubs = self.process_all()
         return pubs + self._finish(commit_window=True)
 
-    def stop_intake(self) -> int:
+    def stop_intake(self, keep_queued: bool = False) -> int:
         """Shutdown, step 1: take no more images (later ones are dropped as 'shutdown') and drop the
-        queued ones; returns how many were dropped from the queue. Never blocks for long."""
+        queued ones (unless ``keep_queued``: lossless mode, see :meth:`wait_drained`); returns how
+        many were dropped from the queue. Never blocks for long."""
         self._intake_closed = True
+        if keep_queued:
+            return 0
         dropped = self.queue.clear()
         if dropped:
             with self._lock:
                 self.counters.dropped["shutdown"] += dropped
         return dropped
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Shutdown in lossless mode, step 2 (after ``stop_intake(keep_queued=True)``): wait up to
+        ``timeout_s`` for the inference thread to take every queued frame (:meth:`stop` then waits
+        for the last one); True when the queue is empty."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while len(self.queue) and time.monotonic() < deadline:
+            if self._thread is None or not self._thread.is_alive():
+                break  # nobody is taking frames: waiting would only cost the timeout
+            time.sleep(0.02)
+        return not len(self.queue)
 
     def finish(self, partial_window: str = "finish") -> list[Publication]:
         """Shutdown, step 3 (after :meth:`stop_intake` and :meth:`stop`): without processing queued

@@ -84,6 +84,9 @@ class PipelineDiagnostics:
             }
         if self.grid is not None:
             values.update(self.grid.diagnostics())
+        policy = getattr(self, "backpressure", None)
+        if policy is not None:  # lossless mode: how often the source was paused, how full the queue got
+            values.update({f"lossless_{k}": v for k, v in policy.stats().items()})
         backend_stats = getattr(self.mapper.consumer, "stats", None)
         if backend_stats is not None:
             b = backend_stats()
@@ -132,6 +135,9 @@ class PipelineDiagnostics:
         with self._lock:
             since, last = self._watch_since_ns, self._last_image_ns
         if since is None or timeout <= 0:
+            return None
+        policy = getattr(self, "backpressure", None)
+        if policy is not None and policy.paused:  # lossless: the node paused the source itself
             return None
         now = self._now()
         topic = self.params.image_topic

@@ -1,8 +1,12 @@
-"""A bounded, thread-safe FIFO that drops its OLDEST item when full.
+"""A bounded, thread-safe FIFO that drops its OLDEST item when full (or, lossless, never drops).
 
 Why drop-oldest: a mapping node must always work on the newest camera frame; when
 inference falls behind, stale frames are the ones worth losing. ``put`` never blocks,
 so ROS callbacks that feed the queue never stall the executor.
+
+Lossless (replaying a bag, where every frame is wanted): ``put`` still never blocks, but a full
+queue grows instead of evicting; the caller bounds it by pausing the source
+(:class:`~loger_core.pipeline.backpressure.BackPressure`).
 """
 from __future__ import annotations
 
@@ -23,9 +27,11 @@ class DropOldestQueue(Generic[T]):
     Attributes:
         dropped: items evicted because the queue was full (total since creation).
         high_water: the largest length reached.
+        lossless: never evict; ``put`` on a full queue appends beyond ``maxsize``.
+        overflows: puts that found a lossless queue full (each grew it past ``maxsize``).
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, lossless: bool = False) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise CoreError(f"queue maxsize {maxsize!r} must be an integer >= 1")
         self.maxsize = maxsize
@@ -34,14 +40,20 @@ class DropOldestQueue(Generic[T]):
         self._closed = False
         self.dropped = 0
         self.high_water = 0
+        self.lossless = bool(lossless)
+        self.overflows = 0
 
     def put(self, item: T) -> Optional[T]:
-        """Append ``item``; returns the evicted oldest item when the queue was full, else None."""
+        """Append ``item``; returns the evicted oldest item when the queue was full, else None
+        (always None when lossless)."""
         with self._cond:
             evicted = None
             if len(self._items) >= self.maxsize:
-                evicted = self._items.popleft()
-                self.dropped += 1
+                if self.lossless:
+                    self.overflows += 1
+                else:
+                    evicted = self._items.popleft()
+                    self.dropped += 1
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
             self._cond.notify()

@@ -317,6 +317,23 @@ class CameraStream:
             self._thread.join(5.0)
 
 
+def mapping_status_values(client: Client) -> list[dict]:
+    """The values of every ``loger_node: mapping`` diagnostics status heard, oldest first."""
+    return [{kv.key: kv.value for kv in s.values} for msg in client.messages("diagnostics") for s in msg.status
+            if s.name == "loger_node: mapping"]
+
+
+def wait_until_drained(client: Client, frames: int, timeout_s: float) -> dict:
+    """Wait for diagnostics saying the node has taken all ``frames`` it received and its queue is
+    empty (diagnostics run on the steady clock, so they come after a bag and its /clock ended)."""
+    def drained() -> bool:
+        values = mapping_status_values(client)
+        return bool(values) and int(values[-1]["frames_processed"]) >= frames and values[-1]["queue_depth"] == "0"
+
+    client.wait_until(drained, timeout_s, f"diagnostics with {frames} frames processed and an empty queue")
+    return mapping_status_values(client)[-1]
+
+
 def tf_edges(client: Client) -> dict:
     """(parent, child) -> list of stamps (ns) the node broadcast on /tf."""
     edges: dict = defaultdict(list)
